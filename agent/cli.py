@@ -1,0 +1,355 @@
+"""The `agentgolf` command: thin wrappers that parse arguments, call one module each, and print.
+
+Every failure the user can fix ends as one line on stderr and exit code 2; Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from agentgolf.experiments.errors import AgentgolfError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.func(args) or 0
+    except KeyboardInterrupt:
+        err.print("interrupted; the ledger keeps everything recorded so far")
+        return EXIT_INTERRUPTED
+    except AgentgolfError as exc:
+        return fail(str(exc))
+    except ValueError as exc:  # data errors (bad shards, bad tokenizer files) carry their own message
+        if type(exc).__module__.startswith("agentgolf."):
+            return fail(str(exc))
+        raise
+
+
+def fail(message: str) -> int:
+    err.print(f"[red]error:[/] {message}", markup=True)
+    return EXIT_USAGE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agentgolf",
+        description="An autonomous, sandboxed experiment loop for OpenAI's Parameter Golf challenge.",
+    )
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    p = sub.add_parser("init", help="create a workspace with the baseline trainer (and demo data)")
+    p.add_argument("dir", nargs="?", default=".", type=Path)
+    p.add_argument("--demo", action="store_true", help="build a small offline corpus and CPU settings")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("run", help="run N experiments: the baseline, then proposals")
+    p.add_argument("--budget", type=int, required=True, help="number of experiments, baseline included")
+    p.add_argument("--time-budget", type=float, help="training seconds per experiment (default: config)")
+    p.add_argument("--size-budget", type=int, help="artifact byte limit (default: config, 16,000,000)")
+    p.add_argument("--proposer", default=None, help="playbook (offline, default)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("ledger", help="list experiments")
+    p.add_argument("--run", help="only this run")
+    p.add_argument("--status", help="only this status (ok, crash, rejected, ...)")
+    p.add_argument("--category", help="only this category (opt, arch, quant, ...)")
+    p.add_argument("--better-than", type=float, metavar="BPB", help="only val_bpb below this")
+    p.add_argument("--sort", default="id", help="id, val_bpb, delta or recent")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.set_defaults(func=cmd_ledger)
+
+    p = sub.add_parser("show", help="one experiment: hypothesis, diff, metrics, log tail")
+    p.add_argument("id", type=int)
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("pick", help="cherry-pick an experiment's chain of kept changes onto a branch")
+    p.add_argument("id", type=int)
+    p.add_argument("--onto", help="target branch (default: the current branch; created if missing)")
+    p.set_defaults(func=cmd_pick)
+
+    p = sub.add_parser("replay", help="re-run an experiment from its recorded commit, seed and settings")
+    p.add_argument("id", type=int)
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("sandbox", help="train and score one trainer file under the sandbox")
+    p.add_argument("trainer", type=Path)
+    p.add_argument("--time-budget", type=float, help="training seconds (default: config)")
+    p.add_argument("--size-budget", type=int, help="artifact byte limit (default: config)")
+    p.add_argument("--self-reported", action="store_true", help="for trainers the harness cannot re-score")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.set_defaults(func=cmd_sandbox)
+
+    p = sub.add_parser("report", help="summary of a run with a progress plot")
+    p.add_argument("run", nargs="?", help="run id (default: the latest)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("data", help="build or fetch shards and tokenizers")
+    data = p.add_subparsers(title="data commands", metavar="ACTION")
+    d = data.add_parser("build", help="shards (+ a new or given SentencePiece model) from text/JSONL documents")
+    d.add_argument("inputs", nargs="+", type=Path, help=".jsonl/.txt files, optionally .gz/.xz")
+    d.add_argument("--out", type=Path, default=Path("data"), help="root folder (datasets/ and tokenizers/)")
+    d.add_argument("--name", default="custom_sp1024")
+    d.add_argument("--vocab-size", type=int, default=1024)
+    d.add_argument("--tokenizer", type=Path, help="reuse this .model instead of training one")
+    d.add_argument("--val-docs", type=int, help="hold out the first N documents for validation")
+    d.add_argument("--val-fraction", type=float, default=0.05)
+    d.add_argument("--val-input", type=Path, action="append", help="use these documents as validation instead")
+    d.set_defaults(func=cmd_data_build)
+    d = data.add_parser("fetch", help="download the official FineWeb shards and tokenizer")
+    d.add_argument("--variant", default="sp1024")
+    d.add_argument("--train-shards", type=int, default=1)
+    d.add_argument("--out", type=Path, default=Path("data"))
+    d.add_argument("--source", help="base URL or a local folder with the same layout")
+    d.set_defaults(func=cmd_data_fetch)
+    p.set_defaults(func=lambda a: p.print_help() or EXIT_USAGE)
+    return parser
+
+
+# --- commands ---------------------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from agentgolf.experiments.workspace import init_workspace
+
+    ws = init_workspace(args.dir, demo=args.demo)
+    out.print(f"workspace ready at {ws.root}")
+    if not args.demo:
+        out.print(
+            f"next: put shards in {ws.resolve(ws.config.data.dataset_dir)} and the tokenizer at "
+            f"{ws.resolve(ws.config.data.tokenizer)} (agentgolf data fetch --out {ws.root / 'data'}), "
+            "then `agentgolf run --budget N`"
+        )
+    else:
+        out.print(f"next: cd {args.dir} && agentgolf run --budget 3")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from agentgolf.agent.loop import Loop, workspace_budget
+    from agentgolf.experiments.workspace import find_workspace
+
+    ws = find_workspace()
+    budget = workspace_budget(ws, args.time_budget, args.size_budget)
+    ledger = ws.ledger()
+    summary = Loop(ws, ledger, budget, console=err).run(args.budget, args.proposer or ws.config.proposer)
+    if summary.best_bpb is not None:
+        out.print(f"best: experiment {summary.best_id}, val_bpb {summary.best_bpb:.4f} (branch agentgolf/{summary.run_id}/best)")
+    return 0
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    from agentgolf.experiments.workspace import find_workspace
+
+    rows = find_workspace().ledger().experiments(
+        run_id=args.run, status=args.status, category=args.category, better_than=args.better_than, order=args.sort
+    )
+    if args.json:
+        keep = (
+            "id parent_id run_id kind status val_bpb delta_bpb self_val_bpb artifact_bytes train_seconds "
+            "wall_seconds branch commit_sha title hypothesis category proposer seed kept reason isolation trust"
+        ).split()
+        records = [{("commit" if k == "commit_sha" else k): getattr(e, k) for k in keep} for e in rows]
+        print(json.dumps(records, indent=2))
+        return 0
+    if not rows:
+        out.print("no experiments yet")
+        return 0
+    table = Table(show_lines=False)
+    for name in ("id", "parent", "run", "status", "val_bpb", "Δ vs parent", "artifact bytes", "train s", "title"):
+        table.add_column(name, justify="right" if name not in ("status", "title", "run") else "left")
+    for e in rows:
+        table.add_row(
+            str(e.id),
+            str(e.parent_id or ""),
+            e.run_id or "",
+            e.status + (" *" if e.kept and e.kind == "proposal" else ""),
+            _num(e.val_bpb, ".4f"),
+            _num(e.delta_bpb, "+.4f"),
+            _num(e.artifact_bytes, ","),
+            _num(e.train_seconds, ".1f"),
+            e.title + (f" (replay of {e.replay_of})" if e.replay_of else ""),
+        )
+    out.print(table)
+    out.print("* kept: the change beat its parent and is on the run's best branch")
+    return 0
+
+
+def _num(value: float | int | None, fmt: str) -> str:
+    return "" if value is None else format(value, fmt)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from agentgolf.experiments import worktree as wt
+    from agentgolf.experiments.workspace import find_workspace
+
+    ws = find_workspace()
+    e = ws.ledger().get(args.id)
+    out.print(f"[bold]experiment {e.id}[/]: {e.title}  ({e.kind}, run {e.run_id}, proposer {e.proposer})")
+    out.print(f"status: {e.status}" + (f" — {e.reason}" if e.reason else ""))
+    out.print(f"hypothesis: {e.hypothesis or '-'}")
+    out.print(f"branch: {e.branch or '-'}  commit: {e.commit_sha[:12] or '-'}  parent: {e.parent_id or '-'}")
+    metrics = {
+        "val_bpb": _num(e.val_bpb, ".6f"),
+        "delta vs parent": _num(e.delta_bpb, "+.6f"),
+        "self-reported val_bpb": _num(e.self_val_bpb, ".6f"),
+        "artifact bytes": _num(e.artifact_bytes, ","),
+        "train seconds": _num(e.train_seconds, ".1f"),
+        "wall seconds": _num(e.wall_seconds, ".1f"),
+        "isolation": e.isolation,
+        "trust": e.trust,
+        "seed": str(e.seed),
+    }
+    for key, value in metrics.items():
+        if value:
+            out.print(f"  {key}: {value}")
+    if e.commit_sha and e.parent_commit and e.commit_sha != e.parent_commit:
+        text = wt.diff(wt.open_repo(ws.root), e.parent_commit, e.commit_sha)
+        out.print("[bold]diff vs parent[/]")
+        out.print(text, markup=False)
+    if e.log_tail:
+        out.print("[bold]log tail[/]")
+        out.print(e.log_tail, markup=False)
+    return 0
+
+
+def cmd_pick(args: argparse.Namespace) -> int:
+    from agentgolf.experiments import worktree as wt
+    from agentgolf.experiments.workspace import find_workspace
+
+    ws = find_workspace()
+    ledger = ws.ledger()
+    e = ledger.get(args.id)
+    if not e.commit_sha or e.run_id is None:
+        raise AgentgolfError(f"experiment {e.id} has no commit to pick (status {e.status})")
+    run = ledger.get_run(e.run_id)
+    repo = wt.open_repo(ws.root)
+    commits = wt.chain(repo, run.base_commit, e.commit_sha)
+    branch, head = wt.pick(repo, commits, args.onto)
+    out.print(f"picked {len(commits)} commit(s) onto {branch}: now at {head[:10]}")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from agentgolf.agent.loop import Loop, describe
+    from agentgolf.experiments.workspace import find_workspace
+
+    ws = find_workspace()
+    loop = Loop(ws, ws.ledger(), ws.config.budget, console=err)
+    original, copy, drift = loop.replay(args.id)
+    table = Table(title=f"replay of experiment {original.id}")
+    for name in ("", "recorded", "replayed"):
+        table.add_column(name)
+    table.add_row("experiment", str(original.id), str(copy.id))
+    table.add_row("status", original.status, copy.status)
+    table.add_row("val_bpb", _num(original.val_bpb, ".8f"), _num(copy.val_bpb, ".8f"))
+    table.add_row("artifact bytes", _num(original.artifact_bytes, ","), _num(copy.artifact_bytes, ","))
+    table.add_row("train seconds", _num(original.train_seconds, ".1f"), _num(copy.train_seconds, ".1f"))
+    out.print(table)
+    out.print(describe(copy))
+    if original.val_bpb is not None and copy.val_bpb is not None:
+        gap = copy.val_bpb - original.val_bpb
+        verdict = "reproduced exactly" if gap == 0 else f"differs by {gap:+.6f} bpb"
+        out.print(f"val_bpb {verdict}")
+    out.print("settings drift: " + ("; ".join(drift) if drift else "none"))
+    return 0
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    import time
+
+    from agentgolf.agent.loop import workspace_budget
+    from agentgolf.experiments.workspace import find_workspace
+    from agentgolf.sandbox.runner import run_sandboxed
+
+    trainer = args.trainer.resolve()
+    if not trainer.is_file():
+        raise AgentgolfError(f"trainer file {args.trainer} does not exist")
+    ws = find_workspace()
+    budget = workspace_budget(ws, args.time_budget, args.size_budget)
+    run_dir = ws.state / "sandbox" / time.strftime("%Y%m%d-%H%M%S")
+    result = run_sandboxed(
+        trainer,
+        run_dir,
+        ws.data_spec(),
+        budget,
+        env=dict(ws.config.trainer_env),
+        seed=ws.config.seed,
+        gpus=ws.config.gpus,
+        self_reported=args.self_reported,
+    )
+    if args.json:
+        print(result.model_dump_json(indent=2))
+    else:
+        for key in ("status", "reason", "val_bpb", "self_val_bpb", "artifact_bytes", "train_seconds", "wall_seconds", "isolation", "trust"):
+            value = getattr(result, key)
+            if value not in (None, ""):
+                out.print(f"{key}: {value.value if hasattr(value, 'value') else value}")
+        out.print(f"run folder: {run_dir}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from agentgolf.agent.report import write_report
+    from agentgolf.experiments.workspace import find_workspace
+
+    ws = find_workspace()
+    report, plot = write_report(ws.ledger(), args.run, ws.state / "reports")
+    out.print(report.read_text(), markup=False)
+    out.print(f"report: {report}\nplot: {plot}")
+    return 0
+
+
+def cmd_data_build(args: argparse.Namespace) -> int:
+    from itertools import chain
+
+    from agentgolf.baseline.data import build_dataset, read_docs
+
+    for path in [*args.inputs, *(args.val_input or [])]:
+        if not path.is_file():
+            raise AgentgolfError(f"input file {path} does not exist")
+    docs = chain.from_iterable(read_docs(p) for p in args.inputs)
+    val = chain.from_iterable(read_docs(p) for p in args.val_input) if args.val_input else None
+    info = build_dataset(
+        docs,
+        args.out,
+        name=args.name,
+        vocab_size=args.vocab_size,
+        tokenizer=args.tokenizer,
+        val_docs=args.val_docs,
+        val_fraction=args.val_fraction,
+        val_docs_iter=val,
+        progress=True,
+    )
+    out.print(
+        f"{info.name}: {info.train_docs:,} train docs ({info.train_tokens:,} tokens), "
+        f"{info.val_docs:,} val docs ({info.val_tokens:,} tokens) in {info.dataset_dir}; tokenizer {info.tokenizer}"
+    )
+    return 0
+
+
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    from agentgolf.baseline.data import DEFAULT_SOURCE, fetch_official
+
+    info = fetch_official(args.out, variant=args.variant, train_shards=args.train_shards, source=args.source or DEFAULT_SOURCE)
+    out.print(f"{info.name}: {len(info.train_files)} train shard(s), {len(info.val_files)} val shard(s) in {info.dataset_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

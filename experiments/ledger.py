@@ -1,0 +1,298 @@
+"""The experiment ledger: one SQLite row per experiment, failures included, readable while a run writes.
+
+SQLite in WAL mode so `agentgolf ledger` can read while `agentgolf run` writes. The schema is versioned
+with `PRAGMA user_version`; MIGRATIONS[i] upgrades version i to i + 1, so an old ledger opens after an
+upgrade and nothing is rewritten by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from agentgolf.experiments.errors import AgentgolfError
+
+BUSY_TIMEOUT_MS = 10_000
+
+# Statuses beyond the sandbox's taxonomy: the loop's own bookkeeping.
+RUNNING = "running"  # inserted before the sandbox starts, so a crash leaves a visible row
+REJECTED = "rejected"  # the proposal never reached the sandbox (edit did not apply, does not compile, repeat)
+INTERRUPTED = "interrupted"  # the loop died while this experiment was in flight
+
+MIGRATIONS: list[str] = [
+    # v0 -> v1: the first schema.
+    """
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        created_at REAL NOT NULL,
+        base_commit TEXT NOT NULL,
+        settings TEXT NOT NULL DEFAULT '{}',
+        status TEXT NOT NULL DEFAULT 'running',
+        stop_reason TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE experiments (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT,
+        parent_id INTEGER REFERENCES experiments(id),
+        kind TEXT NOT NULL,
+        status TEXT NOT NULL,
+        title TEXT NOT NULL DEFAULT '',
+        hypothesis TEXT NOT NULL DEFAULT '',
+        category TEXT NOT NULL DEFAULT '',
+        proposer TEXT NOT NULL DEFAULT '',
+        branch TEXT NOT NULL DEFAULT '',
+        commit_sha TEXT NOT NULL DEFAULT '',
+        parent_commit TEXT NOT NULL DEFAULT '',
+        seed INTEGER,
+        val_bpb REAL,
+        val_loss REAL,
+        self_val_bpb REAL,
+        delta_bpb REAL,
+        artifact_bytes INTEGER,
+        train_seconds REAL,
+        wall_seconds REAL,
+        isolation TEXT NOT NULL DEFAULT '',
+        trust TEXT NOT NULL DEFAULT '',
+        reason TEXT NOT NULL DEFAULT '',
+        log_tail TEXT NOT NULL DEFAULT '',
+        kept INTEGER NOT NULL DEFAULT 0,
+        fingerprint TEXT NOT NULL DEFAULT '',
+        replay_of INTEGER REFERENCES experiments(id),
+        manifest TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL,
+        finished_at REAL
+    );
+    CREATE INDEX experiments_run ON experiments(run_id, id);
+    CREATE INDEX experiments_status ON experiments(status);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class LedgerError(AgentgolfError):
+    """The ledger file cannot be used as it is; the message says why and what is safe to do."""
+
+
+class Experiment(BaseModel):
+    id: int
+    run_id: str | None = None
+    parent_id: int | None = None
+    kind: str  # baseline | proposal | replay
+    status: str
+    title: str = ""
+    hypothesis: str = ""
+    category: str = ""
+    proposer: str = ""
+    branch: str = ""
+    commit_sha: str = ""
+    parent_commit: str = ""
+    seed: int | None = None
+    val_bpb: float | None = None
+    val_loss: float | None = None
+    self_val_bpb: float | None = None
+    delta_bpb: float | None = None
+    artifact_bytes: int | None = None
+    train_seconds: float | None = None
+    wall_seconds: float | None = None
+    isolation: str = ""
+    trust: str = ""
+    reason: str = ""
+    log_tail: str = ""
+    kept: bool = False
+    fingerprint: str = ""  # normalized diff against the parent: the same change has the same one
+    replay_of: int | None = None
+    manifest: dict[str, Any] = Field(default_factory=dict)
+    created_at: float
+    finished_at: float | None = None
+
+
+class Run(BaseModel):
+    id: str
+    created_at: float
+    base_commit: str
+    settings: dict[str, Any] = Field(default_factory=dict)
+    status: str = "running"
+    stop_reason: str = ""
+
+
+EXPERIMENT_COLUMNS = list(Experiment.model_fields)
+JSON_COLUMNS = {"manifest", "settings"}
+
+
+def _encode(key: str, value: Any) -> Any:
+    if key in JSON_COLUMNS:
+        return json.dumps(value, sort_keys=True, default=str)
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def _decode_row(row: sqlite3.Row) -> dict[str, Any]:
+    out = dict(row)
+    for key in JSON_COLUMNS & out.keys():
+        out[key] = json.loads(out[key] or "{}")
+    return out
+
+
+class Ledger:
+    """A thin, typed door onto the SQLite file. Every write is one short transaction."""
+
+    def __init__(self, path: Path, *, create: bool = False):
+        self.path = Path(path)
+        if not create and not self.path.exists():
+            raise LedgerError(f"no ledger at {self.path}")
+        try:
+            self.db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(self._explain(exc)) from exc
+
+    def _explain(self, exc: sqlite3.DatabaseError) -> str:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return f"ledger {self.path} is locked by another process ({text}); nothing was changed, try again"
+        return (
+            f"ledger {self.path} is not a readable SQLite database ({text}); it was left untouched: "
+            "move it aside to start a new one, or restore it from a copy"
+        )
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise LedgerError(
+                f"ledger {self.path} has schema v{version}, newer than this agentgolf (v{SCHEMA_VERSION}); upgrade agentgolf"
+            )
+        for target in range(version, SCHEMA_VERSION):
+            # One transaction per step: a failed migration leaves the file at the previous version.
+            try:
+                self.db.executescript(
+                    f"BEGIN IMMEDIATE;{MIGRATIONS[target]};PRAGMA user_version = {target + 1};COMMIT;"
+                )
+            except sqlite3.DatabaseError:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(self._explain(exc)) from exc
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- runs -------------------------------------------------------------------------------------
+
+    def add_run(self, run: Run) -> None:
+        fields = run.model_dump()
+        with self.transaction() as db:
+            db.execute(
+                f"INSERT INTO runs ({', '.join(fields)}) VALUES ({', '.join('?' * len(fields))})",
+                [_encode(k, v) for k, v in fields.items()],
+            )
+
+    def get_run(self, run_id: str) -> Run:
+        row = self._query("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise LedgerError(f"no run {run_id!r} in the ledger")
+        return Run(**_decode_row(row))
+
+    def runs(self) -> list[Run]:
+        return [Run(**_decode_row(r)) for r in self._query("SELECT * FROM runs ORDER BY created_at")]
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        self._update("runs", run_id, fields)
+
+    # --- experiments ------------------------------------------------------------------------------
+
+    def add_experiment(self, **fields: Any) -> Experiment:
+        """Insert a row now (status running/rejected) so that no experiment is ever invisible."""
+        fields.setdefault("created_at", time.time())
+        cols = [k for k in fields if k in EXPERIMENT_COLUMNS and k != "id"]
+        with self.transaction() as db:
+            cur = db.execute(
+                f"INSERT INTO experiments ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                [_encode(k, fields[k]) for k in cols],
+            )
+            exp_id = cur.lastrowid
+        return self.get(exp_id)
+
+    def update(self, exp_id: int, **fields: Any) -> Experiment:
+        self._update("experiments", exp_id, fields)
+        return self.get(exp_id)
+
+    def get(self, exp_id: int) -> Experiment:
+        row = self._query("SELECT * FROM experiments WHERE id = ?", (exp_id,)).fetchone()
+        if row is None:
+            raise LedgerError(f"no experiment with id {exp_id} in the ledger")
+        return Experiment(**_decode_row(row))
+
+    def experiments(
+        self,
+        *,
+        run_id: str | None = None,
+        status: str | None = None,
+        category: str | None = None,
+        better_than: float | None = None,
+        order: str = "id",
+        limit: int | None = None,
+    ) -> list[Experiment]:
+        where, args = [], []
+        for column, value in (("run_id", run_id), ("status", status), ("category", category)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if better_than is not None:
+            where.append("val_bpb IS NOT NULL AND val_bpb < ?")
+            args.append(better_than)
+        if order not in ORDERS:
+            raise LedgerError(f"unknown sort order {order!r}; choose one of {', '.join(ORDERS)}")
+        sql = "SELECT * FROM experiments"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY " + ORDERS[order]
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [Experiment(**_decode_row(r)) for r in self._query(sql, args)]
+
+    def _query(self, sql: str, args: Any = ()) -> sqlite3.Cursor:
+        try:
+            return self.db.execute(sql, args)
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(self._explain(exc)) from exc
+
+    def _update(self, table: str, key: Any, fields: dict[str, Any]) -> None:
+        if not fields:
+            return
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self.transaction() as db:
+            db.execute(
+                f"UPDATE {table} SET {sets} WHERE id = ?", [_encode(k, v) for k, v in fields.items()] + [key]
+            )
+
+
+ORDERS = {
+    "id": "id",
+    "val_bpb": "val_bpb IS NULL, val_bpb",
+    "delta": "delta_bpb IS NULL, delta_bpb",
+    "recent": "id DESC",
+}

@@ -1,0 +1,193 @@
+"""A workspace: a git repository with an `.agentgolf/` folder holding config, ledger and run folders.
+
+Commands find it from the current directory, like git. Everything agentgolf writes lives under
+`.agentgolf/` (and the demo's `data/`), both excluded through `.git/info/exclude`, so the user's own
+files and `.gitignore` are never touched.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, Field, ValidationError
+
+from agentgolf.experiments.errors import AgentgolfError
+from agentgolf.experiments.ledger import Ledger
+from agentgolf.sandbox.budget import Budget
+from agentgolf.sandbox.result import DataSpec
+
+STATE_DIR = ".agentgolf"
+CONFIG_FILE = "config.json"
+LEDGER_FILE = "ledger.db"
+TRAINER_FILE = "train_gpt.py"
+
+
+class DataConfig(BaseModel):
+    """Where the shards and tokenizer are; relative paths are relative to the workspace root."""
+
+    dataset_dir: Path = Path("data/datasets/fineweb10B_sp1024")
+    tokenizer: Path = Path("data/tokenizers/fineweb_1024_bpe.model")
+    vocab_size: int = 1024
+
+
+class AcceptanceConfig(BaseModel):
+    """When a candidate counts as better than its parent."""
+
+    min_delta_bpb: float = Field(0.0, ge=0, description="a candidate must beat its parent by more than this")
+
+
+class WorkspaceConfig(BaseModel):
+    """The one place for a workspace's settings, saved as `.agentgolf/config.json`."""
+
+    trainer: str = TRAINER_FILE
+    data: DataConfig = Field(default_factory=DataConfig)
+    budget: Budget = Field(default_factory=Budget)
+    trainer_env: dict[str, str] = Field(default_factory=dict, description="extra env for every experiment")
+    seed: int = 1337
+    gpus: list[int] | None = Field(None, description="GPU ids for experiments; None = CPU")
+    proposer: str = "playbook"
+    acceptance: AcceptanceConfig = Field(default_factory=AcceptanceConfig)
+
+
+class Workspace:
+    def __init__(self, root: Path):
+        self.root = Path(root).resolve()
+        self.state = self.root / STATE_DIR
+        self.config = load_config(self.state / CONFIG_FILE)
+
+    @property
+    def trainer_path(self) -> Path:
+        return self.root / self.config.trainer
+
+    def ledger(self) -> Ledger:
+        return Ledger(self.state / LEDGER_FILE, create=True)
+
+    def run_dir(self, exp_id: int) -> Path:
+        return self.state / "runs" / str(exp_id)
+
+    def worktree_dir(self, exp_id: int) -> Path:
+        return self.state / "worktrees" / str(exp_id)
+
+    def data_spec(self) -> DataSpec:
+        data = self.config.data
+        dataset_dir = self.resolve(data.dataset_dir)
+        tokenizer = self.resolve(data.tokenizer)
+        if not dataset_dir.is_dir():
+            raise AgentgolfError(
+                f"dataset folder {dataset_dir} does not exist: fetch or build data first (agentgolf data --help)"
+            )
+        if not tokenizer.is_file():
+            raise AgentgolfError(
+                f"tokenizer {tokenizer} does not exist (set data.tokenizer in {self.config_path})"
+            )
+        train = sorted(dataset_dir.glob("fineweb_train_*.bin"))
+        val = sorted(dataset_dir.glob("fineweb_val_*.bin"))
+        if not train or not val:
+            raise AgentgolfError(f"{dataset_dir} needs fineweb_train_*.bin and fineweb_val_*.bin shards")
+        return DataSpec(train_files=train, val_files=val, tokenizer=tokenizer, vocab_size=data.vocab_size)
+
+    def resolve(self, path: Path) -> Path:
+        return path if path.is_absolute() else self.root / path
+
+    @property
+    def config_path(self) -> Path:
+        return self.state / CONFIG_FILE
+
+
+def load_config(path: Path) -> WorkspaceConfig:
+    try:
+        return WorkspaceConfig.model_validate(json.loads(path.read_text()))
+    except FileNotFoundError as exc:
+        raise AgentgolfError(f"no workspace config at {path}") from exc
+    except (json.JSONDecodeError, ValidationError) as exc:
+        first = str(exc).splitlines()
+        detail = first[0] if len(first) == 1 else " ".join(first[:3])
+        raise AgentgolfError(f"workspace config {path} is invalid: {detail}") from exc
+
+
+def save_config(path: Path, config: WorkspaceConfig) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(config.model_dump_json(indent=2) + "\n")
+    tmp.replace(path)
+
+
+def find_workspace(start: Path | None = None) -> Workspace:
+    """Walk up from `start` (default: the current directory) to the folder holding `.agentgolf/`."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / STATE_DIR / CONFIG_FILE).is_file():
+            return Workspace(folder)
+    raise AgentgolfError(f"not inside an agentgolf workspace ({here}); create one with `agentgolf init DIR`")
+
+
+DEMO_DATASET = "demo_sp1024"
+DEMO_CORPUS_BYTES = 3_000_000
+DEMO_VAL_FRACTION = 0.03
+DEMO_BUDGET = Budget(train_seconds=150, train_grace_seconds=60, score_seconds=180, memory_bytes=16 * 2**30)
+
+
+def init_workspace(root: Path, *, demo: bool = False, progress: bool = True) -> Workspace:
+    """Create (or adopt) a git repository as a workspace: baseline trainer, config, ledger, demo data."""
+    import git
+
+    from agentgolf.experiments.worktree import AUTHOR
+
+    root = root.resolve()
+    if (root / STATE_DIR / CONFIG_FILE).exists():
+        raise AgentgolfError(f"{root} is already an agentgolf workspace")
+    if root.exists() and not root.is_dir():
+        raise AgentgolfError(f"{root} exists and is not a folder")
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        repo = git.Repo(root)
+        if Path(repo.working_tree_dir).resolve() != root:
+            repo = git.Repo.init(root)
+    except git.InvalidGitRepositoryError:
+        repo = git.Repo.init(root)
+    exclude = Path(repo.git_dir) / "info" / "exclude"
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    ignored = exclude.read_text() if exclude.exists() else ""
+    for pattern in (f"/{STATE_DIR}/", "/data/"):
+        if pattern not in ignored.split():
+            ignored += ("" if ignored.endswith("\n") or not ignored else "\n") + pattern + "\n"
+    exclude.write_text(ignored)
+
+    trainer = root / TRAINER_FILE
+    if not trainer.exists():
+        trainer.write_bytes(baseline_trainer_source())
+        repo.index.add([TRAINER_FILE])
+        repo.index.commit("agentgolf: baseline trainer\n", author=AUTHOR, committer=AUTHOR)
+
+    config = WorkspaceConfig()
+    if demo:
+        from agentgolf.baseline.data import build_dataset, demo_corpus
+
+        info = build_dataset(
+            demo_corpus(DEMO_CORPUS_BYTES),
+            root / "data",
+            name=DEMO_DATASET,
+            vocab_size=1024,
+            val_fraction=DEMO_VAL_FRACTION,
+            progress=progress,
+        )
+        config = WorkspaceConfig(
+            data=DataConfig(
+                dataset_dir=info.dataset_dir.relative_to(root),
+                tokenizer=info.tokenizer.relative_to(root),
+                vocab_size=info.vocab_size,
+            ),
+            budget=DEMO_BUDGET,
+            trainer_env={"PRESET": "cpu"},
+        )
+    save_config(root / STATE_DIR / CONFIG_FILE, config)
+    ws = Workspace(root)
+    ws.ledger().close()
+    return ws
+
+
+def baseline_trainer_source() -> bytes:
+    from importlib.resources import files
+
+    return files("agentgolf.baseline").joinpath(TRAINER_FILE).read_bytes()

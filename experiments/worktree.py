@@ -1,0 +1,147 @@
+"""Git plumbing for experiments: one branch and one worktree per experiment; the user's checkout is never touched.
+
+Each experiment's branch `agentgolf/<run>/<id>-<slug>` starts at its parent's commit, so the chain of
+kept ideas is simply the git ancestry between the run's base commit and the experiment's commit.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import git
+
+from agentgolf.experiments.errors import AgentgolfError
+
+BRANCH_PREFIX = "agentgolf"
+SLUG_MAX = 40
+AUTHOR = git.Actor("agentgolf", "agentgolf@localhost")
+
+
+def open_repo(root: Path) -> git.Repo:
+    try:
+        return git.Repo(root)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
+        raise AgentgolfError(f"{root} is not a git repository") from exc
+
+
+def slugify(title: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+    return slug[:SLUG_MAX].rstrip("-") or "change"
+
+
+def branch_name(run_id: str, exp_id: int, title: str) -> str:
+    return f"{BRANCH_PREFIX}/{run_id}/{exp_id}-{slugify(title)}"
+
+
+def best_branch(run_id: str) -> str:
+    return f"{BRANCH_PREFIX}/{run_id}/best"
+
+
+def head_commit(repo: git.Repo) -> str:
+    try:
+        return repo.head.commit.hexsha
+    except ValueError as exc:
+        raise AgentgolfError(
+            f"{repo.working_tree_dir} has no commits yet; commit your trainer first"
+        ) from exc
+
+
+def add_worktree(repo: git.Repo, path: Path, branch: str, start: str) -> Path:
+    """Check out a new branch at `start` in its own folder (an existing stale folder is replaced)."""
+    remove_worktree(repo, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    repo.git.worktree("add", "--force", "-B", branch, str(path), start)
+    return path
+
+
+def remove_worktree(repo: git.Repo, path: Path) -> None:
+    if path.exists():
+        try:
+            repo.git.worktree("remove", "--force", str(path))
+        except git.GitCommandError:
+            shutil.rmtree(path, ignore_errors=True)
+    repo.git.worktree("prune")
+
+
+def commit_all(worktree: Path, message: str) -> str:
+    """Commit everything changed in `worktree`; returns the new commit (or HEAD if nothing changed)."""
+    repo = git.Repo(worktree)
+    repo.git.add("-A")
+    if not repo.is_dirty(index=True, working_tree=False, untracked_files=False):
+        return repo.head.commit.hexsha
+    return repo.index.commit(message, author=AUTHOR, committer=AUTHOR).hexsha
+
+
+def set_branch(repo: git.Repo, branch: str, commit: str) -> None:
+    repo.git.branch("-f", branch, commit)
+
+
+def diff(repo: git.Repo, parent: str, commit: str) -> str:
+    if not parent or not commit or parent == commit:
+        return ""
+    return repo.git.diff(parent, commit)
+
+
+def chain(repo: git.Repo, base: str, tip: str) -> list[str]:
+    """Commits from `base` (exclusive) to `tip` (inclusive), oldest first: the kept ideas under `tip`."""
+    out = repo.git.rev_list("--reverse", f"{base}..{tip}")
+    return out.split() if out else []
+
+
+def pick(repo: git.Repo, commits: list[str], onto: str | None) -> tuple[str, str]:
+    """Cherry-pick `commits` onto branch `onto` (default: the current branch) as clean commits.
+
+    Refuses on a dirty tree and on a conflict, leaving the checkout exactly as it was.
+    Returns (branch, new head commit).
+    """
+    if not commits:
+        raise AgentgolfError("nothing to pick: the experiment makes no change over its run's base commit")
+    current = None if repo.head.is_detached else repo.active_branch.name
+    target = onto or current
+    if target is None:
+        raise AgentgolfError("HEAD is detached: name the branch to pick onto with --onto BRANCH")
+    if target == current:
+        if repo.is_dirty(untracked_files=False):
+            raise AgentgolfError(
+                "your working tree has uncommitted changes; commit or stash them before picking"
+            )
+        before = repo.head.commit.hexsha
+        try:
+            repo.git.cherry_pick(*commits)
+        except git.GitCommandError as exc:
+            repo.git.cherry_pick("--abort")
+            repo.git.reset("--hard", before)
+            raise AgentgolfError(
+                f"pick stopped on a conflict in {target}; nothing was changed ({_first_line(exc)})"
+            ) from exc
+        return target, repo.head.commit.hexsha
+    # Another branch: do the work in a throwaway worktree so the user's checkout stays as it is.
+    if target not in [h.name for h in repo.heads]:
+        repo.git.branch(target, repo.head.commit.hexsha)
+    scratch = Path(tempfile.mkdtemp(prefix="agentgolf-pick-"))
+    try:
+        repo.git.worktree("add", str(scratch / "tree"), target)
+        tree = git.Repo(scratch / "tree")
+        try:
+            tree.git.cherry_pick(*commits)
+        except git.GitCommandError as exc:
+            tree.git.cherry_pick("--abort")
+            raise AgentgolfError(
+                f"pick stopped on a conflict in {target}; nothing was changed ({_first_line(exc)})"
+            ) from exc
+        return target, tree.head.commit.hexsha
+    finally:
+        remove_worktree(repo, scratch / "tree")
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _first_line(exc: git.GitCommandError) -> str:
+    text = (exc.stderr or exc.stdout or str(exc)).strip()
+    for line in text.splitlines():
+        line = line.strip().removeprefix("stderr: '").strip()
+        if line.startswith(("error", "CONFLICT")):
+            return line
+    return text.splitlines()[0] if text else "git cherry-pick failed"

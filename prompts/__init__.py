@@ -1,0 +1,1 @@
+"""agentgolf.prompts."""

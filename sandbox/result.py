@@ -1,0 +1,54 @@
+"""What one sandboxed experiment produced: a status from a fixed taxonomy, the numbers, and why."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+from pydantic import BaseModel
+
+
+class Status(str, Enum):
+    ok = "ok"
+    crash = "crash"  # the trainer exited non-zero or wrote no artifact
+    oom = "oom"  # out of host or GPU memory
+    nan = "nan"  # non-finite loss or logits
+    timeout = "timeout"  # a phase ran past its wall-clock limit and was killed
+    over_size = "over_size"  # code + model bytes above the size budget
+    metric_mismatch = (
+        "metric_mismatch"  # the trainer's printed score beats the harness's by more than tolerance
+    )
+    violation = "violation"  # broke a rule: non-causal model, process limit, forbidden access
+    infra_error = "infra_error"  # the machine failed, not the idea: retry without charging it
+
+    @property
+    def charges_idea(self) -> bool:
+        return self is not Status.infra_error
+
+
+class DataSpec(BaseModel):
+    """Where the data lives on the host; the sandbox decides what each phase may see."""
+
+    train_files: list[Path]
+    val_files: list[Path]
+    tokenizer: Path
+    vocab_size: int
+
+
+class SandboxResult(BaseModel):
+    status: Status
+    reason: str = ""
+    val_bpb: float | None = None  # the harness's score: the only one the ledger trusts
+    val_loss: float | None = None
+    self_val_bpb: float | None = None  # what the trainer printed, for comparison
+    artifact_bytes: int | None = None  # code + model
+    code_bytes: int | None = None
+    model_bytes: int | None = None
+    train_seconds: float | None = None  # wall time of the training phase
+    score_seconds: float | None = None
+    wall_seconds: float = 0.0
+    steps: int | None = None
+    isolation: str = "none"  # "bwrap" or "none"
+    trust: str = "harness"  # "harness" or "self_reported"
+    log_tail: str = ""
+    run_dir: Path | None = None
