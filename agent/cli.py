@@ -62,7 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=int, required=True, help="number of experiments, baseline included")
     p.add_argument("--time-budget", type=float, help="training seconds per experiment (default: config)")
     p.add_argument("--size-budget", type=int, help="artifact byte limit (default: config, 16,000,000)")
-    p.add_argument("--proposer", default=None, help="playbook (offline, default)")
+    p.add_argument("--proposer", default=None, help="playbook (offline, default), openai or command")
+    p.add_argument("--model", help="openai proposer: model name (default: config llm.model)")
+    p.add_argument(
+        "--base-url", help="openai proposer: an OpenAI-compatible endpoint, e.g. http://host:8000/v1"
+    )
+    p.add_argument("--agent-cmd", help="command proposer: shell command of an external coding agent")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("ledger", help="list experiments")
@@ -101,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="build or fetch shards and tokenizers")
     data = p.add_subparsers(title="data commands", metavar="ACTION")
-    d = data.add_parser("build", help="shards (+ a new or given SentencePiece model) from text/JSONL documents")
+    d = data.add_parser(
+        "build", help="shards (+ a new or given SentencePiece model) from text/JSONL documents"
+    )
     d.add_argument("inputs", nargs="+", type=Path, help=".jsonl/.txt files, optionally .gz/.xz")
     d.add_argument("--out", type=Path, default=Path("data"), help="root folder (datasets/ and tokenizers/)")
     d.add_argument("--name", default="custom_sp1024")
@@ -109,7 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--tokenizer", type=Path, help="reuse this .model instead of training one")
     d.add_argument("--val-docs", type=int, help="hold out the first N documents for validation")
     d.add_argument("--val-fraction", type=float, default=0.05)
-    d.add_argument("--val-input", type=Path, action="append", help="use these documents as validation instead")
+    d.add_argument(
+        "--val-input", type=Path, action="append", help="use these documents as validation instead"
+    )
     d.set_defaults(func=cmd_data_build)
     d = data.add_parser("fetch", help="download the official FineWeb shards and tokenizer")
     d.add_argument("--variant", default="sp1024")
@@ -146,18 +155,34 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     ws = find_workspace()
     budget = workspace_budget(ws, args.time_budget, args.size_budget)
-    ledger = ws.ledger()
-    summary = Loop(ws, ledger, budget, console=err).run(args.budget, args.proposer or ws.config.proposer)
+    if args.model:
+        ws.config.llm.model = args.model
+    if args.base_url:
+        ws.config.llm.base_url = args.base_url
+    if args.agent_cmd:
+        ws.config.command.cmd = args.agent_cmd
+    proposer = args.proposer or ("command" if args.agent_cmd else ws.config.proposer)
+    summary = Loop(ws, ws.ledger(), budget, console=err).run(args.budget, proposer)
     if summary.best_bpb is not None:
-        out.print(f"best: experiment {summary.best_id}, val_bpb {summary.best_bpb:.4f} (branch agentgolf/{summary.run_id}/best)")
+        out.print(
+            f"best: experiment {summary.best_id}, val_bpb {summary.best_bpb:.4f} (branch agentgolf/{summary.run_id}/best)"
+        )
     return 0
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
     from agentgolf.experiments.workspace import find_workspace
 
-    rows = find_workspace().ledger().experiments(
-        run_id=args.run, status=args.status, category=args.category, better_than=args.better_than, order=args.sort
+    rows = (
+        find_workspace()
+        .ledger()
+        .experiments(
+            run_id=args.run,
+            status=args.status,
+            category=args.category,
+            better_than=args.better_than,
+            order=args.sort,
+        )
     )
     if args.json:
         keep = (
@@ -171,7 +196,17 @@ def cmd_ledger(args: argparse.Namespace) -> int:
         out.print("no experiments yet")
         return 0
     table = Table(show_lines=False)
-    for name in ("id", "parent", "run", "status", "val_bpb", "Δ vs parent", "artifact bytes", "train s", "title"):
+    for name in (
+        "id",
+        "parent",
+        "run",
+        "status",
+        "val_bpb",
+        "Δ vs parent",
+        "artifact bytes",
+        "train s",
+        "title",
+    ):
         table.add_column(name, justify="right" if name not in ("status", "title", "run") else "left")
     for e in rows:
         table.add_row(
@@ -296,7 +331,17 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     if args.json:
         print(result.model_dump_json(indent=2))
     else:
-        for key in ("status", "reason", "val_bpb", "self_val_bpb", "artifact_bytes", "train_seconds", "wall_seconds", "isolation", "trust"):
+        for key in (
+            "status",
+            "reason",
+            "val_bpb",
+            "self_val_bpb",
+            "artifact_bytes",
+            "train_seconds",
+            "wall_seconds",
+            "isolation",
+            "trust",
+        ):
             value = getattr(result, key)
             if value not in (None, ""):
                 out.print(f"{key}: {value.value if hasattr(value, 'value') else value}")
@@ -346,8 +391,12 @@ def cmd_data_build(args: argparse.Namespace) -> int:
 def cmd_data_fetch(args: argparse.Namespace) -> int:
     from agentgolf.baseline.data import DEFAULT_SOURCE, fetch_official
 
-    info = fetch_official(args.out, variant=args.variant, train_shards=args.train_shards, source=args.source or DEFAULT_SOURCE)
-    out.print(f"{info.name}: {len(info.train_files)} train shard(s), {len(info.val_files)} val shard(s) in {info.dataset_dir}")
+    info = fetch_official(
+        args.out, variant=args.variant, train_shards=args.train_shards, source=args.source or DEFAULT_SOURCE
+    )
+    out.print(
+        f"{info.name}: {len(info.train_files)} train shard(s), {len(info.val_files)} val shard(s) in {info.dataset_dir}"
+    )
     return 0
 
 

@@ -7,14 +7,21 @@ Every experiment gets its ledger row before anything runs, so a crash of the loo
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import git
 from pydantic import BaseModel
 from rich.console import Console
 
 from agentgolf.agent import playbook
-from agentgolf.agent.proposal import Proposal, ProposalError, apply_edits, check_compiles, diff_fingerprint
+from agentgolf.agent.digest import build_digest
+from agentgolf.agent.proposal import (
+    ProposalContext,
+    ProposalError,
+    Proposer,
+    Usage,
+    check_trainer,
+    diff_fingerprint,
+)
 from agentgolf.experiments import worktree as wt
 from agentgolf.experiments.errors import AgentgolfError
 from agentgolf.experiments.ledger import INTERRUPTED, REJECTED, RUNNING, Experiment, Ledger, Run
@@ -24,8 +31,22 @@ from agentgolf.sandbox.budget import Budget
 from agentgolf.sandbox.result import DataSpec, SandboxResult, Status
 from agentgolf.sandbox.runner import run_sandboxed
 
-ProposeFn = Callable[[str, list[Experiment], dict[str, str]], Proposal | None]
-PROPOSERS: dict[str, ProposeFn] = {playbook.NAME: playbook.propose}
+PROPOSERS = (playbook.NAME, "openai", "command")
+
+
+def make_proposer(name: str, ws: Workspace) -> Proposer:
+    """The proposer named on the command line, configured from the workspace."""
+    if name == playbook.NAME:
+        return playbook.proposer
+    if name == "openai":
+        from agentgolf.agent.llm import LLMProposer
+
+        return LLMProposer(ws.config.llm)
+    if name == "command":
+        from agentgolf.agent.command import CommandProposer
+
+        return CommandProposer(ws.config.command)
+    raise AgentgolfError(f"unknown proposer {name!r}; available: {', '.join(PROPOSERS)}")
 
 
 class RunSummary(BaseModel):
@@ -128,9 +149,7 @@ class Loop:
     def run(self, n: int, proposer: str = playbook.NAME) -> RunSummary:
         if n < 1:
             raise AgentgolfError("--budget must be at least 1 (the first experiment is the baseline)")
-        if proposer not in PROPOSERS:
-            raise AgentgolfError(f"unknown proposer {proposer!r}; available: {', '.join(PROPOSERS)}")
-        propose = PROPOSERS[proposer]
+        propose = make_proposer(proposer, self.ws)
         base = wt.head_commit(self.repo)
         self.trainer_source(base)  # fail early if the trainer is not committed
         run_id = new_run_id()
@@ -198,40 +217,61 @@ class Loop:
         return exp
 
     def _propose_and_run(
-        self, run_id: str, parent: Experiment, propose: ProposeFn, proposer: str
+        self, run_id: str, parent: Experiment, propose: Proposer, proposer: str
     ) -> Experiment | None:
         history = self.ledger.experiments()
-        source = self.trainer_source(parent.commit_sha).decode()
-        proposal = propose(source, history, self.ws.config.trainer_env)
-        if proposal is None:
-            return None
-        exp = self.ledger.add_experiment(
-            run_id=run_id,
-            kind="proposal",
-            status=RUNNING,
-            parent_id=parent.id,
-            parent_commit=parent.commit_sha,
-            title=proposal.title,
-            hypothesis=proposal.hypothesis,
-            category=proposal.category,
-            proposer=proposer,
-            seed=self.ws.config.seed,
+        ctx = ProposalContext(
+            source=self.trainer_source(parent.commit_sha).decode(),
+            trainer=self.ws.config.trainer,
+            parent=parent,
+            history=history,
+            digest=build_digest(history, parent),
+            trainer_env=self.ws.config.trainer_env,
+            budget=self.budget,
         )
-        branch = wt.branch_name(run_id, exp.id, proposal.title)
-        tree = wt.add_worktree(self.repo, self.ws.worktree_dir(exp.id), branch, parent.commit_sha)
+        common = dict(run_id=run_id, kind="proposal", parent_id=parent.id, parent_commit=parent.commit_sha)
+        common |= dict(proposer=proposer, seed=self.ws.config.seed)
+        tree = wt.add_worktree(self.repo, self.ws.state / "worktrees" / "pending", None, parent.commit_sha)
+        proposal = None
         try:
             try:
-                check_compiles(apply_edits(tree, proposal.edits))
+                proposal = propose(ctx, tree)
+                if proposal is None:
+                    return None
+                check_trainer(tree / self.ws.config.trainer)
             except ProposalError as exc:
-                return self._announce(
-                    self.ledger.update(exp.id, status=REJECTED, reason=str(exc), finished_at=time.time())
+                usage = exc.usage or Usage()
+                exp = self.ledger.add_experiment(
+                    **common,
+                    status=REJECTED,
+                    title=exc.title
+                    or (proposal.title if "proposal" in locals() and proposal else "(no usable proposal)"),
+                    reason=str(exc),
+                    tokens=usage.prompt_tokens + usage.completion_tokens,
+                    usd=usage.usd,
+                    finished_at=time.time(),
                 )
+                return self._announce(exp)
+            exp = self.ledger.add_experiment(
+                **common,
+                status=RUNNING,
+                title=proposal.title,
+                hypothesis=proposal.hypothesis,
+                category=proposal.category,
+                tokens=proposal.usage.prompt_tokens + proposal.usage.completion_tokens,
+                usd=proposal.usage.usd,
+            )
             commit = wt.commit_all(tree, proposal.commit_message())
+            branch = wt.branch_name(run_id, exp.id, proposal.title)
+            wt.set_branch(self.repo, branch, commit)
             change = diff_fingerprint(wt.diff(self.repo, parent.commit_sha, commit))
             exp = self.ledger.update(exp.id, branch=branch, commit_sha=commit, fingerprint=change)
-            repeat = self._find_repeat(exp, history)
-            if repeat is not None:
+            reason = ""
+            if commit == parent.commit_sha:
+                reason = "the proposal changed nothing"
+            elif (repeat := self._find_repeat(exp, history)) is not None:
                 reason = f"repeat of experiment {repeat.id} ({repeat.title}): same change"
+            if reason:
                 return self._announce(
                     self.ledger.update(exp.id, status=REJECTED, reason=reason, finished_at=time.time())
                 )

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import ast
 import re
+from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from agentgolf.agent.proposal import Edit, Proposal, ProposalError
+from agentgolf.agent.proposal import Edit, Proposal, ProposalContext, ProposalError, apply_edits
 from agentgolf.experiments.ledger import Experiment
 
 NAME = "playbook"
@@ -177,3 +178,11 @@ def propose(source: str, history: list[Experiment], trainer_env: dict[str, str])
         if all(edit.search != edit.replace for edit in proposal.edits):
             return proposal
     return None
+
+
+def proposer(ctx: ProposalContext, tree: Path) -> Proposal | None:
+    """The loop's entry point: pick the next move and apply it to the worktree."""
+    proposal = propose(ctx.source, ctx.history, ctx.trainer_env)
+    if proposal is not None:
+        apply_edits(tree, proposal.edits)
+    return proposal

@@ -6,17 +6,27 @@ from __future__ import annotations
 import hashlib
 import py_compile
 import re
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel, Field, field_validator
 
 from agentgolf.experiments.errors import AgentgolfError
+from agentgolf.experiments.ledger import Experiment
+from agentgolf.sandbox.budget import Budget
 
 CATEGORIES = ("opt", "sched", "arch", "quant", "data", "eval", "size", "sys", "other")
 
 
 class ProposalError(AgentgolfError):
     """The proposal cannot be tried as it is; the message is fed back to the proposer verbatim."""
+
+    def __init__(self, message: str, usage: Usage | None = None, title: str = ""):
+        super().__init__(message)
+        self.usage = usage
+        self.title = title
 
 
 class Edit(BaseModel):
@@ -25,12 +35,28 @@ class Edit(BaseModel):
     replace: str
 
 
+class Usage(BaseModel):
+    """What a proposal cost the LLM account."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usd: float = 0.0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            usd=self.usd + other.usd,
+        )
+
+
 class Proposal(BaseModel):
     title: str = Field(min_length=3, max_length=120)
     hypothesis: str = ""
     category: str = "other"
     expected_effect: str = ""
-    edits: list[Edit] = Field(min_length=1)
+    edits: list[Edit] = Field(default_factory=list, description="empty when the proposer edited files itself")
+    usage: Usage = Field(default_factory=Usage, exclude=True)
 
     @field_validator("category")
     @classmethod
@@ -40,6 +66,23 @@ class Proposal(BaseModel):
     def commit_message(self) -> str:
         body = "\n\n".join(part for part in (self.hypothesis, self.expected_effect) if part)
         return f"{self.title}\n\n{body}".strip() + "\n"
+
+
+class ProposalContext(BaseModel):
+    """Everything a proposer may look at: the parent's source, the ledger and its digest, the budget."""
+
+    source: str
+    trainer: str
+    parent: Experiment
+    history: list[Experiment]
+    digest: str
+    trainer_env: dict[str, str]
+    budget: Budget
+
+
+# A proposer makes its change in `tree` (a worktree at the parent's commit) and describes it;
+# None means it has nothing new to try.
+Proposer = Callable[[ProposalContext, Path], "Proposal | None"]
 
 
 def apply_edits(root: Path, edits: list[Edit]) -> list[Path]:
@@ -62,6 +105,34 @@ def apply_edits(root: Path, edits: list[Edit]) -> list[Path]:
     for path, text in pending.items():
         path.write_text(text)
     return list(pending)
+
+
+IMPORT_CHECK_SECONDS = 120
+IMPORT_CHECK = (
+    "import importlib.util, sys; s = importlib.util.spec_from_file_location('candidate', sys.argv[1]); "
+    "m = importlib.util.module_from_spec(s); s.loader.exec_module(m); "
+    "assert callable(getattr(m, 'load_model', None)), 'load_model(artifact_path, device) is missing'"
+)
+
+
+def check_trainer(path: Path) -> None:
+    """Byte-compile, then import in a fresh interpreter: catches errors before any training time is spent."""
+    if not path.is_file():
+        raise ProposalError(f"the trainer {path.name} is missing")
+    check_compiles([path])
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", IMPORT_CHECK, str(path)],
+            capture_output=True,
+            text=True,
+            timeout=IMPORT_CHECK_SECONDS,
+            cwd=path.parent,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ProposalError(f"importing {path.name} took over {IMPORT_CHECK_SECONDS} s") from exc
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise ProposalError(f"{path.name} fails to import: {last}")
 
 
 def check_compiles(paths: list[Path]) -> None:

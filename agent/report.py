@@ -50,7 +50,7 @@ def plot_progress(experiments: list[Experiment], path: Path, title: str) -> Path
     if kept:
         ax.scatter(*zip(*kept, strict=True), color="#1a7f37", s=40, label="kept", zorder=3)
     running, best = [], float("inf")
-    for i, e in enumerate(scored, 1):
+    for e in scored:
         if e.val_bpb is not None and e.kept:
             best = min(best, e.val_bpb)
         running.append(best if best < float("inf") else None)
@@ -76,7 +76,9 @@ def render_markdown(run: Run, experiments: list[Experiment], plot: Path | None) 
     scored = [e for e in experiments if e.kind in ("baseline", "proposal")]
     chain = best_chain(experiments)
     lines = [f"# agentgolf run {run.id}", ""]
-    lines.append(f"- base commit `{run.base_commit[:10]}`, status **{run.status}** ({run.stop_reason or 'in progress'})")
+    lines.append(
+        f"- base commit `{run.base_commit[:10]}`, status **{run.status}** ({run.stop_reason or 'in progress'})"
+    )
     lines.append(f"- experiments: {len(scored)}; statuses: " + _counts(scored))
     if chain:
         first, last = chain[0], chain[-1]
@@ -96,7 +98,9 @@ def render_markdown(run: Run, experiments: list[Experiment], plot: Path | None) 
     dead = [e for e in scored if e.kind == "proposal" and e.status == "ok" and not e.kept]
     failures = [e for e in scored if e.status not in ("ok", "running")]
     lines += ["", "## Wins", ""] + ([_item(e) for e in wins] or ["None."])
-    lines += ["", "## Dead ends (scored, not better than the parent)", ""] + ([_item(e) for e in dead] or ["None."])
+    lines += ["", "## Dead ends (scored, not better than the parent)", ""] + (
+        [_item(e) for e in dead] or ["None."]
+    )
     lines += ["", "## Failures", ""] + ([_item(e) for e in failures] or ["None."])
     if plot is not None:
         lines += ["", "## Progress", "", f"![progress]({plot.name})"]

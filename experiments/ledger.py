@@ -64,6 +64,8 @@ MIGRATIONS: list[str] = [
         log_tail TEXT NOT NULL DEFAULT '',
         kept INTEGER NOT NULL DEFAULT 0,
         fingerprint TEXT NOT NULL DEFAULT '',
+        tokens INTEGER NOT NULL DEFAULT 0,
+        usd REAL NOT NULL DEFAULT 0,
         replay_of INTEGER REFERENCES experiments(id),
         manifest TEXT NOT NULL DEFAULT '{}',
         created_at REAL NOT NULL,
@@ -107,6 +109,8 @@ class Experiment(BaseModel):
     log_tail: str = ""
     kept: bool = False
     fingerprint: str = ""  # normalized diff against the parent: the same change has the same one
+    tokens: int = 0  # LLM tokens spent proposing it
+    usd: float = 0.0  # LLM dollars spent proposing it
     replay_of: int | None = None
     manifest: dict[str, Any] = Field(default_factory=dict)
     created_at: float

@@ -37,6 +37,32 @@ class AcceptanceConfig(BaseModel):
     min_delta_bpb: float = Field(0.0, ge=0, description="a candidate must beat its parent by more than this")
 
 
+class LLMConfig(BaseModel):
+    """The `openai` proposer: any OpenAI-compatible endpoint; the key is read from the environment."""
+
+    model: str = "gpt-4.1"
+    base_url: str | None = Field(None, description="None: the OpenAI API; else e.g. http://localhost:8000/v1")
+    api_key_env: str = "OPENAI_API_KEY"
+    request_timeout_s: float = Field(180.0, gt=0)
+    api_attempts: int = Field(6, ge=1, description="tries per request on rate limits, 5xx and timeouts")
+    backoff_initial_s: float = Field(2.0, ge=0)
+    backoff_max_s: float = Field(60.0, ge=0)
+    repairs: int = Field(3, ge=0, description="times an invalid proposal is sent back with the reason")
+    temperature: float = 0.7
+    max_output_tokens: int = 4096
+    usd_per_mtok_in: float = Field(2.0, ge=0, description="price per million prompt tokens")
+    usd_per_mtok_out: float = Field(8.0, ge=0, description="price per million completion tokens")
+
+
+class CommandConfig(BaseModel):
+    """The `command` proposer: an external coding agent run in the experiment's worktree."""
+
+    cmd: str | None = Field(
+        None, description="shell command; the prompt arrives on stdin and in $AGENTGOLF_PROMPT"
+    )
+    timeout_s: float = Field(1800.0, gt=0)
+
+
 class WorkspaceConfig(BaseModel):
     """The one place for a workspace's settings, saved as `.agentgolf/config.json`."""
 
@@ -48,6 +74,8 @@ class WorkspaceConfig(BaseModel):
     gpus: list[int] | None = Field(None, description="GPU ids for experiments; None = CPU")
     proposer: str = "playbook"
     acceptance: AcceptanceConfig = Field(default_factory=AcceptanceConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    command: CommandConfig = Field(default_factory=CommandConfig)
 
 
 class Workspace:

@@ -49,11 +49,12 @@ def head_commit(repo: git.Repo) -> str:
         ) from exc
 
 
-def add_worktree(repo: git.Repo, path: Path, branch: str, start: str) -> Path:
-    """Check out a new branch at `start` in its own folder (an existing stale folder is replaced)."""
+def add_worktree(repo: git.Repo, path: Path, branch: str | None, start: str) -> Path:
+    """Check out `start` in its own folder, on a new branch or detached (a stale folder is replaced)."""
     remove_worktree(repo, path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    repo.git.worktree("add", "--force", "-B", branch, str(path), start)
+    where = ["-B", branch] if branch else ["--detach"]
+    repo.git.worktree("add", "--force", *where, str(path), start)
     return path
 
 

@@ -1,0 +1,105 @@
+"""The memory a proposer reads: a compact digest of the ledger that stays under a fixed size.
+
+What is kept, in order of priority: the current best chain (what the parent is made of), the most
+recent results, and the negative results worth remembering (largest regressions and every failure
+class), one line each. Whatever does not fit is summarized as counts, so a ledger of 1,000 or 100,000
+experiments yields a digest of the same bounded size.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from agentgolf.experiments.ledger import Experiment
+
+DIGEST_MAX_CHARS = 6_000  # ~1,500 tokens
+RECENT = 8
+SIMILAR = 3
+REASON_CHARS = 90
+WORD = re.compile(r"[a-z0-9_]+")
+
+
+def line(e: Experiment) -> str:
+    bpb = f"val_bpb {e.val_bpb:.4f}" if e.val_bpb is not None else "no score"
+    delta = f", {e.delta_bpb:+.4f} vs parent" if e.delta_bpb is not None else ""
+    if e.kept:
+        verdict = "kept"
+    elif e.status == "ok":
+        verdict = "reverted (not better than its parent)"
+    else:
+        verdict = f"{e.status}: {e.reason[:REASON_CHARS]}" if e.reason else e.status
+    cat = f"[{e.category}] " if e.category else ""
+    return f"- exp {e.id} {cat}{e.title}: {bpb}{delta}; {verdict}"
+
+
+def chain_to(parent: Experiment | None, by_id: dict[int, Experiment]) -> list[Experiment]:
+    out = []
+    node = parent
+    while node is not None:
+        out.append(node)
+        node = by_id.get(node.parent_id) if node.parent_id else None
+    return out[::-1]
+
+
+def build_digest(
+    history: list[Experiment], parent: Experiment | None, max_chars: int = DIGEST_MAX_CHARS
+) -> str:
+    proposals = [e for e in history if e.kind in ("baseline", "proposal")]
+    by_id = {e.id: e for e in proposals}
+    chain = chain_to(parent, by_id)
+    sections: list[tuple[str, list[str]]] = []
+    sections.append(
+        ("Current best chain (baseline first; you are patching the last one)", [line(e) for e in chain])
+    )
+    recent = [e for e in proposals if e not in chain][-RECENT:]
+    sections.append(("Most recent results", [line(e) for e in recent]))
+    shown = {e.id for e in chain} | {e.id for e in recent}
+    negatives = [e for e in proposals if e.id not in shown and not e.kept and e.kind == "proposal"]
+    # The most instructive first: the biggest regressions, then failures, newest first within each.
+    negatives.sort(key=lambda e: (-(e.delta_bpb or 0.0) if e.delta_bpb is not None else 1.0, -e.id))
+    sections.append(("Negative results to remember (do not repeat these)", [line(e) for e in negatives]))
+
+    text = _render(sections)
+    if len(text) <= max_chars:
+        return text
+    # Trim the negatives from the least instructive end, then summarize what was dropped.
+    kept_lines = sections[2][1]
+    while kept_lines and len(_render(sections)) > max_chars - 200:
+        kept_lines.pop()
+    dropped = negatives[len(kept_lines) :]
+    counts = Counter(e.category or "other" for e in dropped)
+    summary = ", ".join(f"{cat} {n}" for cat, n in counts.most_common())
+    kept_lines.append(f"- ... and {len(dropped)} older negative results not shown (by category: {summary})")
+    text = _render(sections)
+    return text[:max_chars]
+
+
+def _render(sections: list[tuple[str, list[str]]]) -> str:
+    parts = []
+    for title, lines in sections:
+        parts.append(f"## {title}\n" + ("\n".join(lines) if lines else "- none yet"))
+    return "\n\n".join(parts) + "\n"
+
+
+def _words(text: str) -> set[str]:
+    return set(WORD.findall(text.lower()))
+
+
+def similar(
+    history: list[Experiment], title: str, hypothesis: str = "", k: int = SIMILAR
+) -> list[Experiment]:
+    """Past experiments whose title/hypothesis share the most words with a new idea (Jaccard >= 0.3)."""
+    query = _words(f"{title} {hypothesis}")
+    if not query:
+        return []
+    scored = []
+    for e in history:
+        if e.kind != "proposal":
+            continue
+        words = _words(f"{e.title} {e.hypothesis}")
+        score = len(query & words) / max(1, len(query | words))
+        if score >= 0.3:
+            scored.append((score, e.id, e))
+    scored.sort(key=lambda t: (-t[0], -t[1]))
+    return [e for _, _, e in scored[:k]]

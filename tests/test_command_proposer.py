@@ -1,0 +1,86 @@
+"""The command proposer runs a real external program in the worktree; whatever it changed is the patch."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import git
+import pytest
+
+from agentgolf.agent.command import CommandProposer
+from agentgolf.agent.proposal import ProposalContext, ProposalError
+from agentgolf.experiments.errors import AgentgolfError
+from agentgolf.experiments.ledger import Experiment
+from agentgolf.experiments.workspace import CommandConfig
+from agentgolf.sandbox.budget import Budget
+
+TRAINER = 'import os\nmatrix_lr = float(os.environ.get("MATRIX_LR", 0.04))\n'
+
+AGENT = """
+import json, os, sys
+prompt = sys.stdin.read()
+assert "Rules that every change must respect" in prompt and prompt == open(os.environ["AGENTGOLF_PROMPT"]).read()
+text = open("train_gpt.py").read().replace("0.04", "0.03")
+open("train_gpt.py", "w").write(text)
+if "--describe" in sys.argv:
+    json.dump({"title": "Lower the Muon LR", "hypothesis": "smaller steps", "category": "opt"},
+              open(os.environ["AGENTGOLF_PROPOSAL"], "w"))
+"""
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Path, ProposalContext, Path]:
+    repo = git.Repo.init(tmp_path / "tree")
+    (tmp_path / "tree" / "train_gpt.py").write_text(TRAINER)
+    repo.index.add(["train_gpt.py"])
+    sha = repo.index.commit("base").hexsha
+    parent = Experiment(
+        id=1,
+        kind="baseline",
+        status="ok",
+        title="Baseline",
+        val_bpb=2.5,
+        commit_sha=sha,
+        created_at=time.time(),
+    )
+    ctx = ProposalContext(
+        source=TRAINER,
+        trainer="train_gpt.py",
+        parent=parent,
+        history=[parent],
+        digest="- none",
+        trainer_env={},
+        budget=Budget(),
+    )
+    agent = tmp_path / "agent.py"
+    agent.write_text(AGENT)
+    return tmp_path / "tree", ctx, agent
+
+
+def test_agent_edit_becomes_the_patch(setup):
+    tree, ctx, agent = setup
+    proposal = CommandProposer(CommandConfig(cmd=f"{sys.executable} {agent} --describe"))(ctx, tree)
+    assert proposal.title == "Lower the Muon LR" and proposal.category == "opt"
+    assert "0.03" in (tree / "train_gpt.py").read_text()
+
+
+def test_undescribed_edit_gets_a_title_from_the_files(setup):
+    tree, ctx, agent = setup
+    proposal = CommandProposer(CommandConfig(cmd=f"{sys.executable} {agent}"))(ctx, tree)
+    assert proposal.title == "Agent edit of train_gpt.py"
+
+
+def test_failures_are_reported(setup):
+    tree, ctx, _ = setup
+    with pytest.raises(ProposalError, match="changed no file"):
+        CommandProposer(CommandConfig(cmd="true"))(ctx, tree)
+    with pytest.raises(ProposalError, match="exited with code 3: boom"):
+        CommandProposer(CommandConfig(cmd="echo boom; exit 3"))(ctx, tree)
+    start = time.monotonic()
+    with pytest.raises(ProposalError, match="ran past"):
+        CommandProposer(CommandConfig(cmd="sleep 30 & sleep 30", timeout_s=1))(ctx, tree)
+    assert time.monotonic() - start < 10
+    with pytest.raises(AgentgolfError, match="--agent-cmd"):
+        CommandProposer(CommandConfig())

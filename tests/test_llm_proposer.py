@@ -1,0 +1,174 @@
+"""The openai proposer against a local OpenAI-compatible server with scripted replies and failures."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import git
+import pytest
+
+from agentgolf.agent.digest import build_digest
+from agentgolf.agent.llm import LLMProposer, LLMUnavailable, parse_proposal
+from agentgolf.agent.proposal import ProposalContext, ProposalError
+from agentgolf.experiments.errors import AgentgolfError
+from agentgolf.experiments.ledger import Experiment
+from agentgolf.experiments.workspace import LLMConfig
+from agentgolf.sandbox.budget import Budget
+from tests.fake_llm import FakeLLM, Stall, error, reply
+
+TRAINER = """import os
+matrix_lr = float(os.environ.get("MATRIX_LR", 0.04))
+
+
+def load_model(artifact_path, device="cpu"):
+    raise NotImplementedError
+"""
+
+
+def proposal_json(
+    search: str = 'get("MATRIX_LR", 0.04)',
+    replace: str = 'get("MATRIX_LR", 0.02)',
+    title: str = "Halve the Muon LR",
+) -> str:
+    return json.dumps(
+        {
+            "title": title,
+            "hypothesis": "a smaller step suits a short run",
+            "category": "opt",
+            "expected_effect": "-0.003 bpb",
+            "edits": [{"path": "train_gpt.py", "search": search, "replace": replace}],
+        }
+    )
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    repo = git.Repo.init(tmp_path / "tree")
+    (tmp_path / "tree" / "train_gpt.py").write_text(TRAINER)
+    repo.index.add(["train_gpt.py"])
+    repo.index.commit("base")
+    return tmp_path / "tree"
+
+
+def _ctx(history: list[Experiment] | None = None) -> ProposalContext:
+    parent = Experiment(
+        id=1, kind="baseline", status="ok", title="Baseline", val_bpb=2.5, created_at=time.time()
+    )
+    history = history or [parent]
+    return ProposalContext(
+        source=TRAINER,
+        trainer="train_gpt.py",
+        parent=parent,
+        history=history,
+        digest=build_digest(history, parent),
+        trainer_env={},
+        budget=Budget(),
+    )
+
+
+def _proposer(url: str, monkeypatch, **overrides) -> LLMProposer:
+    monkeypatch.setenv("TEST_LLM_KEY", "sk-test")
+    config = LLMConfig(
+        model="test-model",
+        base_url=url,
+        api_key_env="TEST_LLM_KEY",
+        request_timeout_s=1.0,
+        api_attempts=4,
+        backoff_initial_s=0.01,
+        backoff_max_s=0.05,
+        repairs=2,
+        **overrides,
+    )
+    return LLMProposer(config)
+
+
+def test_retries_transient_failures_then_applies(tree, monkeypatch):
+    script = [error(429, "rate limited"), error(500), Stall(2.0), reply(proposal_json())]
+    with FakeLLM(script) as llm:
+        proposal = _proposer(llm.base_url, monkeypatch)(_ctx(), tree)
+        assert len(llm.requests) == 4
+        first = llm.requests[0]
+        assert first["model"] == "test-model"
+        assert "Rules that every change must respect" in first["messages"][0]["content"]
+        assert "16,000,000" in first["messages"][0]["content"]
+        assert "exp 1" in first["messages"][1]["content"]  # the digest reaches the model
+    assert proposal.title == "Halve the Muon LR"
+    assert 'get("MATRIX_LR", 0.02)' in (tree / "train_gpt.py").read_text()
+    assert proposal.usage.prompt_tokens == 1000 and proposal.usage.completion_tokens == 200
+    assert proposal.usage.usd == pytest.approx((1000 * 2.0 + 200 * 8.0) / 1e6)
+
+
+def test_bad_replies_go_back_with_the_reason(tree, monkeypatch):
+    script = [
+        reply("I think we should lower the LR."),  # no JSON
+        reply(proposal_json(search="not in the file")),  # edit does not apply
+        reply(proposal_json()),
+    ]
+    with FakeLLM(script) as llm:
+        proposal = _proposer(llm.base_url, monkeypatch)(_ctx(), tree)
+        repairs = [r["messages"][-1]["content"] for r in llm.requests[1:]]
+    assert "contains no JSON object" in repairs[0]
+    assert "search text not found" in repairs[1]
+    assert proposal.usage.prompt_tokens == 3000
+
+
+def test_gives_up_after_bounded_repairs_without_touching_the_tree(tree, monkeypatch):
+    script = [
+        reply("{not json"),
+        reply('{"title": "x"}'),
+        reply(proposal_json(replace='get("MATRIX_LR", ((((')),
+    ]
+    with FakeLLM(script) as llm:
+        with pytest.raises(ProposalError, match="no usable proposal after 3 replies") as info:
+            _proposer(llm.base_url, monkeypatch)(_ctx(), tree)
+        assert len(llm.requests) == 3
+    assert info.value.usage.prompt_tokens == 3000
+    assert (tree / "train_gpt.py").read_text() == TRAINER
+
+
+def test_persistent_outage_is_a_clean_stop(tree, monkeypatch):
+    with FakeLLM([error(503)] * 10) as llm:
+        with pytest.raises(LLMUnavailable, match="failed 4 times"):
+            _proposer(llm.base_url, monkeypatch)(_ctx(), tree)
+        assert len(llm.requests) == 4
+    with FakeLLM([error(401, "bad key")]) as llm:
+        with pytest.raises(LLMUnavailable, match="refused"):
+            _proposer(llm.base_url, monkeypatch)(_ctx(), tree)
+        assert len(llm.requests) == 1  # a 4xx is not retried
+
+
+def test_similar_past_experiment_is_shown_before_running(tree, monkeypatch):
+    old = Experiment(
+        id=37,
+        kind="proposal",
+        status="ok",
+        title="Halve the Muon LR",
+        hypothesis="smaller step",
+        delta_bpb=0.004,
+        val_bpb=2.504,
+        parent_id=1,
+        created_at=time.time(),
+    )
+    with FakeLLM(
+        [reply(proposal_json()), reply(proposal_json(title="Halve the Muon LR, with longer warmdown"))]
+    ) as llm:
+        proposal = _proposer(llm.base_url, monkeypatch)(_ctx([_ctx().parent, old]), tree)
+        note = llm.requests[1]["messages"][-1]["content"]
+    assert "exp 37" in note and "+0.0040" in note and "reverted" in note
+    assert proposal.title.endswith("longer warmdown")
+
+
+def test_missing_key_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("NO_SUCH_KEY", raising=False)
+    with pytest.raises(AgentgolfError, match=r"\$NO_SUCH_KEY"):
+        LLMProposer(LLMConfig(api_key_env="NO_SUCH_KEY"))
+
+
+def test_parse_proposal_accepts_fenced_json_and_names_bad_fields():
+    assert parse_proposal("Here:\n```json\n" + proposal_json() + "\n```").category == "opt"
+    with pytest.raises(ProposalError, match="field edits"):
+        parse_proposal(json.dumps({"title": "abc", "edits": []}))
+    with pytest.raises(ProposalError, match="field title"):
+        parse_proposal(json.dumps({"title": "", "edits": [{"search": "a", "replace": "b"}]}))
