@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run N experiments: the baseline, then proposals")
     p.add_argument("--budget", type=int, required=True, help="number of experiments, baseline included")
+    p.add_argument("--max-gpu-hours", type=float, help="stop when the run has used this many device hours")
+    p.add_argument("--max-usd", type=float, help="stop when the proposer has spent this many LLM dollars")
+    p.add_argument(
+        "--resume", nargs="?", const="latest", metavar="RUN", help="continue a run (default: the latest)"
+    )
+    p.add_argument("--gpus-per-experiment", type=int, help="split the configured GPUs into slots of K")
     p.add_argument("--time-budget", type=float, help="training seconds per experiment (default: config)")
     p.add_argument("--size-budget", type=int, help="artifact byte limit (default: config, 16,000,000)")
     p.add_argument("--proposer", default=None, help="playbook (offline, default), openai or command")
@@ -90,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("replay", help="re-run an experiment from its recorded commit, seed and settings")
     p.add_argument("id", type=int)
+    p.add_argument("--seeds", type=int, default=1, help="replay with K seeds (the recorded one first)")
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("sandbox", help="train and score one trainer file under the sandbox")
@@ -150,7 +157,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from agentgolf.agent.loop import Loop, workspace_budget
+    from agentgolf.agent.loop import Loop, RunCaps, workspace_budget
     from agentgolf.experiments.workspace import find_workspace
 
     ws = find_workspace()
@@ -162,7 +169,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.agent_cmd:
         ws.config.command.cmd = args.agent_cmd
     proposer = args.proposer or ("command" if args.agent_cmd else ws.config.proposer)
-    summary = Loop(ws, ws.ledger(), budget, console=err).run(args.budget, proposer)
+    caps = RunCaps(experiments=args.budget, gpu_hours=args.max_gpu_hours, usd=args.max_usd)
+    summary = Loop(ws, ws.ledger(), budget, console=err).run(
+        caps, proposer, resume=args.resume, gpus_per_experiment=args.gpus_per_experiment
+    )
     if summary.best_bpb is not None:
         out.print(
             f"best: experiment {summary.best_id}, val_bpb {summary.best_bpb:.4f} (branch agentgolf/{summary.run_id}/best)"
@@ -281,28 +291,64 @@ def cmd_pick(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    import statistics
+
     from agentgolf.agent.loop import Loop, describe
     from agentgolf.experiments.workspace import find_workspace
 
     ws = find_workspace()
-    loop = Loop(ws, ws.ledger(), ws.config.budget, console=err)
-    original, copy, drift = loop.replay(args.id)
+    ledger = ws.ledger()
+    original = ledger.get(args.id)
+    budget = ws.config.budget
+    if original.manifest.get("budget"):
+        budget = type(budget).model_validate(original.manifest["budget"])  # the budget it ran under
+    loop = Loop(ws, ledger, budget, console=err)
+    original, copies, drift = loop.replay(args.id, seeds=args.seeds)
     table = Table(title=f"replay of experiment {original.id}")
-    for name in ("", "recorded", "replayed"):
+    for name in ("", "recorded", *(f"replay #{c.id} (seed {c.seed})" for c in copies)):
         table.add_column(name)
-    table.add_row("experiment", str(original.id), str(copy.id))
-    table.add_row("status", original.status, copy.status)
-    table.add_row("val_bpb", _num(original.val_bpb, ".8f"), _num(copy.val_bpb, ".8f"))
-    table.add_row("artifact bytes", _num(original.artifact_bytes, ","), _num(copy.artifact_bytes, ","))
-    table.add_row("train seconds", _num(original.train_seconds, ".1f"), _num(copy.train_seconds, ".1f"))
+    table.add_row("status", original.status, *(c.status for c in copies))
+    table.add_row("val_bpb", _num(original.val_bpb, ".8f"), *(_num(c.val_bpb, ".8f") for c in copies))
+    table.add_row(
+        "artifact bytes", _num(original.artifact_bytes, ","), *(_num(c.artifact_bytes, ",") for c in copies)
+    )
+    table.add_row(
+        "train seconds", _num(original.train_seconds, ".1f"), *(_num(c.train_seconds, ".1f") for c in copies)
+    )
     out.print(table)
-    out.print(describe(copy))
-    if original.val_bpb is not None and copy.val_bpb is not None:
-        gap = copy.val_bpb - original.val_bpb
-        verdict = "reproduced exactly" if gap == 0 else f"differs by {gap:+.6f} bpb"
-        out.print(f"val_bpb {verdict}")
+    for copy in copies:
+        out.print(describe(copy))
+    first = copies[0]
+    if original.val_bpb is not None and first.val_bpb is not None:
+        gap = first.val_bpb - original.val_bpb
+        noise = _run_noise(ledger, original.run_id)
+        if gap == 0:
+            verdict = "reproduced exactly"
+        elif noise and abs(gap) <= 2 * noise:
+            verdict = f"reproduced within noise: {gap:+.6f} bpb (noise floor {noise:.6f})"
+        else:
+            verdict = f"DOES NOT REPRODUCE: {gap:+.6f} bpb" + (f" (noise floor {noise:.6f})" if noise else "")
+        out.print(f"same seed: val_bpb {verdict}")
+    scored = [c.val_bpb for c in copies if c.val_bpb is not None]
+    if len(scored) >= 2:
+        out.print(
+            f"over {len(scored)} seeds: mean {statistics.fmean(scored):.6f}, std {statistics.stdev(scored):.6f}"
+        )
     out.print("settings drift: " + ("; ".join(drift) if drift else "none"))
     return 0
+
+
+def _run_noise(ledger, run_id: str | None) -> float | None:
+    import statistics
+
+    if run_id is None:
+        return None
+    seeds = [
+        e.val_bpb
+        for e in ledger.experiments(run_id=run_id)
+        if e.kind in ("baseline", "calibration") and e.val_bpb is not None and e.status == "ok"
+    ]
+    return statistics.stdev(seeds) if len(seeds) >= 2 else None
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:

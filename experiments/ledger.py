@@ -58,6 +58,7 @@ MIGRATIONS: list[str] = [
         artifact_bytes INTEGER,
         train_seconds REAL,
         wall_seconds REAL,
+        gpu_seconds REAL,
         isolation TEXT NOT NULL DEFAULT '',
         trust TEXT NOT NULL DEFAULT '',
         reason TEXT NOT NULL DEFAULT '',
@@ -103,6 +104,7 @@ class Experiment(BaseModel):
     artifact_bytes: int | None = None
     train_seconds: float | None = None
     wall_seconds: float | None = None
+    gpu_seconds: float | None = None  # wall seconds x GPUs held (x1 on a CPU slot)
     isolation: str = ""
     trust: str = ""
     reason: str = ""

@@ -32,9 +32,17 @@ class DataConfig(BaseModel):
 
 
 class AcceptanceConfig(BaseModel):
-    """When a candidate counts as better than its parent."""
+    """When a candidate counts as better than its parent (see agent/acceptance.py)."""
 
-    min_delta_bpb: float = Field(0.0, ge=0, description="a candidate must beat its parent by more than this")
+    noise_seeds: int = Field(3, ge=1, description="baseline runs with distinct seeds at the start of a run")
+    fallback_sigma_bpb: float = Field(0.0, ge=0, description="noise floor used when noise_seeds < 2")
+    noise_k: float = Field(1.0, ge=0, description="wins within noise_k noise floors are inconclusive")
+    confirm: bool = Field(True, description="re-run a candidate that looks better with another seed")
+    confirm_seeds: int = Field(1, ge=1, description="extra seeds for a confirmation")
+    min_delta_bpb: float = Field(
+        0.0029, ge=0, description="promotion margin: 0.005 nats ~ 0.0029 bpb for sp1024"
+    )
+    alpha: float = Field(0.01, gt=0, lt=1, description="one-sided test level for promotion")
 
 
 class LLMConfig(BaseModel):
@@ -208,6 +216,8 @@ def init_workspace(root: Path, *, demo: bool = False, progress: bool = True) -> 
             ),
             budget=DEMO_BUDGET,
             trainer_env={"PRESET": "cpu"},
+            # The CPU trainer is deterministic and the demo is short: one baseline, plain comparisons.
+            acceptance=AcceptanceConfig(noise_seeds=1, confirm=False, min_delta_bpb=0.0),
         )
     save_config(root / STATE_DIR / CONFIG_FILE, config)
     ws = Workspace(root)

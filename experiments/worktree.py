@@ -22,9 +22,24 @@ AUTHOR = git.Actor("agentgolf", "agentgolf@localhost")
 
 def open_repo(root: Path) -> git.Repo:
     try:
-        return git.Repo(root)
+        return with_identity(git.Repo(root))
     except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
         raise AgentgolfError(f"{root} is not a git repository") from exc
+
+
+def with_identity(repo: git.Repo) -> git.Repo:
+    """Let git commands that commit (cherry-pick) work on machines with no user.name/email configured."""
+    try:
+        repo.git.config("--get", "user.name")
+        repo.git.config("--get", "user.email")
+    except git.GitCommandError:  # asked of git itself: it knows every config file that applies
+        repo.git.update_environment(
+            GIT_AUTHOR_NAME=AUTHOR.name,
+            GIT_AUTHOR_EMAIL=AUTHOR.email,
+            GIT_COMMITTER_NAME=AUTHOR.name,
+            GIT_COMMITTER_EMAIL=AUTHOR.email,
+        )
+    return repo
 
 
 def slugify(title: str) -> str:
@@ -69,7 +84,7 @@ def remove_worktree(repo: git.Repo, path: Path) -> None:
 
 def commit_all(worktree: Path, message: str) -> str:
     """Commit everything changed in `worktree`; returns the new commit (or HEAD if nothing changed)."""
-    repo = git.Repo(worktree)
+    repo = with_identity(git.Repo(worktree))
     repo.git.add("-A")
     if not repo.is_dirty(index=True, working_tree=False, untracked_files=False):
         return repo.head.commit.hexsha
@@ -100,6 +115,7 @@ def pick(repo: git.Repo, commits: list[str], onto: str | None) -> tuple[str, str
     """
     if not commits:
         raise AgentgolfError("nothing to pick: the experiment makes no change over its run's base commit")
+    repo = with_identity(repo)
     current = None if repo.head.is_detached else repo.active_branch.name
     target = onto or current
     if target is None:
@@ -125,7 +141,7 @@ def pick(repo: git.Repo, commits: list[str], onto: str | None) -> tuple[str, str
     scratch = Path(tempfile.mkdtemp(prefix="agentgolf-pick-"))
     try:
         repo.git.worktree("add", str(scratch / "tree"), target)
-        tree = git.Repo(scratch / "tree")
+        tree = with_identity(git.Repo(scratch / "tree"))
         try:
             tree.git.cherry_pick(*commits)
         except git.GitCommandError as exc:
@@ -137,6 +153,23 @@ def pick(repo: git.Repo, commits: list[str], onto: str | None) -> tuple[str, str
     finally:
         remove_worktree(repo, scratch / "tree")
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def rebase_change(repo: git.Repo, parent: str, commit: str, onto: str, scratch: Path) -> str | None:
+    """Replay the change `parent..commit` on top of `onto`; the new commit, or None on a conflict."""
+    if parent == onto:
+        return commit
+    add_worktree(repo, scratch, None, onto)
+    try:
+        tree = with_identity(git.Repo(scratch))
+        try:
+            tree.git.cherry_pick("--allow-empty", commit)
+        except git.GitCommandError:
+            tree.git.cherry_pick("--abort")
+            return None
+        return tree.head.commit.hexsha
+    finally:
+        remove_worktree(repo, scratch)
 
 
 def _first_line(exc: git.GitCommandError) -> str:

@@ -22,3 +22,13 @@ def tiny_dataset(tmp_path_factory) -> DatasetInfo:
         val_docs=TINY_VAL_DOCS,
         byte_fallback=False,
     )
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_git_identity():
+    """Run git as on a fresh CI machine: no global or system config, so no user.name/user.email."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("GIT_CONFIG_GLOBAL", "/dev/null")
+    patch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    yield
+    patch.undo()

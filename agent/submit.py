@@ -1,0 +1,368 @@
+"""Turn a ledger experiment into a records folder the Parameter Golf challenge accepts.
+
+The folder (`YYYY-MM-DD_<slug>`) holds README.md, submission.json, the train log(s) and train_gpt.py. With a
+baseline and two or more seeds, submission.json carries the one-sided one-sample t-test the challenge asks
+for: are the seed scores below (baseline - 0.005 nats) at p < 0.01? The p-value is computed here with the
+standard library (Student t tail via the regularized incomplete beta function), so no scipy is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import statistics
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from agentgolf.experiments.errors import AgentgolfError
+from agentgolf.experiments.ledger import Experiment, Ledger, LedgerError
+
+SIZE_LIMIT = 16_000_000  # decimal bytes, code + compressed model (challenge rule)
+MARGIN_NATS = 0.005  # a record must beat the previous one by this much, in nats per token
+DEFAULT_THRESHOLD_BPB = 0.0029  # 0.005 nats in bpb for sp1024, used when tokens/byte is unknown
+DEFAULT_TRACK = "10min_16mb"
+RUNS_DIR = "runs"
+TRAINER_FILE = "train_gpt.py"
+TRAIN_LOG = "train.log"
+ROUND_DIGITS = 8
+
+# The incomplete beta continued fraction: stop when a step changes the value by less than this.
+CF_EPSILON = 1e-15
+CF_MAX_TERMS = 10_000
+CF_TINY = 1e-300  # keeps the Lentz recurrences away from division by zero
+
+
+class SubmissionError(AgentgolfError):
+    """The experiment cannot become a records folder as it is; the message says why."""
+
+
+# --- statistics -----------------------------------------------------------------------------------
+
+
+def regularized_beta(x: float, a: float, b: float) -> float:
+    """I_x(a, b), the regularized incomplete beta function, for 0 <= x <= 1 and a, b > 0."""
+    if not 0.0 <= x <= 1.0:
+        raise ValueError(f"regularized_beta needs 0 <= x <= 1, got {x}")
+    if x == 0.0 or x == 1.0:
+        return x
+    # The continued fraction converges fast below the mean of the distribution; use symmetry above it.
+    if x > (a + 1.0) / (a + b + 2.0):
+        return 1.0 - regularized_beta(1.0 - x, b, a)
+    log_front = a * math.log(x) + b * math.log1p(-x) - (math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b))
+    return math.exp(log_front) / (a * _beta_continued_fraction(x, a, b))
+
+
+def _beta_continued_fraction(x: float, a: float, b: float) -> float:
+    """1 + d1/(1 + d2/(1 + ...)) for the incomplete beta function, by the modified Lentz method."""
+
+    def term(j: int) -> float:
+        m = j // 2
+        if j % 2:  # odd terms: d_{2m+1}
+            return -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
+        return m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
+
+    value, c, d = 1.0, 1.0, 0.0
+    for j in range(1, CF_MAX_TERMS):
+        dj = term(j)
+        d = 1.0 + dj * d
+        d = 1.0 / (d if abs(d) > CF_TINY else CF_TINY)
+        c = 1.0 + dj / c
+        c = c if abs(c) > CF_TINY else CF_TINY
+        step = c * d
+        value *= step
+        if abs(step - 1.0) < CF_EPSILON:
+            return value
+    raise ArithmeticError(f"incomplete beta did not converge for x={x}, a={a}, b={b}")
+
+
+def student_t_sf(t: float, df: float) -> float:
+    """P(T > t) for Student's t with df degrees of freedom: the one-sided p-value of a t statistic."""
+    if df <= 0:
+        raise ValueError(f"degrees of freedom must be positive, got {df}")
+    if math.isinf(t):
+        return 0.0 if t > 0 else 1.0
+    tail = 0.5 * regularized_beta(df / (df + t * t), df / 2.0, 0.5)  # P(T > |t|)
+    return tail if t > 0 else 1.0 - tail
+
+
+class TTest(BaseModel):
+    """One-sided one-sample t-test of H1: mean(scores) < target."""
+
+    target_bpb: float
+    t_statistic: float
+    df: int
+    p_value: float
+
+
+def one_sided_t_test(scores: Sequence[float], target_bpb: float) -> TTest | None:
+    """None when it cannot be computed: fewer than two scores, or scores with no spread."""
+    if len(scores) < 2:
+        return None
+    sd = statistics.stdev(scores)
+    if sd == 0.0:
+        return None
+    t = (target_bpb - statistics.fmean(scores)) / (sd / math.sqrt(len(scores)))
+    df = len(scores) - 1
+    return TTest(target_bpb=target_bpb, t_statistic=t, df=df, p_value=student_t_sf(t, df))
+
+
+def margin_bpb(tokens_per_byte: float | None, fallback_bpb: float = DEFAULT_THRESHOLD_BPB) -> float:
+    """The 0.005-nat record margin in bpb: nats/token x tokens/byte / ln 2."""
+    if tokens_per_byte is None or tokens_per_byte <= 0:
+        return fallback_bpb
+    return MARGIN_NATS * tokens_per_byte / math.log(2)
+
+
+# --- the folder -----------------------------------------------------------------------------------
+
+
+def run_folder(ledger: Ledger, exp_id: int) -> Path:
+    return ledger.path.parent / RUNS_DIR / str(exp_id)
+
+
+def slugify(name: str) -> str:
+    """Letters, digits, '.', '-' and '_' as in record folder names; everything else becomes '_'."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", name).strip("_.-")
+
+
+def seed_of(e: Experiment) -> int | None:
+    seed = e.seed if e.seed is not None else e.manifest.get("seed")
+    return int(seed) if seed is not None else None
+
+
+def kept_chain(ledger: Ledger, exp: Experiment) -> list[Experiment]:
+    """The experiment and its ancestors, baseline first; a replay stands for the experiment it re-ran."""
+    if exp.kind == "replay" and exp.replay_of is not None:
+        exp = ledger.get(exp.replay_of)
+    chain, seen = [exp], {exp.id}
+    while chain[-1].parent_id is not None and chain[-1].parent_id not in seen:
+        chain.append(ledger.get(chain[-1].parent_id))
+        seen.add(chain[-1].id)
+    return chain[::-1]
+
+
+def _check_scored(e: Experiment, size_limit: int, what: str) -> None:
+    if e.status != "ok":
+        raise SubmissionError(
+            f"{what} #{e.id} has status {e.status!r}; only an ok experiment can be submitted"
+        )
+    if e.val_bpb is None:
+        raise SubmissionError(f"{what} #{e.id} has no val_bpb")
+    if e.artifact_bytes is None:
+        raise SubmissionError(f"{what} #{e.id} has no recorded artifact size")
+    if e.artifact_bytes > size_limit:
+        raise SubmissionError(
+            f"{what} #{e.id} artifact is {e.artifact_bytes:,} bytes, over the {size_limit:,}-byte limit"
+        )
+
+
+def _need(path: Path) -> Path:
+    if not path.is_file():
+        raise SubmissionError(f"missing {path}: the experiment's run folder must hold it")
+    return path
+
+
+def write_submission(
+    ledger: Ledger,
+    exp_id: int,
+    out_dir: Path,
+    *,
+    author: str,
+    github_id: str,
+    name: str,
+    blurb: str,
+    baseline_bpb: float | None = None,
+    extra_seeds: Sequence[Experiment] = (),
+    size_limit: int = SIZE_LIMIT,
+    threshold_bpb: float = DEFAULT_THRESHOLD_BPB,
+    track: str = DEFAULT_TRACK,
+    now: datetime | None = None,
+) -> Path:
+    """Write out_dir/YYYY-MM-DD_<slug>/ for experiment exp_id (plus extra seeds); return the folder.
+
+    threshold_bpb is the record margin used only when the run's tokens/byte is unknown (no
+    `tokens_per_byte` in the run settings and no val_loss to derive it from).
+    """
+    exp = ledger.get(exp_id)
+    _check_scored(exp, size_limit, "experiment")
+    seeds = [exp, *extra_seeds]
+    for other in extra_seeds:
+        _check_scored(other, size_limit, "extra seed")
+        if other.id == exp.id:
+            raise SubmissionError(f"extra seed #{other.id} is the experiment itself")
+        if other.commit_sha and exp.commit_sha and other.commit_sha != exp.commit_sha:
+            raise SubmissionError(
+                f"extra seed #{other.id} ran commit {other.commit_sha[:10]}, not {exp.commit_sha[:10]}"
+            )
+    seed_values = [seed_of(e) for e in seeds]
+    for e, seed in zip(seeds, seed_values, strict=True):
+        if seed is None:
+            raise SubmissionError(f"experiment #{e.id} has no recorded seed")
+    if len(set(seed_values)) != len(seed_values):
+        raise SubmissionError(f"seeds must be distinct, got {seed_values}")
+
+    trainer = _need(run_folder(ledger, exp.id) / TRAINER_FILE)
+    code = trainer.read_bytes()
+    logs = [_need(run_folder(ledger, e.id) / TRAIN_LOG) for e in seeds]
+    for e in extra_seeds:
+        other = run_folder(ledger, e.id) / TRAINER_FILE
+        if other.is_file() and other.read_bytes() != code:
+            raise SubmissionError(f"extra seed #{e.id} trained a different {TRAINER_FILE} than #{exp.id}")
+
+    slug = slugify(name)
+    if not slug:
+        raise SubmissionError(f"name {name!r} gives an empty folder name; use letters or digits")
+    now = now or datetime.now(timezone.utc)
+    folder = Path(out_dir) / f"{now:%Y-%m-%d}_{slug}"
+    if folder.exists():
+        raise SubmissionError(f"{folder} already exists; remove it or choose another name")
+
+    margin, margin_source = _margin(ledger, exp, threshold_bpb)
+    scores = [e.val_bpb for e in seeds]
+    losses = [e.val_loss for e in seeds if e.val_loss is not None]
+    test = one_sided_t_test(scores, baseline_bpb - margin) if baseline_bpb is not None else None
+    log_names = [TRAIN_LOG] if len(seeds) == 1 else [f"train_seed{s}.log" for s in seed_values]
+
+    info: dict = {
+        "author": author,
+        "github_id": github_id,
+        "name": name,
+        "blurb": blurb,
+        "date": now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "val_loss": _round(statistics.fmean(losses)) if len(losses) == len(seeds) else None,
+        "val_bpb": _round(statistics.fmean(scores)),
+        "bytes_total": max(e.artifact_bytes for e in seeds),
+        "bytes_code": len(code),
+        "track": track,
+        "seeds": seed_values,
+        "seed_results": {
+            str(seed): {
+                "val_loss": e.val_loss,
+                "val_bpb": e.val_bpb,
+                "artifact_bytes": e.artifact_bytes,
+                "train_time_s": e.train_seconds,
+                "log": log,
+                "agentgolf_experiment": e.id,
+            }
+            for e, seed, log in zip(seeds, seed_values, log_names, strict=True)
+        },
+        "val_bpb_std": _round(statistics.stdev(scores)) if len(scores) >= 2 else None,
+    }
+    if baseline_bpb is not None:
+        info |= {
+            "baseline_val_bpb": baseline_bpb,
+            "margin_bpb": _round(margin),
+            "margin_source": margin_source,
+        }
+        if test is not None:
+            info |= {"t_statistic": round(test.t_statistic, 4), "p_value": float(f"{test.p_value:.3g}")}
+    if exp.manifest.get("gpu_model"):
+        info["hardware"] = exp.manifest["gpu_model"]
+    info["agentgolf"] = {"experiment": exp.id, "run": exp.run_id, "commit": exp.commit_sha}
+
+    folder.mkdir(parents=True)
+    shutil.copyfile(trainer, folder / TRAINER_FILE)
+    for log, log_name in zip(logs, log_names, strict=True):
+        shutil.copyfile(log, folder / log_name)
+    (folder / "submission.json").write_text(json.dumps(info, indent=2) + "\n")
+    chain = kept_chain(ledger, exp)
+    (folder / "README.md").write_text(_readme(info, exp, chain, seeds, log_names, test))
+    return folder
+
+
+def _margin(ledger: Ledger, exp: Experiment, fallback_bpb: float) -> tuple[float, str]:
+    """The record margin in bpb and where the tokens/byte behind it came from."""
+    settings = {}
+    if exp.run_id is not None:
+        try:
+            settings = ledger.get_run(exp.run_id).settings
+        except LedgerError:
+            settings = {}
+    if settings.get("tokens_per_byte"):
+        return margin_bpb(float(settings["tokens_per_byte"])), "run tokens_per_byte"
+    if exp.val_loss and exp.val_bpb:
+        # val_bpb = val_loss / ln 2 x tokens/byte, so the run's tokens/byte is val_bpb x ln 2 / val_loss.
+        return margin_bpb(exp.val_bpb * math.log(2) / exp.val_loss), "tokens/byte from val_loss and val_bpb"
+    return fallback_bpb, "threshold_bpb (tokens/byte unknown)"
+
+
+def _round(x: float) -> float:
+    return round(x, ROUND_DIGITS)
+
+
+def _readme(
+    info: dict,
+    exp: Experiment,
+    chain: list[Experiment],
+    seeds: list[Experiment],
+    log_names: list[str],
+    test: TTest | None,
+) -> str:
+    n = len(seeds)
+    spread = f" ± {info['val_bpb_std']:.4f} (std)" if info["val_bpb_std"] is not None else ""
+    lines = [
+        f"# {info['name']}",
+        "",
+        info["blurb"],
+        "",
+        f"**val_bpb {info['val_bpb']:.4f}**{spread}, mean of {n} seed{'s' * (n > 1)}; "
+        f"artifact {info['bytes_total']:,} bytes (code {info['bytes_code']:,}); track `{info['track']}`.",
+        "",
+        "## What changed",
+        "",
+        "The chain of kept ideas, from the unmodified baseline; each step was measured against its parent.",
+        "",
+        "| step | change | val_bpb | Δ vs parent | hypothesis |",
+        "|---|---|---|---|---|",
+    ]
+    for i, e in enumerate(chain):
+        delta = f"{e.delta_bpb:+.4f}" if e.delta_bpb is not None and i > 0 else ""
+        bpb = f"{e.val_bpb:.4f}" if e.val_bpb is not None else ""
+        lines.append(f"| {i} | {_cell(e.title)} | {bpb} | {delta} | {_cell(e.hypothesis)} |")
+    lines += [
+        "",
+        "## Results",
+        "",
+        "| seed | val_loss | val_bpb | artifact bytes | train s | log |",
+        "|---|---|---|---|---|---|",
+    ]
+    for e, seed, log in zip(seeds, info["seeds"], log_names, strict=True):
+        loss = f"{e.val_loss:.6f}" if e.val_loss is not None else ""
+        train = f"{e.train_seconds:.1f}" if e.train_seconds is not None else ""
+        lines.append(f"| {seed} | {loss} | {e.val_bpb:.6f} | {e.artifact_bytes:,} | {train} | `{log}` |")
+    if "baseline_val_bpb" in info:
+        lines += ["", "## Significance", ""]
+        target = info["baseline_val_bpb"] - info["margin_bpb"]
+        lines.append(
+            f"Target: baseline {info['baseline_val_bpb']:.6f} - 0.005 nats ({info['margin_bpb']:.5f} bpb, "
+            f"{info['margin_source']}) = {target:.6f}."
+        )
+        if test is not None:
+            lines.append(
+                f"One-sided one-sample t-test over {n} seeds: t = {test.t_statistic:.2f}, df = {test.df}, "
+                f"p = {test.p_value:.3g}."
+            )
+        else:
+            lines.append("No t-test: it needs at least two seeds with different scores.")
+    lines += [
+        "",
+        "## Provenance",
+        "",
+        f"Produced by agentgolf experiment #{exp.id} (run `{exp.run_id}`, commit `{exp.commit_sha[:12]}`), "
+        f"scored by the harness ({exp.trust or 'harness'}), sandbox isolation `{exp.isolation or 'unknown'}`.",
+    ]
+    env = exp.manifest.get("env") or {}
+    if env:
+        lines += ["", "Environment the trainer ran with:", "", "```"]
+        lines += [f"{k}={v}" for k, v in env.items()]
+        lines.append("```")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
