@@ -1,0 +1,203 @@
+"""The `agentgolf` command as a user runs it: real subprocesses, real git, real SQLite, real sandbox."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import git
+import pytest
+
+from agentgolf.experiments.workspace import AcceptanceConfig, DataConfig, init_workspace, save_config
+from agentgolf.sandbox.budget import Budget
+
+# A model small enough to train in a few seconds on 2 busy cores; the recipe is still the real trainer.
+TINY_ENV = {
+    "PRESET": "cpu",
+    "NUM_LAYERS": "2",
+    "MODEL_DIM": "64",
+    "NUM_HEADS": "2",
+    "NUM_KV_HEADS": "1",
+    "ITERATIONS": "6",
+    "TRAIN_SEQ_LEN": "64",
+    "TRAIN_BATCH_TOKENS": "2048",
+    "VAL_BATCH_SIZE": "8192",
+}
+
+
+def agentgolf(
+    *args: str, cwd: Path, check: bool = False, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, "-m", "agentgolf.agent.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"agentgolf {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
+    return proc
+
+
+def one_line_error(proc: subprocess.CompletedProcess, expected: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], proc.stderr
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, tiny_dataset) -> Path:
+    root = (tmp_path / "ws").resolve()
+    ws = init_workspace(root)
+    ws.config.data = DataConfig(
+        dataset_dir=tiny_dataset.dataset_dir,
+        tokenizer=tiny_dataset.tokenizer,
+        vocab_size=tiny_dataset.vocab_size,
+    )
+    ws.config.trainer_env = dict(TINY_ENV)
+    ws.config.budget = Budget(train_seconds=60, train_grace_seconds=60, score_seconds=120)
+    ws.config.acceptance = AcceptanceConfig(noise_seeds=1, confirm=False, min_delta_bpb=0.0)
+    save_config(ws.config_path, ws.config)
+    return root
+
+
+def test_help_lists_every_command(tmp_path):
+    proc = agentgolf("--help", cwd=tmp_path, check=True)
+    for command in ("init", "run", "ledger", "show", "pick", "replay", "sandbox", "report", "data"):
+        assert command in proc.stdout
+
+
+def test_bad_input_gives_one_line_errors(tmp_path, workspace):
+    one_line_error(agentgolf("run", "--budget", "3", cwd=tmp_path), "not inside an agentgolf workspace")
+    one_line_error(agentgolf("show", "999", cwd=workspace), "no experiment with id 999")
+    one_line_error(agentgolf("replay", "42", cwd=workspace), "no experiment with id 42")
+    one_line_error(agentgolf("sandbox", "missing_trainer.py", cwd=workspace), "does not exist")
+    one_line_error(agentgolf("run", "--budget", "0", cwd=workspace), "at least 1")
+    one_line_error(
+        agentgolf("run", "--budget", "2", "--proposer", "magic", cwd=workspace), "unknown proposer"
+    )
+    one_line_error(agentgolf("run", "--budget", "2", "--time-budget", "-5", cwd=workspace), "invalid budget")
+    one_line_error(agentgolf("init", str(workspace), cwd=tmp_path), "already an agentgolf workspace")
+    one_line_error(agentgolf("report", cwd=workspace), "no runs yet")
+
+
+def test_corrupt_ledger_is_reported_and_left_alone(workspace):
+    ledger = workspace / ".agentgolf" / "ledger.db"
+    ledger.write_bytes(b"garbage" * 500)
+    one_line_error(agentgolf("ledger", cwd=workspace), "not a readable SQLite database")
+    one_line_error(agentgolf("run", "--budget", "1", cwd=workspace), "not a readable SQLite database")
+    assert ledger.read_bytes() == b"garbage" * 500
+
+
+def test_broken_config_is_reported(workspace):
+    (workspace / ".agentgolf" / "config.json").write_text('{"budget": {"train_seconds": "soon"}}')
+    one_line_error(agentgolf("ledger", cwd=workspace), "workspace config")
+
+
+@pytest.mark.slow
+def test_whole_loop_run_ledger_show_pick_replay_report(workspace):
+    """The foundation's path end to end: 3 experiments, 3 branches, then every morning-after command."""
+    agentgolf("run", "--budget", "3", cwd=workspace, check=True)
+    rows = json.loads(agentgolf("ledger", "--json", cwd=workspace, check=True).stdout)
+    assert len(rows) == 3
+    for key in (
+        "id",
+        "parent_id",
+        "status",
+        "val_bpb",
+        "delta_bpb",
+        "artifact_bytes",
+        "branch",
+        "commit",
+        "title",
+    ):
+        assert all(key in row for row in rows)
+    assert [r["status"] for r in rows] == ["ok", "ok", "ok"], rows
+    assert all(0 < r["val_bpb"] < 9 for r in rows)  # real scores: below the ~8 bpb of an untrained model
+    assert rows[0]["title"] == "Baseline" and rows[1]["parent_id"] == 1
+    assert rows[1]["delta_bpb"] == pytest.approx(rows[1]["val_bpb"] - rows[0]["val_bpb"])
+    repo = git.Repo(workspace)
+    branches = {h.name for h in repo.heads}
+    assert {r["branch"] for r in rows} <= branches
+    assert len({r["branch"] for r in rows}) == 3
+    run_id = rows[0]["branch"].split("/")[1]
+    assert f"agentgolf/{run_id}/best" in branches
+    assert repo.active_branch.name in ("master", "main") and not repo.is_dirty(untracked_files=True)
+
+    table = agentgolf("ledger", cwd=workspace, check=True).stdout
+    assert "Baseline" in table and "Lower learning rates" in table
+
+    shown = agentgolf("show", "2", cwd=workspace, check=True).stdout
+    assert "Lower learning rates" in shown and "diff vs parent" in shown and "MATRIX_LR" in shown
+    assert "final_int8_zlib_roundtrip" in shown or "Total submission size" in shown
+
+    best = min(rows, key=lambda r: r["val_bpb"])
+    replay = agentgolf("replay", "1", cwd=workspace, check=True).stdout
+    assert "reproduced exactly" in replay, replay  # the CPU trainer is deterministic
+    assert "settings drift: none" in replay
+
+    report = agentgolf("report", cwd=workspace, check=True)
+    assert "Best chain" in report.stdout
+    png = workspace / ".agentgolf" / "reports" / run_id / "progress.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    if best["id"] != 1:
+        agentgolf("pick", str(best["id"]), "--onto", "winner", cwd=workspace, check=True)
+        picked = repo.commit("winner").tree["train_gpt.py"].data_stream.read()
+        assert picked == repo.commit(best["commit"]).tree["train_gpt.py"].data_stream.read()
+    else:
+        one_line_error(agentgolf("pick", "1", cwd=workspace), "nothing to pick")
+
+
+@pytest.mark.slow
+def test_resume_after_kill_9_mid_experiment(workspace):
+    """kill -9 the loop while an experiment trains: no trainer survives, --resume re-runs it in place."""
+    cfg_path = workspace / ".agentgolf" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["trainer_env"]["ITERATIONS"] = "40"  # long enough to be caught mid-flight
+    cfg_path.write_text(json.dumps(cfg))
+    loop = subprocess.Popen(
+        [sys.executable, "-m", "agentgolf.agent.cli", "run", "--budget", "2"],
+        cwd=workspace,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    db = workspace / ".agentgolf" / "ledger.db"
+    deadline = time.monotonic() + 240
+    victim = None
+    while time.monotonic() < deadline and victim is None:
+        time.sleep(0.5)
+        if not db.exists():
+            continue
+        with sqlite3.connect(db) as conn:
+            for exp_id, status in conn.execute("SELECT id, status FROM experiments"):
+                log = workspace / ".agentgolf" / "runs" / str(exp_id) / "train.log"
+                if status == "running" and log.exists() and "step:2/" in log.read_text():
+                    victim = exp_id
+    assert victim is not None, "no experiment reached its second training step in time"
+    pids = [
+        int(line.split()[0])
+        for line in (workspace / ".agentgolf" / "runs" / str(victim) / "pids").read_text().splitlines()
+    ]
+    loop.send_signal(signal.SIGKILL)
+    loop.wait()
+    time.sleep(1.0)
+    for pid in pids:  # bubblewrap's --die-with-parent takes the whole sandbox down with the loop
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+    agentgolf("run", "--budget", "2", "--resume", cwd=workspace, check=True)
+    rows = json.loads(agentgolf("ledger", "--json", cwd=workspace, check=True).stdout)
+    assert len(rows) == 2, rows
+    assert all(r["status"] == "ok" and r["val_bpb"] for r in rows), rows
+    assert len({r["id"] for r in rows}) == 2 and victim in {r["id"] for r in rows}
