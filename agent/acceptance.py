@@ -17,6 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from agentgolf.agent.stats import student_t_sf
 from agentgolf.experiments.workspace import AcceptanceConfig
 
 Decision = Literal["dead_end", "inconclusive", "confirm", "promote"]
@@ -59,7 +60,7 @@ def judge(
         p = 0.0 if margin > 0 else 1.0
     else:
         t = margin / (sigma * math.sqrt(1 / len(candidate) + 1 / len(parent)))
-        p = t_sf(t, max(1, dof))
+        p = student_t_sf(t, max(1, dof))
     if p < cfg.alpha:
         return Verdict(
             decision="promote",
@@ -73,47 +74,3 @@ def judge(
         p_value=p,
         reason=f"{delta:+.4f} bpb but not beyond {cfg.min_delta_bpb} bpb at p<{cfg.alpha} (p={p:.3g})",
     )
-
-
-# --- Student's t distribution, standard library only -------------------------------------------------
-
-
-def t_sf(t: float, dof: float) -> float:
-    """P(T > t) for Student's t with `dof` degrees of freedom (the one-sided p-value)."""
-    x = dof / (dof + t * t)
-    tail = 0.5 * _betainc(dof / 2, 0.5, x)
-    return tail if t >= 0 else 1 - tail
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularized incomplete beta I_x(a, b), by Lentz's continued fraction (Numerical Recipes 6.4)."""
-    if x <= 0:
-        return 0.0
-    if x >= 1:
-        return 1.0
-    front = math.exp(
-        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    )
-    if x < (a + 1) / (a + b + 2):
-        return front * _betacf(a, b, x) / a
-    return 1 - front * _betacf(b, a, 1 - x) / b
-
-
-def _betacf(a: float, b: float, x: float, iterations: int = 300, eps: float = 1e-15) -> float:
-    tiny = 1e-300
-    c, d = 1.0, 1 - (a + b) * x / (a + 1)
-    d = 1 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, iterations + 1):
-        for num in (
-            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
-        ):
-            d = 1 + num * d
-            d = 1 / (d if abs(d) > tiny else tiny)
-            c = 1 + num / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1) < eps:
-            break
-    return h

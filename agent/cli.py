@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--better-than", type=float, metavar="BPB", help="only val_bpb below this")
     p.add_argument("--sort", default="id", help="id, val_bpb, delta or recent")
     p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.add_argument(
+        "--tsv",
+        action="store_true",
+        help="autoresearch results.tsv: commit, val_bpb, memory_gb, status, description",
+    )
     p.set_defaults(func=cmd_ledger)
 
     p = sub.add_parser("show", help="one experiment: hypothesis, diff, metrics, log tail")
@@ -110,6 +115,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="summary of a run with a progress plot")
     p.add_argument("run", nargs="?", help="run id (default: the latest)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("submit", help="write a records folder the challenge accepts for one experiment")
+    p.add_argument("id", type=int)
+    p.add_argument("--author", required=True)
+    p.add_argument("--github-id", required=True)
+    p.add_argument("--name", required=True, help="the submission's name (also names the folder)")
+    p.add_argument("--blurb", default="", help="one paragraph on what it does")
+    p.add_argument("--baseline-bpb", type=float, help="the score to beat, for the one-sided t-test")
+    p.add_argument(
+        "--seeds", type=int, nargs="*", default=[], metavar="ID", help="ledger ids of more seeds of it"
+    )
+    p.add_argument(
+        "--with-confirmations", action="store_true", help="add its confirmation runs and replays as seeds"
+    )
+    p.add_argument("--out", type=Path, default=Path("records/track_10min_16mb"))
+    p.add_argument("--size-limit", type=int, help="artifact byte limit (default: the workspace budget)")
+    p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("data", help="build or fetch shards and tokenizers")
     data = p.add_subparsers(title="data commands", metavar="ACTION")
@@ -194,6 +216,13 @@ def cmd_ledger(args: argparse.Namespace) -> int:
             order=args.sort,
         )
     )
+    if args.tsv:
+        print("commit\tval_bpb\tmemory_gb\tstatus\tdescription")
+        for e in rows:
+            memory = _peak_memory_gb(e.log_tail)
+            status = "keep" if e.kept else ("discard" if e.val_bpb is not None else "crash")
+            print(f"{e.commit_sha[:7]}\t{e.val_bpb or 0:.6f}\t{memory:.1f}\t{status}\t{e.title}")
+        return 0
     if args.json:
         keep = (
             "id parent_id run_id kind status val_bpb delta_bpb self_val_bpb artifact_bytes train_seconds "
@@ -233,6 +262,13 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     out.print(table)
     out.print("* kept: the change beat its parent and is on the run's best branch")
     return 0
+
+
+def _peak_memory_gb(log: str) -> float:
+    import re
+
+    found = re.findall(r"peak memory allocated: (\d+) MiB", log)
+    return int(found[-1]) / 1024 if found else 0.0
 
 
 def _num(value: float | int | None, fmt: str) -> str:
@@ -400,9 +436,41 @@ def cmd_report(args: argparse.Namespace) -> int:
     from agentgolf.experiments.workspace import find_workspace
 
     ws = find_workspace()
-    report, plot = write_report(ws.ledger(), args.run, ws.state / "reports")
-    out.print(report.read_text(), markup=False)
-    out.print(f"report: {report}\nplot: {plot}")
+    files = write_report(ws.ledger(), args.run, ws.state / "reports")
+    out.print(files.markdown.read_text(), markup=False)
+    out.print(f"report: {files.markdown}\npage: {files.html}\nplot: {files.plot}")
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from agentgolf.agent.submit import write_submission
+    from agentgolf.experiments.workspace import find_workspace
+
+    ws = find_workspace()
+    ledger = ws.ledger()
+    seeds = [ledger.get(i) for i in args.seeds]
+    if args.with_confirmations:
+        seeds += [
+            e
+            for e in ledger.experiments()
+            if e.replay_of == args.id
+            and e.kind in ("confirm", "replay")
+            and e.status == "ok"
+            and e.id not in args.seeds
+        ]
+    folder = write_submission(
+        ledger,
+        args.id,
+        ws.resolve(args.out),
+        author=args.author,
+        github_id=args.github_id,
+        name=args.name,
+        blurb=args.blurb,
+        baseline_bpb=args.baseline_bpb,
+        extra_seeds=seeds,
+        size_limit=args.size_limit or ws.config.budget.size_bytes,
+    )
+    out.print(f"submission folder: {folder}")
     return 0
 
 

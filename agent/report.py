@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import re
+import statistics
 from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
@@ -24,9 +25,11 @@ PLOT_FILE = "progress.png"
 REPORT_FILE = "report.md"
 HTML_FILE = "report.html"
 
-SCORED_KINDS = ("baseline", "proposal")  # replays re-measure an experiment; they are not new points
+SCORED_KINDS = ("baseline", "proposal")  # new points; re-runs (replay_of set) re-measure one of them
+NOISE_KINDS = ("baseline", "calibration")  # seeds of the unmodified trainer: the run's noise floor
 INCONCLUSIVE = "inconclusive"  # looked better, but not beyond the noise floor after confirmation
-NOT_FAILURES = {"ok", RUNNING, INCONCLUSIVE}
+CONFIRMING = "confirming"  # looked better; a confirmation seed is pending
+NOT_FAILURES = {"ok", RUNNING, INCONCLUSIVE, CONFIRMING}
 # Failure causes in the order the report lists them, with what each one means for the reader.
 FAILURE_CAUSES = {
     "crash": "the trainer exited non-zero or wrote no artifact",
@@ -40,10 +43,11 @@ FAILURE_CAUSES = {
     REJECTED: "never reached the sandbox (bad edit, does not compile, repeat)",
     INTERRUPTED: "the loop stopped while it ran",
 }
-NOT_CHARGED = {RUNNING, REJECTED, INTERRUPTED, "infra_error"}  # an idea was not really tried
+NOT_CHARGED = {REJECTED, INTERRUPTED, "infra_error"}  # an idea was not really tried
+UNDECIDED = {RUNNING, CONFIRMING}
 
 JUMP_NOISE_MULTIPLE = 5.0  # a gain this many noise floors wide deserves a second look
-JUMP_DEFAULT_BPB = 0.05  # ...or this large when the run measured no noise floor
+JUMP_DEFAULT_BPB = 0.05  # ...or this large when the run has no noise floor
 DEFAULT_MISMATCH_BPB = Budget().metric_tolerance_bpb
 MAX_IDS_SHOWN = 10
 MAX_REASON_CHARS = 90
@@ -58,6 +62,7 @@ PLOT_COLOR_FAIL = "#cf222e"
 
 
 class Spend(BaseModel):
+    device_hours: float = 0.0  # sandbox wall seconds x GPUs held (x1 on CPU): what --gpu-hours caps
     gpu_hours: float = 0.0  # training seconds x GPUs, for experiments that ran on GPUs
     cpu_hours: float = 0.0  # training seconds of experiments that ran on CPU
     wall_hours: float = 0.0  # sandbox wall time, training + scoring + overheads
@@ -91,13 +96,14 @@ class Summary(BaseModel):
     scored: int  # baseline + proposal rows: the x axis of the plot
     chain: list[Experiment]
     confirmed: list[Experiment]
-    replays: dict[int, list[Experiment]] = Field(default_factory=dict)  # original id -> its replays
+    reruns: dict[int, list[Experiment]] = Field(default_factory=dict)  # original id -> its re-runs
     inconclusive: list[Experiment]
     dead_ends: list[Experiment]
     failures: dict[str, list[Experiment]]  # cause -> experiments, in FAILURE_CAUSES order
     spend: Spend
     anomalies: list[Anomaly]
     categories: list[CategoryStats]
+    noise_bpb: float | None  # seed-to-seed std of the run, None when unknown
     jump_threshold_bpb: float
 
 
@@ -131,27 +137,39 @@ def summarize(run: Run, experiments: list[Experiment]) -> Summary:
             failures.setdefault(e.status, []).append(e)
     order = list(FAILURE_CAUSES)
     failures = dict(sorted(failures.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99))
-    replays: dict[int, list[Experiment]] = {}
+    reruns: dict[int, list[Experiment]] = {}
     for e in experiments:
-        if e.kind == "replay" and e.replay_of is not None:
-            replays.setdefault(e.replay_of, []).append(e)
-    noise = run.settings.get("noise_bpb")
-    jump = JUMP_NOISE_MULTIPLE * float(noise) if noise else JUMP_DEFAULT_BPB
+        if e.replay_of is not None:  # replay, confirm and calibration rows
+            reruns.setdefault(e.replay_of, []).append(e)
+    noise = noise_floor(run, experiments)
+    jump = JUMP_NOISE_MULTIPLE * noise if noise else JUMP_DEFAULT_BPB
     return Summary(
         run=run,
         statuses=dict(Counter(e.status for e in experiments).most_common()),
         scored=sum(e.kind in SCORED_KINDS for e in experiments),
         chain=best_chain(experiments),
         confirmed=[e for e in proposals if e.kept],
-        replays=replays,
-        inconclusive=[e for e in experiments if e.status == INCONCLUSIVE and e.kind != "replay"],
+        reruns=reruns,
+        inconclusive=[e for e in proposals if e.status in (INCONCLUSIVE, CONFIRMING)],
         dead_ends=[e for e in proposals if e.status == "ok" and not e.kept],
         failures=failures,
         spend=spend_of(experiments),
         anomalies=find_anomalies(run, experiments, jump),
         categories=category_stats(proposals),
+        noise_bpb=noise,
         jump_threshold_bpb=jump,
     )
+
+
+def noise_floor(run: Run, experiments: list[Experiment]) -> float | None:
+    """`noise_bpb` from the run settings, else the std of the baseline's seeds (baseline + calibration)."""
+    if run.settings.get("noise_bpb"):
+        return float(run.settings["noise_bpb"])
+    seeds = [
+        e.val_bpb for e in experiments if e.kind in NOISE_KINDS and e.status == "ok" and e.val_bpb is not None
+    ]
+    sigma = statistics.stdev(seeds) if len(seeds) >= 2 else 0.0
+    return sigma or None
 
 
 def spend_of(experiments: list[Experiment]) -> Spend:
@@ -164,6 +182,7 @@ def spend_of(experiments: list[Experiment]) -> Spend:
         else:
             spend.cpu_hours += hours
         spend.wall_hours += (e.wall_seconds or 0.0) / SECONDS_PER_HOUR
+        spend.device_hours += (e.gpu_seconds or 0.0) / SECONDS_PER_HOUR
         spend.tokens += e.tokens
         spend.usd += e.usd
     return spend
@@ -190,7 +209,7 @@ def find_anomalies(run: Run, experiments: list[Experiment], jump_bpb: float) -> 
             found.append(
                 Anomaly(kind="metric_mismatch", exp_id=e.id, detail=e.reason or "status metric_mismatch")
             )
-        if e.kind != "baseline" and e.delta_bpb is not None and -e.delta_bpb > jump_bpb:
+        if e.kind == "proposal" and e.delta_bpb is not None and -e.delta_bpb > jump_bpb:
             found.append(
                 Anomaly(
                     kind="suspicious_jump",
@@ -213,7 +232,7 @@ def find_anomalies(run: Run, experiments: list[Experiment], jump_bpb: float) -> 
 def category_stats(proposals: list[Experiment]) -> list[CategoryStats]:
     stats: dict[str, CategoryStats] = {}
     for e in proposals:
-        if e.status == RUNNING:
+        if e.status in UNDECIDED:
             continue
         s = stats.setdefault(e.category or "(none)", CategoryStats(category=e.category or "(none)"))
         s.proposals += 1
@@ -256,8 +275,8 @@ def build_sections(s: Summary) -> list[Section]:
         _wins_section(s),
         Section(
             title="Inconclusive wins",
-            note="Looked better, but not beyond the noise floor after confirmation.",
-            table=_exp_table(s.inconclusive) if s.inconclusive else None,
+            note="Looked better than the parent, but not beyond the noise floor or not (yet) confirmed.",
+            table=_exp_table(s.inconclusive, status=True) if s.inconclusive else None,
         ),
         Section(
             title="Dead ends",
@@ -275,7 +294,7 @@ def _headline(s: Summary) -> list[str]:
     run = s.run
     lines = [
         f"base commit `{run.base_commit[:10]}`, status **{run.status}** ({run.stop_reason or 'in progress'})",
-        f"experiments: {s.scored} (+{sum(map(len, s.replays.values()))} replays); statuses: "
+        f"experiments: {s.scored} (+{sum(map(len, s.reruns.values()))} re-runs); statuses: "
         + (", ".join(f"{k} {n}" for k, n in s.statuses.items()) or "none"),
     ]
     if s.chain:
@@ -317,7 +336,7 @@ def _chain_section(s: Summary) -> Section:
 def _wins_section(s: Summary) -> Section:
     rows = []
     for e in s.confirmed:
-        replays = [r for r in s.replays.get(e.id, []) if r.val_bpb is not None]
+        reruns = [r for r in s.reruns.get(e.id, []) if r.val_bpb is not None]
         rows.append(
             [
                 str(e.id),
@@ -325,13 +344,13 @@ def _wins_section(s: Summary) -> Section:
                 e.category,
                 _num(e.val_bpb),
                 _delta(e.delta_bpb),
-                ", ".join(f"{r.val_bpb:.4f}" for r in replays) or "none",
+                ", ".join(f"{r.val_bpb:.4f}" for r in reruns) or "none",
             ]
         )
-    table = Table(headers=["#", "change", "category", "val_bpb", "Δ vs parent", "replays"], rows=rows)
+    table = Table(headers=["#", "change", "category", "val_bpb", "Δ vs parent", "re-runs"], rows=rows)
     return Section(
         title="Confirmed wins",
-        note="Kept: accepted as better than the parent; replays are re-runs of the same commit.",
+        note="Kept: accepted as better than the parent. Re-runs: confirmation seeds and replays of the commit.",
         table=table if rows else None,
     )
 
@@ -352,6 +371,7 @@ def _failures_section(s: Summary) -> Section:
 def _spend_section(s: Summary) -> Section:
     sp = s.spend
     rows = [
+        ["device hours held (the --gpu-hours cap)", f"{sp.device_hours:.2f}"],
         ["GPU hours (training)", f"{sp.gpu_hours:.2f}"],
         ["CPU hours (training)", f"{sp.cpu_hours:.2f}"],
         ["sandbox wall hours", f"{sp.wall_hours:.2f}"],
@@ -363,9 +383,10 @@ def _spend_section(s: Summary) -> Section:
 
 def _anomalies_section(s: Summary) -> Section:
     rows = [[a.kind, f"#{a.exp_id}", a.detail] for a in s.anomalies]
+    noise = f"noise floor {s.noise_bpb:.4f} bpb" if s.noise_bpb else "no measured noise floor"
     note = (
         f"Metric mismatches (trainer vs harness), suspicious jumps (a gain above {s.jump_threshold_bpb:.4f} "
-        "bpb in one step), unsandboxed runs and self-reported scores."
+        f"bpb in one step; {noise}), unsandboxed runs and self-reported scores."
     )
     return Section(
         title="Anomalies",
@@ -396,9 +417,13 @@ def _categories_section(s: Summary) -> Section:
     )
 
 
-def _exp_table(exps: list[Experiment]) -> Table:
-    rows = [[str(e.id), _title(e), e.category, _num(e.val_bpb), _delta(e.delta_bpb)] for e in exps]
-    return Table(headers=["#", "change", "category", "val_bpb", "Δ vs parent"], rows=rows)
+def _exp_table(exps: list[Experiment], status: bool = False) -> Table:
+    headers = ["#", "change", "category", "val_bpb", "Δ vs parent"] + (["status", "why"] if status else [])
+    rows = []
+    for e in exps:
+        row = [str(e.id), _title(e), e.category, _num(e.val_bpb), _delta(e.delta_bpb)]
+        rows.append(row + ([e.status, _clip(e.reason)] if status else []))
+    return Table(headers=headers, rows=rows)
 
 
 def _spend_line(sp: Spend) -> str:

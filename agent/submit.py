@@ -17,8 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pydantic import BaseModel
-
+from agentgolf.agent.stats import TTest, one_sided_t_test
 from agentgolf.experiments.errors import AgentgolfError
 from agentgolf.experiments.ledger import Experiment, Ledger, LedgerError
 
@@ -31,84 +30,9 @@ TRAINER_FILE = "train_gpt.py"
 TRAIN_LOG = "train.log"
 ROUND_DIGITS = 8
 
-# The incomplete beta continued fraction: stop when a step changes the value by less than this.
-CF_EPSILON = 1e-15
-CF_MAX_TERMS = 10_000
-CF_TINY = 1e-300  # keeps the Lentz recurrences away from division by zero
-
 
 class SubmissionError(AgentgolfError):
     """The experiment cannot become a records folder as it is; the message says why."""
-
-
-# --- statistics -----------------------------------------------------------------------------------
-
-
-def regularized_beta(x: float, a: float, b: float) -> float:
-    """I_x(a, b), the regularized incomplete beta function, for 0 <= x <= 1 and a, b > 0."""
-    if not 0.0 <= x <= 1.0:
-        raise ValueError(f"regularized_beta needs 0 <= x <= 1, got {x}")
-    if x == 0.0 or x == 1.0:
-        return x
-    # The continued fraction converges fast below the mean of the distribution; use symmetry above it.
-    if x > (a + 1.0) / (a + b + 2.0):
-        return 1.0 - regularized_beta(1.0 - x, b, a)
-    log_front = a * math.log(x) + b * math.log1p(-x) - (math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b))
-    return math.exp(log_front) / (a * _beta_continued_fraction(x, a, b))
-
-
-def _beta_continued_fraction(x: float, a: float, b: float) -> float:
-    """1 + d1/(1 + d2/(1 + ...)) for the incomplete beta function, by the modified Lentz method."""
-
-    def term(j: int) -> float:
-        m = j // 2
-        if j % 2:  # odd terms: d_{2m+1}
-            return -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
-        return m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
-
-    value, c, d = 1.0, 1.0, 0.0
-    for j in range(1, CF_MAX_TERMS):
-        dj = term(j)
-        d = 1.0 + dj * d
-        d = 1.0 / (d if abs(d) > CF_TINY else CF_TINY)
-        c = 1.0 + dj / c
-        c = c if abs(c) > CF_TINY else CF_TINY
-        step = c * d
-        value *= step
-        if abs(step - 1.0) < CF_EPSILON:
-            return value
-    raise ArithmeticError(f"incomplete beta did not converge for x={x}, a={a}, b={b}")
-
-
-def student_t_sf(t: float, df: float) -> float:
-    """P(T > t) for Student's t with df degrees of freedom: the one-sided p-value of a t statistic."""
-    if df <= 0:
-        raise ValueError(f"degrees of freedom must be positive, got {df}")
-    if math.isinf(t):
-        return 0.0 if t > 0 else 1.0
-    tail = 0.5 * regularized_beta(df / (df + t * t), df / 2.0, 0.5)  # P(T > |t|)
-    return tail if t > 0 else 1.0 - tail
-
-
-class TTest(BaseModel):
-    """One-sided one-sample t-test of H1: mean(scores) < target."""
-
-    target_bpb: float
-    t_statistic: float
-    df: int
-    p_value: float
-
-
-def one_sided_t_test(scores: Sequence[float], target_bpb: float) -> TTest | None:
-    """None when it cannot be computed: fewer than two scores, or scores with no spread."""
-    if len(scores) < 2:
-        return None
-    sd = statistics.stdev(scores)
-    if sd == 0.0:
-        return None
-    t = (target_bpb - statistics.fmean(scores)) / (sd / math.sqrt(len(scores)))
-    df = len(scores) - 1
-    return TTest(target_bpb=target_bpb, t_statistic=t, df=df, p_value=student_t_sf(t, df))
 
 
 def margin_bpb(tokens_per_byte: float | None, fallback_bpb: float = DEFAULT_THRESHOLD_BPB) -> float:
@@ -136,8 +60,8 @@ def seed_of(e: Experiment) -> int | None:
 
 
 def kept_chain(ledger: Ledger, exp: Experiment) -> list[Experiment]:
-    """The experiment and its ancestors, baseline first; a replay stands for the experiment it re-ran."""
-    if exp.kind == "replay" and exp.replay_of is not None:
+    """The experiment and its ancestors, baseline first; a re-run (replay, confirm) stands for its original."""
+    if exp.replay_of is not None:
         exp = ledger.get(exp.replay_of)
     chain, seen = [exp], {exp.id}
     while chain[-1].parent_id is not None and chain[-1].parent_id not in seen:
@@ -354,7 +278,7 @@ def _readme(
         "## Provenance",
         "",
         f"Produced by agentgolf experiment #{exp.id} (run `{exp.run_id}`, commit `{exp.commit_sha[:12]}`), "
-        f"scored by the harness ({exp.trust or 'harness'}), sandbox isolation `{exp.isolation or 'unknown'}`.",
+        f"score source `{exp.trust or 'harness'}`, sandbox isolation `{exp.isolation or 'unknown'}`.",
     ]
     env = exp.manifest.get("env") or {}
     if env:

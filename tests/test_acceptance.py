@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from agentgolf.agent.acceptance import judge, noise_sigma, t_sf
+from agentgolf.agent.acceptance import judge, noise_sigma
+from agentgolf.agent.stats import student_t_sf
 from agentgolf.experiments.workspace import AcceptanceConfig
 
 
@@ -22,7 +23,7 @@ from agentgolf.experiments.workspace import AcceptanceConfig
     ],
 )
 def test_t_tail_matches_tables(t, dof, p):
-    assert t_sf(t, dof) == pytest.approx(p, rel=0.02, abs=1e-5)
+    assert student_t_sf(t, dof) == pytest.approx(p, rel=0.02, abs=1e-5)
 
 
 def test_decisions_follow_the_rule():

@@ -137,6 +137,9 @@ def test_whole_loop_run_ledger_show_pick_replay_report(workspace):
 
     table = agentgolf("ledger", cwd=workspace, check=True).stdout
     assert "Baseline" in table and "Lower learning rates" in table
+    tsv = agentgolf("ledger", "--tsv", cwd=workspace, check=True).stdout.splitlines()
+    assert tsv[0].split("\t") == ["commit", "val_bpb", "memory_gb", "status", "description"] and len(tsv) == 4
+    assert tsv[1].split("\t")[0] == rows[0]["commit"][:7] and tsv[1].endswith("\tBaseline")
 
     shown = agentgolf("show", "2", cwd=workspace, check=True).stdout
     assert "Lower learning rates" in shown and "diff vs parent" in shown and "MATRIX_LR" in shown
@@ -146,6 +149,30 @@ def test_whole_loop_run_ledger_show_pick_replay_report(workspace):
     replay = agentgolf("replay", "1", cwd=workspace, check=True).stdout
     assert "reproduced exactly" in replay, replay  # the CPU trainer is deterministic
     assert "settings drift: none" in replay
+
+    submitted = agentgolf(
+        "submit",
+        "1",
+        "--author",
+        "Test",
+        "--github-id",
+        "test",
+        "--name",
+        "Tiny baseline",
+        "--out",
+        "records",
+        cwd=workspace,
+        check=True,
+    )
+    folder = Path(submitted.stdout.split("submission folder:")[1].strip())
+    meta = json.loads((folder / "submission.json").read_text())
+    assert (
+        meta["val_bpb"] == pytest.approx(rows[0]["val_bpb"])
+        and meta["bytes_total"] == rows[0]["artifact_bytes"]
+    )
+    assert (folder / "train_gpt.py").read_bytes() == repo.commit(rows[0]["commit"]).tree[
+        "train_gpt.py"
+    ].data_stream.read()
 
     report = agentgolf("report", cwd=workspace, check=True)
     assert "Best chain" in report.stdout
