@@ -26,7 +26,9 @@ class Budget(BaseModel):
     memory_bytes: int | None = Field(
         32 * 2**30, description="address-space limit per process (None: unlimited; ignored on GPU runs)"
     )
-    max_processes: int = Field(256, gt=0, description="extra processes/threads the candidate may start")
+    # Tasks, i.e. processes and threads: 8 torchrun ranks with CUDA, NCCL and inductor compile workers
+    # use several hundred; a fork bomb is still stopped long before the machine suffers.
+    max_processes: int = Field(2048, gt=0, description="extra processes/threads the candidate may start")
     max_file_bytes: int = Field(4 * 2**30, gt=0, description="largest single file the candidate may write")
     log_bytes: int = Field(4 * 2**20, gt=0, description="cap on captured stdout+stderr per phase")
     metric_tolerance_bpb: float = Field(

@@ -48,6 +48,8 @@ class SandboxResult(BaseModel):
     score_seconds: float | None = None
     wall_seconds: float = 0.0
     steps: int | None = None
+    val_tokens: int | None = None  # targets the harness scored (whole windows of the model's seq_len)
+    val_bytes: int | None = None  # their bytes, from the harness's ByteTable
     isolation: str = "none"  # "bwrap" or "none"
     trust: str = "harness"  # "harness" or "self_reported"
     log_tail: str = ""

@@ -1,0 +1,194 @@
+"""The scoring child: loads the candidate's model from its artifact and answers the harness's requests.
+
+Copied into the scoring folder and run there as a standalone script (it imports nothing from agentgolf),
+inside a sandbox that holds no data: token windows arrive over stdin, answers leave over stdout, both as
+length-prefixed numpy frames. The candidate's prints are sent to stderr (the log) so they cannot corrupt
+the protocol. This process runs the candidate's code, so the parent trusts nothing it says: it validates
+every frame and re-derives spot checks from raw logits (see sandbox/score.py).
+
+Requests: "nll" (tokens [B, T+1] -> float64 NLL [B, T] of each next token, from a float64 log-softmax over
+the whole vocabulary), "logits" (tokens [B, T+1], rows -> float32 logits [len(rows), T, V]), "bye".
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import operator
+import os
+import struct
+import sys
+import traceback
+from typing import IO, Any
+
+import numpy as np
+
+FRAME_MAGIC = b"AGF1"
+FRAME_PREFIX = struct.Struct("<4sIQ")  # magic, header length, payload length
+MAX_HEADER_BYTES = 1 << 20
+FRAME_DTYPES = {"<f8", "<f4", "<i8"}  # float64 NLL, float32 logits, int64 tokens
+CANDIDATE_MODULE = "train_gpt"
+ERROR_MESSAGE_CHARS = 2000
+
+
+class FrameError(ValueError):
+    """A frame is malformed, too large, or of a kind or shape the reader did not expect."""
+
+
+def write_frame(stream: IO[bytes], kind: str, array: np.ndarray | None = None, **meta: Any) -> None:
+    header: dict[str, Any] = {"kind": kind, **meta}
+    payload = b""
+    if array is not None:
+        array = np.ascontiguousarray(array)
+        header["dtype"] = array.dtype.str
+        header["shape"] = list(array.shape)
+        payload = array.tobytes()
+    raw = json.dumps(header).encode()
+    stream.write(FRAME_PREFIX.pack(FRAME_MAGIC, len(raw), len(payload)) + raw)
+    stream.write(payload)
+    stream.flush()
+
+
+def _read_exact(stream: IO[bytes], n: int) -> bytes:
+    parts, got = [], 0
+    while got < n:
+        chunk = stream.read(n - got)
+        if not chunk:
+            raise EOFError(f"stream ended after {got} of {n} bytes")
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+def read_frame(stream: IO[bytes], max_payload: int) -> tuple[dict[str, Any], np.ndarray | None]:
+    """One frame; sizes, dtype and shape are checked before the payload is read, so a liar cannot flood us."""
+    magic, n_header, n_payload = FRAME_PREFIX.unpack(_read_exact(stream, FRAME_PREFIX.size))
+    if magic != FRAME_MAGIC:
+        raise FrameError(f"bad frame magic {magic!r}")
+    if n_header > MAX_HEADER_BYTES or n_payload > max_payload:
+        raise FrameError(f"frame too large (header {n_header} bytes, payload {n_payload} bytes)")
+    try:
+        header = json.loads(_read_exact(stream, n_header))
+    except ValueError:
+        raise FrameError("frame header is not JSON") from None
+    if not isinstance(header, dict) or not isinstance(header.get("kind"), str):
+        raise FrameError("frame header lacks a kind")
+    if "dtype" not in header:
+        if n_payload:
+            raise FrameError("payload without dtype")
+        return header, None
+    dtype, shape = header.get("dtype"), header.get("shape")
+    if (
+        dtype not in FRAME_DTYPES
+        or not isinstance(shape, list)
+        or not all(isinstance(d, int) and d >= 0 for d in shape)
+    ):
+        raise FrameError(f"bad array description dtype={dtype!r} shape={shape!r}")
+    if int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize != n_payload:
+        raise FrameError(f"payload of {n_payload} bytes does not match shape {shape} of {dtype}")
+    array = np.frombuffer(_read_exact(stream, n_payload), dtype=dtype).reshape(shape)
+    return header, array
+
+
+# --------------------------------------------------------------------------------------------------
+# The worker proper (runs in the sandbox)
+
+
+def _protocol_streams() -> tuple[IO[bytes], IO[bytes]]:
+    """Keep private copies of stdin/stdout for the protocol; point fds 0/1 at /dev/null and the log."""
+    proto_in = os.fdopen(os.dup(0), "rb")
+    proto_out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # C-level and Python writes to stdout now land in the log
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    sys.stdout = sys.stderr
+    return proto_in, proto_out
+
+
+def _load_candidate(trainer: str):
+    spec = importlib.util.spec_from_file_location(CANDIDATE_MODULE, trainer)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {trainer}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[CANDIDATE_MODULE] = module
+    spec.loader.exec_module(module)
+    if not callable(getattr(module, "load_model", None)):
+        raise AttributeError(f"{trainer} defines no load_model(artifact_path, device)")
+    return module
+
+
+def _logits(model, tokens, torch):
+    """forward_logits on the inputs of a [B, T+1] token block, checked against the contract."""
+    x = tokens[:, :-1]
+    logits = model.forward_logits(x)
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 3 or tuple(logits.shape[:2]) != tuple(x.shape):
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(
+            f"forward_logits returned {shape}, expected a tensor of shape [B={x.shape[0]}, T={x.shape[1]}, V]"
+        )
+    if int(tokens.max()) >= logits.shape[-1]:
+        raise ValueError(
+            f"forward_logits has {logits.shape[-1]} classes but a token id is {int(tokens.max())}"
+        )
+    return logits
+
+
+def serve(model, device: str, proto_in: IO[bytes], proto_out: IO[bytes], torch) -> None:
+    while True:
+        header, array = read_frame(proto_in, max_payload=1 << 34)
+        kind = header["kind"]
+        if kind == "bye":
+            return
+        if array is None or array.dtype != np.int64 or array.ndim != 2:
+            raise ValueError(f"request {kind!r} needs an int64 [B, T+1] token array")
+        tokens = torch.from_numpy(array.copy()).to(device)
+        with torch.inference_mode():
+            logits = _logits(model, tokens, torch)
+            if kind == "nll":
+                logp = torch.log_softmax(logits.double(), dim=-1)
+                nll = -logp.gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1)
+                write_frame(proto_out, "nll", nll.cpu().numpy().astype(np.float64))
+            elif kind == "logits":
+                rows = torch.tensor(header.get("rows", list(range(tokens.shape[0]))), device=logits.device)
+                write_frame(proto_out, "logits", logits[rows].float().cpu().numpy())
+            else:
+                raise ValueError(f"unknown request {kind!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trainer", required=True)
+    parser.add_argument("--artifact", required=True)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    proto_in, proto_out = _protocol_streams()
+    try:
+        import torch
+
+        module = _load_candidate(args.trainer)
+        model = module.load_model(args.artifact, args.device)
+        if hasattr(model, "eval"):
+            model.eval()
+        try:
+            seq_len = operator.index(model.seq_len)
+        except (AttributeError, TypeError):
+            raise TypeError(
+                "the loaded model needs an integer .seq_len (its training sequence length)"
+            ) from None
+        write_frame(proto_out, "hello", seq_len=seq_len, torch=torch.__version__, device=args.device)
+        serve(model, args.device, proto_in, proto_out, torch)
+        return 0
+    except Exception as e:
+        traceback.print_exc()
+        message = f"{type(e).__name__}: {e}"[:ERROR_MESSAGE_CHARS]
+        try:
+            write_frame(proto_out, "error", message=message)
+        except OSError:
+            pass
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
