@@ -339,7 +339,7 @@ class Loop:
             proposal = propose(ctx, tree)
             if proposal is None:
                 return Prepared(parent_id=parent.id)
-            check_trainer(tree / self.ws.config.trainer)
+            check_trainer(tree / self.ws.config.trainer, self.budget, self.ws.state / "import-check")
             commit = wt.commit_all(tree, proposal.commit_message())
             return Prepared(parent_id=parent.id, proposal=proposal, commit=commit, usage=proposal.usage)
         except ProposalError as exc:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import py_compile
 import re
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -107,32 +105,16 @@ def apply_edits(root: Path, edits: list[Edit]) -> list[Path]:
     return list(pending)
 
 
-IMPORT_CHECK_SECONDS = 120
-IMPORT_CHECK = (
-    "import importlib.util, sys; s = importlib.util.spec_from_file_location('candidate', sys.argv[1]); "
-    "m = importlib.util.module_from_spec(s); s.loader.exec_module(m); "
-    "assert callable(getattr(m, 'load_model', None)), 'load_model(artifact_path, device) is missing'"
-)
+def check_trainer(path: Path, budget: Budget, work_dir: Path) -> None:
+    """Byte-compile, then import it in the sandbox: catches errors before any training time is spent."""
+    from agentgolf.sandbox.runner import check_import
 
-
-def check_trainer(path: Path) -> None:
-    """Byte-compile, then import in a fresh interpreter: catches errors before any training time is spent."""
     if not path.is_file():
         raise ProposalError(f"the trainer {path.name} is missing")
     check_compiles([path])
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-c", IMPORT_CHECK, str(path)],
-            capture_output=True,
-            text=True,
-            timeout=IMPORT_CHECK_SECONDS,
-            cwd=path.parent,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise ProposalError(f"importing {path.name} took over {IMPORT_CHECK_SECONDS} s") from exc
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise ProposalError(f"{path.name} fails to import: {last}")
+    problem = check_import(path, work_dir, budget)
+    if problem:
+        raise ProposalError(problem)
 
 
 def check_compiles(paths: list[Path]) -> None:

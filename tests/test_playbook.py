@@ -112,3 +112,19 @@ def test_fingerprint_ignores_offsets_and_whitespace():
     b = "--- a/t.py\n+++ b/t.py\n@@ -10,3 +10,3 @@\n-lr  =  0.04\n+lr = 0.02  \n"
     c = "--- a/t.py\n+++ b/t.py\n@@ -1,3 +1,3 @@\n-lr = 0.04\n+lr = 0.03\n"
     assert diff_fingerprint(a) == diff_fingerprint(b) != diff_fingerprint(c)
+
+
+def test_check_trainer_imports_in_the_sandbox(tmp_path):
+    from agentgolf.agent.proposal import check_trainer
+    from agentgolf.sandbox.budget import Budget
+
+    path = tmp_path / "train_gpt.py"
+    path.write_text("import os\nx = undefined_name\n")
+    try:
+        check_trainer(path, Budget(), tmp_path / "check")
+    except ProposalError as exc:
+        assert "NameError" in str(exc)
+    else:
+        raise AssertionError("a trainer that fails at import must be refused")
+    path.write_text("def load_model(artifact_path, device='cpu'):\n    return None\n")
+    check_trainer(path, Budget(), tmp_path / "check")
