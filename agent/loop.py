@@ -420,6 +420,7 @@ class _Orchestrator:
             stop = self._stop_reason()
             if not stop:
                 self._schedule()
+                stop = self._stop_reason()
             if not self.running and (stop or self.pending is None):
                 self._wind_down(stop or "nothing left to schedule")
                 return stop or "nothing left to schedule"

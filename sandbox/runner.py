@@ -463,7 +463,7 @@ class _Run:
 
 IMPORT_CHECK = (
     "import importlib.util, sys; s = importlib.util.spec_from_file_location('candidate', sys.argv[1]); "
-    "m = importlib.util.module_from_spec(s); s.loader.exec_module(m); "
+    "m = importlib.util.module_from_spec(s); sys.modules['candidate'] = m; s.loader.exec_module(m); "
     "assert callable(getattr(m, 'load_model', None)), 'load_model(artifact_path, device) is missing'"
 )
 IMPORT_CHECK_SECONDS = 120.0

@@ -1,0 +1,941 @@
+"""agentgolf's Parameter Golf baseline trainer: one standalone file, read top to bottom.
+
+Trains the naive-baseline GPT (9x512, GQA, ReLU^2, tied embeddings, U-Net skips) with Muon + Adam,
+exports int8 per-row weights + zlib as a self-describing artifact, reloads it and scores val_bpb.
+
+    torchrun --standalone --nproc_per_node=8 train_gpt.py      # 1..8 GPUs
+    PRESET=cpu DATA_PATH=... TOKENIZER_PATH=... python train_gpt.py   # small recipe, CPU only
+
+Importing this file does nothing; `load_model(artifact_path)` rebuilds a trained model for scoring.
+"""
+
+import copy
+import glob
+import io
+import math
+import os
+import random
+import sys
+import time
+import zlib
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import sentencepiece as spm
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+# -----------------------------------------------------------------------------
+# Hyperparameters
+
+# Named recipes applied with os.environ.setdefault, so an explicit environment variable always wins.
+PRESETS = {
+    "cpu": {
+        "NUM_LAYERS": 4,
+        "MODEL_DIM": 128,
+        "NUM_HEADS": 4,
+        "NUM_KV_HEADS": 2,
+        "TRAIN_SEQ_LEN": 256,
+        "TRAIN_BATCH_TOKENS": 4096,
+        "ITERATIONS": 200,
+        "WARMDOWN_ITERS": 120,
+        "WARMUP_STEPS": 0,
+        "MAX_WALLCLOCK_SECONDS": 600,
+        "VAL_LOSS_EVERY": 0,
+        "VAL_BATCH_SIZE": 32768,
+        "TRAIN_LOG_EVERY": 25,
+        "MUON_MOMENTUM_WARMUP_STEPS": 50,
+    },
+}
+
+
+def apply_preset(environ=os.environ) -> None:
+    """Fill in the preset named by PRESET without overriding variables the caller set."""
+    name = environ.get("PRESET", "")
+    if not name:
+        return
+    if name not in PRESETS:
+        raise SystemExit(f"error: unknown PRESET={name!r} (known: {', '.join(sorted(PRESETS))})")
+    for key, value in PRESETS[name].items():
+        environ.setdefault(key, str(value))
+
+
+if __name__ == "__main__":  # only as a script: importing this file must not touch the environment
+    apply_preset()
+
+
+# One setting per line, `name = type(os.environ.get("ENV", default))`: tools edit defaults with a regex.
+# fmt: off
+class Hyperparameters:
+    # data and run
+    data_path = str(os.environ.get("DATA_PATH", "./data/datasets/fineweb10B_sp1024"))
+    tokenizer_path = str(os.environ.get("TOKENIZER_PATH", "./data/tokenizers/fineweb_1024_bpe.model"))
+    run_id = str(os.environ.get("RUN_ID", ""))
+    seed = int(os.environ.get("SEED", 1337))
+    preset = str(os.environ.get("PRESET", ""))
+    artifact_path = str(os.environ.get("ARTIFACT_PATH", "final_model.int8.ptz"))
+    save_raw_model = int(os.environ.get("SAVE_RAW_MODEL", 0))
+
+    # validation and logging
+    val_batch_size = int(os.environ.get("VAL_BATCH_SIZE", 524288))
+    val_loss_every = int(os.environ.get("VAL_LOSS_EVERY", 1000))
+    train_log_every = int(os.environ.get("TRAIN_LOG_EVERY", 200))
+
+    # schedule
+    iterations = int(os.environ.get("ITERATIONS", 20000))
+    warmdown_iters = int(os.environ.get("WARMDOWN_ITERS", 1200))
+    warmup_steps = int(os.environ.get("WARMUP_STEPS", 20))
+    train_batch_tokens = int(os.environ.get("TRAIN_BATCH_TOKENS", 524288))
+    train_seq_len = int(os.environ.get("TRAIN_SEQ_LEN", 1024))
+    max_wallclock_seconds = float(os.environ.get("MAX_WALLCLOCK_SECONDS", 600.0))
+
+    # model
+    vocab_size = int(os.environ.get("VOCAB_SIZE", 1024))
+    num_layers = int(os.environ.get("NUM_LAYERS", 9))
+    model_dim = int(os.environ.get("MODEL_DIM", 512))
+    num_heads = int(os.environ.get("NUM_HEADS", 8))
+    num_kv_heads = int(os.environ.get("NUM_KV_HEADS", 4))
+    mlp_mult = int(os.environ.get("MLP_MULT", 2))
+    tie_embeddings = int(os.environ.get("TIE_EMBEDDINGS", 1))
+    rope_base = float(os.environ.get("ROPE_BASE", 10000.0))
+    logit_softcap = float(os.environ.get("LOGIT_SOFTCAP", 30.0))
+    qk_gain_init = float(os.environ.get("QK_GAIN_INIT", 1.5))
+    tied_embed_init_std = float(os.environ.get("TIED_EMBED_INIT_STD", 0.005))
+
+    # optimizers
+    embed_lr = float(os.environ.get("EMBED_LR", 0.6))
+    head_lr = float(os.environ.get("HEAD_LR", 0.008))
+    tied_embed_lr = float(os.environ.get("TIED_EMBED_LR", 0.05))
+    matrix_lr = float(os.environ.get("MATRIX_LR", 0.04))
+    scalar_lr = float(os.environ.get("SCALAR_LR", 0.04))
+    muon_momentum = float(os.environ.get("MUON_MOMENTUM", 0.95))
+    muon_backend_steps = int(os.environ.get("MUON_BACKEND_STEPS", 5))
+    muon_momentum_warmup_start = float(os.environ.get("MUON_MOMENTUM_WARMUP_START", 0.85))
+    muon_momentum_warmup_steps = int(os.environ.get("MUON_MOMENTUM_WARMUP_STEPS", 500))
+    beta1 = float(os.environ.get("BETA1", 0.9))
+    beta2 = float(os.environ.get("BETA2", 0.95))
+    adam_eps = float(os.environ.get("ADAM_EPS", 1e-8))
+    grad_clip_norm = float(os.environ.get("GRAD_CLIP_NORM", 0.0))
+
+    # export: low-dimensional "control" tensors go to Adam and stay fp32 in the artifact
+    control_tensor_name_patterns = str(os.environ.get("CONTROL_TENSOR_NAME_PATTERNS", "attn_scale,mlp_scale,resid_mix,q_gain,skip_weight"))
+    int8_keep_float_fp32_name_patterns = str(os.environ.get("INT8_KEEP_FLOAT_FP32_NAME_PATTERNS", "attn_scale,mlp_scale,resid_mix,q_gain,skip_weight"))
+# fmt: on
+
+
+def name_patterns(text: str) -> tuple[str, ...]:
+    return tuple(p for p in (s.strip() for s in text.split(",")) if p)
+
+
+# -----------------------------------------------------------------------------
+# Data: shards of uint16 tokens behind a 1,024-byte header; documents are [BOS=1] + tokens.
+
+SHARD_MAGIC = 20240520
+SHARD_VERSION = 1
+HEADER_INTS = 256
+HEADER_BYTES = HEADER_INTS * 4
+TOKEN_DTYPE = np.dtype("<u2")
+
+
+class DataError(ValueError):
+    """A missing or malformed data/tokenizer file; main() prints it as one line and exits with code 2."""
+
+
+def shard_token_count(path: Path) -> int:
+    """Validate a shard's header and size without reading its body."""
+    size = path.stat().st_size
+    if size < HEADER_BYTES:
+        raise DataError(f"{path}: truncated header ({size} bytes, need {HEADER_BYTES})")
+    header = np.fromfile(path, dtype="<i4", count=HEADER_INTS)
+    if int(header[0]) != SHARD_MAGIC:
+        raise DataError(f"{path}: bad magic {int(header[0])} (expected {SHARD_MAGIC})")
+    if int(header[1]) != SHARD_VERSION:
+        raise DataError(f"{path}: bad version {int(header[1])} (expected {SHARD_VERSION})")
+    count = int(header[2])
+    expected = HEADER_BYTES + count * TOKEN_DTYPE.itemsize
+    if count < 0 or size != expected:
+        raise DataError(
+            f"{path}: size mismatch ({size} bytes, header says {count} tokens = {expected} bytes)"
+        )
+    return count
+
+
+def read_shard(path: Path) -> np.ndarray:
+    count = shard_token_count(path)
+    tokens = np.fromfile(path, dtype=TOKEN_DTYPE, count=count, offset=HEADER_BYTES)
+    if tokens.size != count:
+        raise DataError(f"{path}: size mismatch (read {tokens.size} of {count} tokens)")
+    return tokens
+
+
+def shard_files(data_path: str, split: str) -> list[Path]:
+    return [Path(p) for p in sorted(glob.glob(os.path.join(data_path, f"fineweb_{split}_*.bin")))]
+
+
+class TokenStream:
+    """Reads the train shards in order, forever; no shuffling, so a run is a pure function of the seed."""
+
+    def __init__(self, files: list[Path], vocab_size: int):
+        if not files:
+            raise DataError("no train shards given")
+        self.files, self.vocab_size = files, vocab_size
+        for f in files:  # fail at start-up, not an hour in
+            shard_token_count(f)
+        self.file_index, self.pos = -1, 0
+        self.tokens = np.zeros(0, dtype=TOKEN_DTYPE)
+
+    def _next_file(self) -> None:
+        self.file_index = (self.file_index + 1) % len(self.files)
+        self.tokens, self.pos = read_shard(self.files[self.file_index]), 0
+        if self.tokens.size and int(self.tokens.max()) >= self.vocab_size:
+            raise DataError(
+                f"{self.files[self.file_index]}: token id {int(self.tokens.max())} >= VOCAB_SIZE {self.vocab_size}"
+            )
+
+    def take(self, n: int) -> np.ndarray:
+        parts = []
+        while n > 0:
+            if self.pos >= self.tokens.size:
+                self._next_file()
+                continue
+            part = self.tokens[self.pos : self.pos + n]
+            parts.append(part)
+            self.pos += part.size
+            n -= part.size
+        return np.concatenate(parts)
+
+
+class DistributedTokenLoader:
+    """Each micro-step takes one contiguous chunk of the stream; every rank gets its own disjoint span."""
+
+    def __init__(self, files: list[Path], vocab_size: int, rank: int, world_size: int, device: torch.device):
+        self.stream = TokenStream(files, vocab_size)
+        self.rank, self.world_size, self.device = rank, world_size, device
+
+    def next_batch(self, global_tokens: int, seq_len: int, grad_accum_steps: int) -> tuple[Tensor, Tensor]:
+        local_tokens = global_tokens // (self.world_size * grad_accum_steps)
+        span = local_tokens + 1
+        chunk = self.stream.take(span * self.world_size)
+        local = torch.from_numpy(chunk[self.rank * span : (self.rank + 1) * span].astype(np.int64))
+        if self.device.type == "cuda":
+            local = local.pin_memory().to(self.device, non_blocking=True)
+        return local[:-1].reshape(-1, seq_len), local[1:].reshape(-1, seq_len)
+
+
+def load_validation_tokens(files: list[Path], seq_len: int, vocab_size: int) -> Tensor:
+    """The whole val split, cut to a whole number of windows (+1 for the last target)."""
+    tokens = np.concatenate([read_shard(f) for f in files])
+    if tokens.size and int(tokens.max()) >= vocab_size:
+        raise DataError(f"validation shards hold token id {int(tokens.max())} >= VOCAB_SIZE {vocab_size}")
+    usable = ((tokens.size - 1) // seq_len) * seq_len
+    if usable <= 0:
+        raise DataError(
+            f"validation split has {tokens.size} tokens, fewer than TRAIN_SEQ_LEN + 1 = {seq_len + 1}"
+        )
+    return torch.from_numpy(tokens[: usable + 1].astype(np.int64))
+
+
+# -----------------------------------------------------------------------------
+# Byte table and evaluation: val_bpb = sum of CE (nats) / (ln 2 * sum of UTF-8 bytes of the targets)
+
+LEADING_SPACE = "\u2581"
+
+
+def build_byte_luts(sp: spm.SentencePieceProcessor, vocab_size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-id (base_bytes, has_leading_space, is_boundary) following the official counting rules."""
+    size = max(int(sp.vocab_size()), vocab_size)
+    base_bytes = np.zeros(size, dtype=np.int64)
+    has_space = np.zeros(size, dtype=np.bool_)
+    is_boundary = np.ones(size, dtype=np.bool_)  # ids past the tokenizer's vocab are boundaries
+    for i in range(int(sp.vocab_size())):
+        if sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i):
+            continue  # 0 bytes, boundary
+        is_boundary[i] = False
+        if sp.is_byte(i):
+            base_bytes[i] = 1
+            continue
+        piece = sp.id_to_piece(i)
+        if piece.startswith(LEADING_SPACE):
+            has_space[i] = True
+            piece = piece[1:]
+        base_bytes[i] = len(piece.encode("utf-8"))
+    return torch.from_numpy(base_bytes), torch.from_numpy(has_space), torch.from_numpy(is_boundary)
+
+
+def count_bytes(prev: Tensor, target: Tensor, luts: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+    """UTF-8 bytes of each target token; its leading space counts unless the previous token is a boundary."""
+    base_bytes, has_space, is_boundary = luts
+    return base_bytes[target] + (has_space[target] & ~is_boundary[prev]).to(torch.int64)
+
+
+def load_validation(
+    args: Hyperparameters, log0
+) -> tuple[Tensor | None, tuple[Tensor, Tensor, Tensor] | None]:
+    """Val tokens and the tokenizer's byte table, or (None, None) when DATA_PATH has no val shards."""
+    val_files = shard_files(args.data_path, "val")
+    if not val_files:
+        return None, None
+    if not os.path.isfile(args.tokenizer_path):
+        raise DataError(f"tokenizer not found: {args.tokenizer_path}")
+    sp = spm.SentencePieceProcessor(model_file=args.tokenizer_path)
+    if int(sp.vocab_size()) > args.vocab_size:
+        raise DataError(
+            f"{args.tokenizer_path}: tokenizer vocab {sp.vocab_size()} > VOCAB_SIZE {args.vocab_size}"
+        )
+    log0(f"val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path={args.tokenizer_path}")
+    return load_validation_tokens(val_files, args.train_seq_len, args.vocab_size), build_byte_luts(
+        sp, args.vocab_size
+    )
+
+
+def evaluate(
+    model: nn.Module,
+    val_tokens: Tensor,
+    luts: tuple[Tensor, Tensor, Tensor],
+    seq_len: int,
+    batch_seqs: int,
+    rank: int,
+    world_size: int,
+    device: torch.device,
+) -> tuple[float, float]:
+    """Mean CE (nats/token) and bits per byte over non-overlapping seq_len windows, split across ranks."""
+    luts = tuple(t.to(device) for t in luts)
+    total_seqs = (val_tokens.numel() - 1) // seq_len
+    first, last = total_seqs * rank // world_size, total_seqs * (rank + 1) // world_size
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss_sum, tokens, bytes
+    model.eval()
+    with torch.inference_mode():
+        for s in range(first, last, batch_seqs):
+            e = min(s + batch_seqs, last)
+            chunk = val_tokens[s * seq_len : e * seq_len + 1].to(device, non_blocking=True)
+            x, y = chunk[:-1].reshape(-1, seq_len), chunk[1:].reshape(-1, seq_len)
+            with autocast(device):
+                loss = model(x, y).detach()
+            sums[0] += loss.double() * y.numel()
+            sums[1] += y.numel()
+            sums[2] += count_bytes(x.reshape(-1), y.reshape(-1), luts).sum().double()
+    if world_size > 1:
+        dist.all_reduce(sums)
+    model.train()
+    loss_sum, n_tokens, n_bytes = sums.tolist()
+    val_loss = loss_sum / n_tokens
+    return val_loss, loss_sum / (math.log(2) * n_bytes)
+
+
+def autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+# -----------------------------------------------------------------------------
+# Model
+
+
+def rms_norm(x: Tensor) -> Tensor:
+    return F.rms_norm(x, (x.size(-1),))
+
+
+class Rotary(nn.Module):
+    """RoPE over the full head dimension; angles are computed per call so any length up to the input's works."""
+
+    def __init__(self, head_dim: int, base: float):
+        super().__init__()
+        inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:  # x: (B, H, T, D)
+        t = torch.arange(x.size(-2), device=x.device, dtype=torch.float32)
+        freqs = torch.outer(t, self.inv_freq)
+        cos, sin = freqs.cos().to(x.dtype), freqs.sin().to(x.dtype)
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1)
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild the network; stored in the artifact as plain python values."""
+
+    vocab_size: int
+    num_layers: int
+    model_dim: int
+    num_heads: int
+    num_kv_heads: int
+    mlp_mult: int
+    tie_embeddings: bool
+    tied_embed_init_std: float
+    rope_base: float
+    logit_softcap: float
+    qk_gain_init: float
+    seq_len: int  # the training sequence length (scorers evaluate windows of this length)
+
+    @classmethod
+    def from_args(cls, args: Hyperparameters) -> "ModelConfig":
+        return cls(
+            args.vocab_size, args.num_layers, args.model_dim, args.num_heads, args.num_kv_heads, args.mlp_mult,
+            bool(args.tie_embeddings), args.tied_embed_init_std, args.rope_base, args.logit_softcap,
+            args.qk_gain_init, args.train_seq_len,
+        )  # fmt: skip
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        dim, self.num_heads, self.num_kv_heads = cfg.model_dim, cfg.num_heads, cfg.num_kv_heads
+        if dim % self.num_heads or self.num_heads % self.num_kv_heads or (dim // self.num_heads) % 2:
+            raise ValueError(
+                f"bad attention shape: dim {dim}, heads {self.num_heads}, kv heads {self.num_kv_heads}"
+            )
+        self.head_dim = dim // self.num_heads
+        kv_dim = self.num_kv_heads * self.head_dim
+        self.c_q = nn.Linear(dim, dim, bias=False)
+        self.c_k = nn.Linear(dim, kv_dim, bias=False)
+        self.c_v = nn.Linear(dim, kv_dim, bias=False)
+        self.proj = nn.Linear(dim, dim, bias=False)
+        self.proj.zero_init = True
+        self.q_gain = nn.Parameter(torch.full((self.num_heads,), cfg.qk_gain_init))
+        self.rotary = Rotary(self.head_dim, cfg.rope_base)
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, T, C = x.shape
+        q = self.c_q(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.c_k(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.c_v(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = self.rotary(rms_norm(q)), self.rotary(rms_norm(k))  # QK-RMSNorm, then RoPE
+        q = q * self.q_gain.to(q.dtype)[None, :, None, None]
+        gqa = self.num_kv_heads != self.num_heads
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.fc = nn.Linear(cfg.model_dim, cfg.mlp_mult * cfg.model_dim, bias=False)
+        self.proj = nn.Linear(cfg.mlp_mult * cfg.model_dim, cfg.model_dim, bias=False)
+        self.proj.zero_init = True
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(F.relu(self.fc(x)).square())
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        dim = cfg.model_dim
+        self.attn = Attention(cfg)
+        self.mlp = MLP(cfg)
+        self.attn_scale = nn.Parameter(torch.ones(dim))
+        self.mlp_scale = nn.Parameter(torch.ones(dim))
+        self.resid_mix = nn.Parameter(torch.stack((torch.ones(dim), torch.zeros(dim))))  # starts as x, no x0
+
+    def forward(self, x: Tensor, x0: Tensor) -> Tensor:
+        mix = self.resid_mix.to(x.dtype)
+        x = mix[0] * x + mix[1] * x0
+        x = x + self.attn_scale.to(x.dtype) * self.attn(rms_norm(x))
+        return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg, self.seq_len = cfg, cfg.seq_len
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.model_dim)
+        self.num_encoder = cfg.num_layers // 2
+        self.num_decoder = cfg.num_layers - self.num_encoder
+        self.skip_weights = nn.Parameter(torch.ones(min(self.num_encoder, self.num_decoder), cfg.model_dim))
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.lm_head = None
+        if cfg.tie_embeddings:
+            nn.init.normal_(self.tok_emb.weight, mean=0.0, std=cfg.tied_embed_init_std)
+        else:
+            self.lm_head = nn.Linear(cfg.model_dim, cfg.vocab_size, bias=False)
+            self.lm_head.zero_init = True
+        for module in self.modules():  # output projections start at zero: each block begins as identity
+            if isinstance(module, nn.Linear) and getattr(module, "zero_init", False):
+                nn.init.zeros_(module.weight)
+
+    def forward_logits(self, idx: Tensor) -> Tensor:
+        """(B, T) token ids -> (B, T, V) float32 logits after the softcap; causal."""
+        x = x0 = rms_norm(self.tok_emb(idx))
+        skips = []
+        for i in range(self.num_encoder):
+            x = self.blocks[i](x, x0)
+            skips.append(x)
+        for i in range(self.num_decoder):
+            if skips:  # U-Net: the last encoder output feeds the first decoder block, and so on
+                x = x + self.skip_weights[i].to(x.dtype) * skips.pop()
+            x = self.blocks[self.num_encoder + i](x, x0)
+        x = rms_norm(x)
+        logits = F.linear(x, self.tok_emb.weight) if self.lm_head is None else self.lm_head(x)
+        softcap = self.cfg.logit_softcap
+        return softcap * torch.tanh(logits.float() / softcap)
+
+    def forward(self, idx: Tensor, targets: Tensor) -> Tensor:
+        logits = self.forward_logits(idx)
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
+
+
+# -----------------------------------------------------------------------------
+# Optimizers: Muon (orthogonalized momentum) for the blocks' matrices, Adam for everything else
+
+NS_COEFFS = (3.4445, -4.7750, 2.0315)  # quintic Newton-Schulz coefficients tuned for fast convergence
+
+
+def newton_schulz5(g: Tensor, steps: int, eps: float = 1e-7) -> Tensor:
+    """Approximately orthogonalize g (push its singular values towards 1); bf16 on GPU, fp32 on CPU."""
+    a, b, c = NS_COEFFS
+    x = g.to(torch.bfloat16 if g.is_cuda else torch.float32)
+    x = x / (x.norm() + eps)
+    transposed = g.size(0) > g.size(1)
+    if transposed:
+        x = x.T
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.T if transposed else x
+
+
+class Muon(torch.optim.Optimizer):
+    """Nesterov momentum, then Newton-Schulz; with several ranks each orthogonalizes every world_size-th matrix."""
+
+    def __init__(self, params, lr: float, momentum: float, backend_steps: int, rank: int, world_size: int):
+        super().__init__(params, dict(lr=lr, momentum=momentum, backend_steps=backend_steps))
+        self.rank, self.world_size = rank, world_size
+        compile_ns = self.param_groups[0]["params"][0].is_cuda
+        self.orthogonalize = torch.compile(newton_schulz5) if compile_ns else newton_schulz5
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            params, momentum = group["params"], group["momentum"]
+            dtype = torch.bfloat16 if params[0].is_cuda else torch.float32
+            flat = torch.zeros(sum(p.numel() for p in params), device=params[0].device, dtype=dtype)
+            offset = 0
+            for i, p in enumerate(params):
+                if i % self.world_size == self.rank and p.grad is not None:
+                    g = p.grad
+                    state = self.state[p]
+                    if "momentum_buffer" not in state:
+                        state["momentum_buffer"] = torch.zeros_like(g)
+                    buf = state["momentum_buffer"]
+                    buf.mul_(momentum).add_(g)
+                    g = g.add(buf, alpha=momentum)  # Nesterov
+                    g = self.orthogonalize(g, group["backend_steps"])
+                    g = g * max(1.0, g.size(0) / g.size(1)) ** 0.5  # same RMS update for tall matrices
+                    flat[offset : offset + p.numel()] = g.reshape(-1)
+                offset += p.numel()
+            if self.world_size > 1:
+                dist.all_reduce(flat)  # every rank filled only its own slots; the sum gathers them all
+            offset = 0
+            for p in params:
+                p.add_(flat[offset : offset + p.numel()].view_as(p).to(p.dtype), alpha=-group["lr"])
+                offset += p.numel()
+
+
+def build_optimizers(model: GPT, args: Hyperparameters, rank: int, world_size: int, device: torch.device):
+    """Block matrices -> Muon; embedding, head and control tensors -> Adam, each with its own LR."""
+    control = name_patterns(args.control_tensor_name_patterns)
+    matrices, scalars = [], []
+    for name, p in model.blocks.named_parameters():
+        (matrices if p.ndim == 2 and not any(c in name for c in control) else scalars).append(p)
+    if model.skip_weights.numel():
+        scalars.append(model.skip_weights)
+    adam = dict(betas=(args.beta1, args.beta2), eps=args.adam_eps, fused=device.type == "cuda")
+    embed_lr = args.tied_embed_lr if args.tie_embeddings else args.embed_lr
+    optimizers = [
+        torch.optim.Adam([model.tok_emb.weight], lr=embed_lr, **adam),
+        Muon(matrices, args.matrix_lr, args.muon_momentum, args.muon_backend_steps, rank, world_size),
+        torch.optim.Adam(scalars, lr=args.scalar_lr, **adam),
+    ]
+    if model.lm_head is not None:
+        optimizers.append(torch.optim.Adam([model.lm_head.weight], lr=args.head_lr, **adam))
+    for opt in optimizers:  # the LR schedule scales each group's starting LR
+        for group in opt.param_groups:
+            group["base_lr"] = group["lr"]
+    return optimizers
+
+
+def lr_multiplier(args: Hyperparameters, step: int, elapsed_ms: float) -> float:
+    """Linear warmdown to 0 over the last WARMDOWN_ITERS steps, counted in iterations or, under a wallclock
+    cap, in estimated time (WARMDOWN_ITERS x current step time); whichever comes first."""
+    if args.warmdown_iters <= 0:
+        return 1.0
+    mult = min(1.0, max(args.iterations - step, 0) / args.warmdown_iters)
+    if args.max_wallclock_seconds > 0 and step > 0:
+        warmdown_ms = args.warmdown_iters * elapsed_ms / step
+        remaining_ms = max(1000.0 * args.max_wallclock_seconds - elapsed_ms, 0.0)
+        mult = min(mult, remaining_ms / warmdown_ms if remaining_ms <= warmdown_ms else 1.0)
+    return mult
+
+
+def muon_momentum(args: Hyperparameters, step: int) -> float:
+    """Linear warmup of Muon's momentum from MUON_MOMENTUM_WARMUP_START to MUON_MOMENTUM."""
+    frac = min(step / args.muon_momentum_warmup_steps, 1.0) if args.muon_momentum_warmup_steps > 0 else 1.0
+    return (1 - frac) * args.muon_momentum_warmup_start + frac * args.muon_momentum
+
+
+# -----------------------------------------------------------------------------
+# Quantized export/import: int8 per-row weights + zlib, self-describing (the model config rides along)
+
+ARTIFACT_FORMAT = "agentgolf_int8_per_row_v1"
+INT8_MIN_NUMEL = 65_537  # float tensors at least this large are quantized; smaller ones pass through
+INT8_CLIP_QUANTILE = 0.9999984  # per-row clip of |w|, so one outlier does not blow up the row's scale
+INT8_MAX = 127
+MIN_SCALE = 2.0**-24  # smallest positive fp16, so a zero row still gets a usable scale
+ZLIB_LEVEL = 9
+
+
+def row_quantile(absw: Tensor, q: float) -> Tensor:
+    """Linear-interpolated per-row quantile via sort (torch.quantile refuses very large inputs)."""
+    s = absw.sort(dim=1).values
+    pos = q * (s.size(1) - 1)
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, s.size(1) - 1)
+    return s[:, lo] + (s[:, hi] - s[:, lo]) * (pos - lo)
+
+
+def quantize_state_dict(state: dict[str, Tensor], keep_fp32: tuple[str, ...]) -> dict:
+    quantized, scales, dtypes, passthrough = {}, {}, {}, {}
+    for name, t in state.items():
+        t = t.detach().cpu().contiguous()
+        if not t.is_floating_point():
+            passthrough[name] = t
+        elif t.numel() < INT8_MIN_NUMEL:
+            passthrough[name] = t.float() if any(p in name for p in keep_fp32) else t.half()
+            dtypes[name] = str(t.dtype).removeprefix("torch.")
+        else:
+            w = t.float()
+            if w.ndim == 2:
+                clip = row_quantile(w.abs(), INT8_CLIP_QUANTILE)
+                scale = (clip / INT8_MAX).clamp_min(MIN_SCALE).half()
+                s = scale.float()[:, None]
+            else:
+                clip = row_quantile(w.abs().reshape(1, -1), INT8_CLIP_QUANTILE)[0]
+                scale = (clip / INT8_MAX).clamp_min(MIN_SCALE).float()
+                s = scale
+            quantized[name] = torch.round(w / s).clamp(-INT8_MAX, INT8_MAX).to(torch.int8)
+            scales[name] = scale
+            dtypes[name] = str(t.dtype).removeprefix("torch.")
+    return dict(
+        format=ARTIFACT_FORMAT, quantized=quantized, scales=scales, dtypes=dtypes, passthrough=passthrough
+    )
+
+
+def dequantize_state_dict(obj: dict) -> dict[str, Tensor]:
+    state = {}
+    for name, q in obj["quantized"].items():
+        scale = obj["scales"][name].float()
+        w = q.float() * (scale[:, None] if q.ndim == 2 else scale)
+        state[name] = w.to(getattr(torch, obj["dtypes"][name]))
+    for name, t in obj["passthrough"].items():
+        state[name] = t.to(getattr(torch, obj["dtypes"][name])) if name in obj["dtypes"] else t
+    return state
+
+
+def tensor_bytes(obj: dict) -> int:
+    return sum(
+        t.numel() * t.element_size()
+        for key in ("quantized", "scales", "passthrough")
+        for t in obj[key].values()
+    )
+
+
+def serialize_artifact(model: GPT, keep_fp32: tuple[str, ...]) -> tuple[bytes, dict]:
+    obj = quantize_state_dict(model.state_dict(), keep_fp32)
+    obj["config"] = asdict(model.cfg)
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    raw = buf.getvalue()
+    blob = zlib.compress(raw, level=ZLIB_LEVEL)
+    return blob, dict(payload=tensor_bytes(obj), raw_torch=len(raw))
+
+
+def read_artifact(path: str) -> dict:
+    with open(path, "rb") as f:
+        raw = zlib.decompress(f.read())
+    obj = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    if obj.get("format") != ARTIFACT_FORMAT:
+        raise ValueError(f"{path}: not a {ARTIFACT_FORMAT} artifact (format {obj.get('format')!r})")
+    return obj
+
+
+def load_model(artifact_path: str, device: str = "cpu") -> GPT:
+    """Rebuild the trained model from its artifact alone, in float32 eval mode on `device`."""
+    obj = read_artifact(artifact_path)
+    model = GPT(ModelConfig(**obj["config"]))
+    model.load_state_dict(dequantize_state_dict(obj), strict=True)
+    return model.float().to(device).eval()
+
+
+def write_artifact(model: GPT, args: Hyperparameters, log0) -> None:
+    """Print the raw sizes for reference, then write the int8+zlib artifact that is the submission."""
+    code_bytes = len(Path(__file__).read_text(encoding="utf-8").encode("utf-8"))
+    blob, stats = serialize_artifact(model, name_patterns(args.int8_keep_float_fp32_name_patterns))
+    raw = io.BytesIO()
+    torch.save(model.state_dict(), raw)
+    if args.save_raw_model:
+        Path("final_model.pt").write_bytes(raw.getvalue())
+    log0(f"Serialized model: {len(raw.getvalue())} bytes")
+    log0(f"Code size: {code_bytes} bytes")
+    log0(f"Total submission size: {len(raw.getvalue()) + code_bytes} bytes")
+    artifact = Path(args.artifact_path)
+    artifact.parent.mkdir(parents=True, exist_ok=True)
+    tmp = artifact.with_name(artifact.name + ".tmp")
+    tmp.write_bytes(blob)
+    os.replace(tmp, artifact)  # never leave a half-written artifact behind
+    size = artifact.stat().st_size
+    ratio = sum(t.numel() * t.element_size() for t in model.state_dict().values()) / stats["payload"]
+    log0(
+        f"Serialized model int8+zlib: {size} bytes "
+        f"(payload:{stats['payload']} raw_torch:{stats['raw_torch']} payload_ratio:{ratio:.2f}x)"
+    )
+    log0(f"Total submission size int8+zlib: {size + code_bytes} bytes")
+
+
+# -----------------------------------------------------------------------------
+# Training loop
+
+
+class WallclockStop:
+    """Ranks agree whether the wallclock cap was hit, one step late, without draining the GPU queue:
+    a step's vote is all-reduced on the GPU and read back only after the next step has been queued."""
+
+    def __init__(self, device: torch.device, distributed: bool):
+        self.device, self.distributed = device, distributed
+        self.cuda = device.type == "cuda"
+        if self.cuda:
+            self.vote_host = torch.zeros(1, dtype=torch.int32, pin_memory=True)
+            self.result_host = torch.zeros(1, dtype=torch.int32, pin_memory=True)
+            self.vote = torch.zeros(1, dtype=torch.int32, device=device)
+            self.event = None
+
+    def check(self, reached: bool) -> bool:
+        """Cast this step's vote; return the agreed result of the previous vote (CPU: this one)."""
+        if not self.cuda:
+            vote = torch.tensor([int(reached)], dtype=torch.int32)
+            if self.distributed:
+                dist.all_reduce(vote, op=dist.ReduceOp.MAX)
+            return bool(vote.item())
+        previous = False
+        if self.event is not None:
+            self.event.synchronize()  # waits for the previous step only; this step is already queued
+            previous = bool(self.result_host[0])
+        self.vote_host[0] = int(reached)
+        self.vote.copy_(self.vote_host, non_blocking=True)
+        if self.distributed:
+            dist.all_reduce(self.vote, op=dist.ReduceOp.MAX)
+        self.result_host.copy_(self.vote, non_blocking=True)
+        self.event = torch.cuda.Event()
+        self.event.record()
+        return previous
+
+
+def setup_distributed() -> tuple[bool, int, int, int, torch.device]:
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    distributed = world_size > 1
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if distributed:
+        if 8 % world_size:
+            raise SystemExit(f"error: WORLD_SIZE={world_size} must divide 8")
+        if device.type == "cuda":
+            dist.init_process_group(backend="nccl", device_id=device)
+        else:
+            dist.init_process_group(backend="gloo")
+        dist.barrier()
+    return distributed, rank, world_size, local_rank, device
+
+
+def train(args: Hyperparameters) -> None:
+    distributed, rank, world_size, _, device = setup_distributed()
+    master = rank == 0
+    cuda = device.type == "cuda"
+    grad_accum_steps = 8 // world_size if cuda else 1  # one big micro-batch is fastest on a CPU
+    if args.train_batch_tokens % (world_size * grad_accum_steps * args.train_seq_len):
+        raise SystemExit(
+            "error: TRAIN_BATCH_TOKENS must be a multiple of world_size * grad_accum * TRAIN_SEQ_LEN"
+        )
+    log_file = None
+    if master and args.run_id:
+        os.makedirs("logs", exist_ok=True)
+        log_file = f"logs/{args.run_id}.txt"
+
+    def log0(msg: str) -> None:
+        if master:
+            print(msg, flush=True)
+            if log_file:
+                with open(log_file, "a", encoding="utf-8") as f:
+                    print(msg, file=f)
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    if cuda:
+        torch.cuda.manual_seed_all(args.seed)
+        torch.set_float32_matmul_precision("high")  # TF32
+        torch.backends.cuda.enable_flash_sdp(True)
+        torch.backends.cuda.enable_mem_efficient_sdp(False)
+        torch.backends.cuda.enable_math_sdp(False)
+        torch.backends.cuda.enable_cudnn_sdp(False)
+
+    # data
+    train_files = shard_files(args.data_path, "train")
+    if not train_files:
+        raise DataError(f"no fineweb_train_*.bin files in {args.data_path}")
+    val_tokens, luts = load_validation(args, log0)
+    loader = DistributedTokenLoader(train_files, args.vocab_size, rank, world_size, device)
+    log0(f"train_loader:dataset:{Path(args.data_path).name} train_shards:{len(train_files)}")
+    if val_tokens is None:
+        log0(f"val_loader:skipped no fineweb_val_*.bin in {args.data_path}; validation is skipped")
+    else:
+        pattern = os.path.join(args.data_path, "fineweb_val_*.bin")
+        log0(f"val_loader:shards pattern={pattern} tokens:{val_tokens.numel() - 1}")
+    val_batch_seqs = max(1, args.val_batch_size // (world_size * grad_accum_steps * args.train_seq_len))
+
+    # model and optimizers
+    base_model = GPT(ModelConfig.from_args(args)).to(device)
+    compiled = torch.compile(base_model, dynamic=False, fullgraph=True) if cuda else base_model
+    model = compiled
+    if distributed:
+        model = DDP(compiled, device_ids=[device.index] if cuda else None, broadcast_buffers=False)
+    optimizers = build_optimizers(base_model, args, rank, world_size, device)
+    log0(f"model_params:{sum(p.numel() for p in base_model.parameters())}")
+    log0(f"world_size:{world_size} grad_accum_steps:{grad_accum_steps}")
+    log0(f"seed:{args.seed}")
+    log0(
+        f"train_batch_tokens:{args.train_batch_tokens} train_seq_len:{args.train_seq_len} "
+        f"iterations:{args.iterations} warmup_steps:{args.warmup_steps} "
+        f"max_wallclock_seconds:{args.max_wallclock_seconds:.3f}"
+    )
+
+    def train_step(step: int, elapsed_ms: float) -> Tensor:
+        total = torch.zeros((), device=device)
+        for micro in range(grad_accum_steps):
+            if distributed:
+                model.require_backward_grad_sync = micro == grad_accum_steps - 1  # one all-reduce per step
+            x, y = loader.next_batch(args.train_batch_tokens, args.train_seq_len, grad_accum_steps)
+            with autocast(device):
+                loss = model(x, y)
+            total += loss.detach()
+            (loss / grad_accum_steps).backward()
+        optimizers[1].param_groups[0]["momentum"] = muon_momentum(args, step)
+        mult = lr_multiplier(args, step, elapsed_ms)
+        for opt in optimizers:
+            for group in opt.param_groups:
+                group["lr"] = group["base_lr"] * mult
+        if args.grad_clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(base_model.parameters(), args.grad_clip_norm)
+        for opt in optimizers:
+            opt.step()
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        return total / grad_accum_steps
+
+    # compile priming: run a few real steps, then put weights, optimizer state and data back as they were
+    if args.warmup_steps > 0:
+        model_state = copy.deepcopy(base_model.state_dict())
+        opt_states = [copy.deepcopy(opt.state_dict()) for opt in optimizers]
+        for i in range(args.warmup_steps):
+            train_step(0, 0.0)
+            if args.warmup_steps <= 20 or (i + 1) % 10 == 0 or i + 1 == args.warmup_steps:
+                log0(f"warmup_step:{i + 1}/{args.warmup_steps}")
+        base_model.load_state_dict(model_state)
+        for opt, state in zip(optimizers, opt_states, strict=True):
+            opt.load_state_dict(state)
+        loader = DistributedTokenLoader(train_files, args.vocab_size, rank, world_size, device)
+
+    # main loop; the clock pauses during validation
+    max_ms = 1000.0 * args.max_wallclock_seconds if args.max_wallclock_seconds > 0 else None
+    stopper = WallclockStop(device, distributed)
+    training_ms, stop_after, step = 0.0, None, 0
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    while True:
+        last_step = step == args.iterations or (stop_after is not None and step >= stop_after)
+        periodic = args.val_loss_every > 0 and step % args.val_loss_every == 0
+        validate = val_tokens is not None and (last_step or periodic)
+        if validate or last_step:
+            sync()
+            training_ms += 1000.0 * (time.perf_counter() - t0)
+        if validate:
+            val_loss, val_bpb = evaluate(
+                compiled, val_tokens, luts, args.train_seq_len, val_batch_seqs, rank, world_size, device
+            )
+            log0(
+                f"step:{step}/{args.iterations} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f} "
+                f"train_time:{training_ms:.0f}ms step_avg:{training_ms / max(step, 1):.2f}ms"
+            )
+            sync()
+            t0 = time.perf_counter()
+        if last_step:
+            if stop_after is not None and step < args.iterations:
+                log0(
+                    f"stopping_early: wallclock_cap train_time:{training_ms:.0f}ms step:{step}/{args.iterations}"
+                )
+            break
+        elapsed_ms = training_ms + 1000.0 * (time.perf_counter() - t0)
+        train_loss = train_step(step, elapsed_ms)
+        step += 1
+        elapsed_ms = training_ms + 1000.0 * (time.perf_counter() - t0)
+        if max_ms is not None and stop_after is None and stopper.check(elapsed_ms >= max_ms):
+            stop_after = step
+        if args.train_log_every > 0 and (
+            step <= 10 or step % args.train_log_every == 0 or stop_after is not None
+        ):
+            log0(
+                f"step:{step}/{args.iterations} train_loss:{train_loss.item():.4f} "
+                f"train_time:{elapsed_ms:.0f}ms step_avg:{elapsed_ms / step:.2f}ms"
+            )
+
+    mib = 1024 * 1024
+    peak_alloc = torch.cuda.max_memory_allocated() // mib if cuda else 0
+    peak_reserved = torch.cuda.max_memory_reserved() // mib if cuda else 0
+    log0(f"peak memory allocated: {peak_alloc} MiB reserved: {peak_reserved} MiB")
+
+    if master:
+        write_artifact(base_model, args, log0)
+    if distributed:
+        dist.barrier()
+
+    # roundtrip: the score is measured on the weights read back from the artifact file
+    base_model.load_state_dict(dequantize_state_dict(read_artifact(args.artifact_path)), strict=True)
+    if val_tokens is not None:
+        sync()
+        t_eval = time.perf_counter()
+        val_loss, val_bpb = evaluate(
+            compiled, val_tokens, luts, args.train_seq_len, val_batch_seqs, rank, world_size, device
+        )
+        sync()
+        log0(
+            f"final_int8_zlib_roundtrip val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f} "
+            f"eval_time:{1000.0 * (time.perf_counter() - t_eval):.0f}ms"
+        )
+        log0(f"final_int8_zlib_roundtrip_exact val_loss:{val_loss:.8f} val_bpb:{val_bpb:.8f}")
+    if distributed:
+        dist.destroy_process_group()
+
+
+# -----------------------------------------------------------------------------
+# Main
+
+
+def main() -> None:
+    try:
+        train(Hyperparameters())
+    except DataError as e:
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
