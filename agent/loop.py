@@ -600,7 +600,11 @@ class _Orchestrator:
         self.running[self.pool.submit(self.loop.sandbox, exp, gpus)] = (exp, gpus)
 
     def _wait(self) -> None:
-        futures = list(self.running) + ([self.pending] if self.pending is not None else [])
+        futures = list(self.running)
+        if self.pending is not None and not self.pending.done():
+            futures.append(
+                self.pending
+            )  # a finished proposal waits for a slot; only an unfinished one can wake us
         done, _ = wait(futures, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
         self.loop.view.refresh(self)
         for future in done:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import py_compile
 import re
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -118,15 +119,15 @@ def check_trainer(path: Path, budget: Budget, work_dir: Path) -> None:
 
 
 def check_compiles(paths: list[Path]) -> None:
-    for path in paths:
-        if path.suffix != ".py":
-            continue
-        try:
-            py_compile.compile(str(path), doraise=True, cfile=str(path.parent / "__pycache__" / "check.pyc"))
-        except py_compile.PyCompileError as exc:
-            raise ProposalError(
-                f"{path.name} no longer compiles: {exc.msg.strip().splitlines()[-1]}"
-            ) from exc
+    with tempfile.TemporaryDirectory() as scratch:  # never leave bytecode in the worktree
+        for path in paths:
+            if path.suffix != ".py":
+                continue
+            try:
+                py_compile.compile(str(path), doraise=True, cfile=str(Path(scratch) / "check.pyc"))
+            except py_compile.PyCompileError as exc:
+                reason = exc.msg.strip().splitlines()[-1]
+                raise ProposalError(f"{path.name} no longer compiles: {reason}") from exc
 
 
 def diff_fingerprint(diff: str) -> str:

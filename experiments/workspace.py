@@ -185,7 +185,7 @@ def init_workspace(root: Path, *, demo: bool = False, progress: bool = True) -> 
     exclude = Path(repo.git_dir) / "info" / "exclude"
     exclude.parent.mkdir(parents=True, exist_ok=True)
     ignored = exclude.read_text() if exclude.exists() else ""
-    for pattern in (f"/{STATE_DIR}/", "/data/"):
+    for pattern in (f"/{STATE_DIR}/", "/data/", "__pycache__/", "*.pyc"):
         if pattern not in ignored.split():
             ignored += ("" if ignored.endswith("\n") or not ignored else "\n") + pattern + "\n"
     exclude.write_text(ignored)

@@ -134,6 +134,8 @@ def test_whole_loop_run_ledger_show_pick_replay_report(workspace):
     run_id = rows[0]["branch"].split("/")[1]
     assert f"agentgolf/{run_id}/best" in branches
     assert repo.active_branch.name in ("master", "main") and not repo.is_dirty(untracked_files=True)
+    for row in rows[1:]:  # a proposal's commit holds its change to the trainer and nothing else
+        assert set(repo.commit(row["commit"]).stats.files) == {"train_gpt.py"}
 
     table = agentgolf("ledger", cwd=workspace, check=True).stdout
     assert "Baseline" in table and "Lower learning rates" in table
