@@ -17,6 +17,7 @@ DIGEST_MAX_CHARS = 6_000  # ~1,500 tokens
 RECENT = 8
 SIMILAR = 3
 REASON_CHARS = 90
+SUMMARY_RESERVE = 300  # room kept for the "... and N more" line
 WORD = re.compile(r"[a-z0-9_]+")
 
 
@@ -52,27 +53,31 @@ def build_digest(
     sections.append(
         ("Current best chain (baseline first; you are patching the last one)", [line(e) for e in chain])
     )
-    recent = [e for e in proposals if e not in chain][-RECENT:]
+    in_chain = {e.id for e in chain}
+    recent = [e for e in proposals if e.id not in in_chain][-RECENT:]
     sections.append(("Most recent results", [line(e) for e in recent]))
-    shown = {e.id for e in chain} | {e.id for e in recent}
+    shown = in_chain | {e.id for e in recent}
     negatives = [e for e in proposals if e.id not in shown and not e.kept and e.kind == "proposal"]
     # The most instructive first: the biggest regressions, then failures, newest first within each.
     negatives.sort(key=lambda e: (-(e.delta_bpb or 0.0) if e.delta_bpb is not None else 1.0, -e.id))
     sections.append(("Negative results to remember (do not repeat these)", [line(e) for e in negatives]))
 
-    text = _render(sections)
-    if len(text) <= max_chars:
-        return text
-    # Trim the negatives from the least instructive end, then summarize what was dropped.
-    kept_lines = sections[2][1]
-    while kept_lines and len(_render(sections)) > max_chars - 200:
-        kept_lines.pop()
-    dropped = negatives[len(kept_lines) :]
-    counts = Counter(e.category or "other" for e in dropped)
-    summary = ", ".join(f"{cat} {n}" for cat, n in counts.most_common())
-    kept_lines.append(f"- ... and {len(dropped)} older negative results not shown (by category: {summary})")
-    text = _render(sections)
-    return text[:max_chars]
+    negative_lines = sections[2][1]
+    sections[2] = (sections[2][0], [])
+    room = max_chars - len(_render(sections)) - SUMMARY_RESERVE
+    shown_lines = []
+    for text in negative_lines:
+        if len(text) + 1 > room:
+            break
+        shown_lines.append(text)
+        room -= len(text) + 1
+    dropped = negatives[len(shown_lines) :]
+    if dropped:
+        counts = Counter(e.category or "other" for e in dropped)
+        summary = ", ".join(f"{cat} {n}" for cat, n in counts.most_common())
+        shown_lines.append(f"- ... and {len(dropped)} older negative results not shown (by category: {summary})")
+    sections[2] = (sections[2][0], shown_lines)
+    return _render(sections)[:max_chars]
 
 
 def _render(sections: list[tuple[str, list[str]]]) -> str:

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter
 
 from agentgolf.experiments.errors import AgentgolfError
 
@@ -58,15 +58,11 @@ MIGRATIONS: list[str] = [
         artifact_bytes INTEGER,
         train_seconds REAL,
         wall_seconds REAL,
-        gpu_seconds REAL,
         isolation TEXT NOT NULL DEFAULT '',
         trust TEXT NOT NULL DEFAULT '',
         reason TEXT NOT NULL DEFAULT '',
         log_tail TEXT NOT NULL DEFAULT '',
         kept INTEGER NOT NULL DEFAULT 0,
-        fingerprint TEXT NOT NULL DEFAULT '',
-        tokens INTEGER NOT NULL DEFAULT 0,
-        usd REAL NOT NULL DEFAULT 0,
         replay_of INTEGER REFERENCES experiments(id),
         manifest TEXT NOT NULL DEFAULT '{}',
         created_at REAL NOT NULL,
@@ -74,6 +70,14 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX experiments_run ON experiments(run_id, id);
     CREATE INDEX experiments_status ON experiments(status);
+    """,
+    # v1 -> v2: cost accounting and change fingerprints (for repeat detection).
+    """
+    ALTER TABLE experiments ADD COLUMN gpu_seconds REAL;
+    ALTER TABLE experiments ADD COLUMN fingerprint TEXT NOT NULL DEFAULT '';
+    ALTER TABLE experiments ADD COLUMN tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE experiments ADD COLUMN usd REAL NOT NULL DEFAULT 0;
+    CREATE INDEX experiments_fingerprint ON experiments(fingerprint);
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -128,7 +132,10 @@ class Run(BaseModel):
     stop_reason: str = ""
 
 
+EXPERIMENT_LIST = TypeAdapter(list[Experiment])  # one validation call for a whole listing
 EXPERIMENT_COLUMNS = list(Experiment.model_fields)
+HEAVY_COLUMNS = {"log_tail", "manifest"}
+LIGHT_COLUMNS = ", ".join(c for c in EXPERIMENT_COLUMNS if c not in HEAVY_COLUMNS)
 JSON_COLUMNS = {"manifest", "settings"}
 
 
@@ -140,11 +147,14 @@ def _encode(key: str, value: Any) -> Any:
     return value
 
 
+def _decode_json(row: dict[str, Any]) -> dict[str, Any]:
+    for key in JSON_COLUMNS & row.keys():
+        row[key] = json.loads(row[key] or "{}")
+    return row
+
+
 def _decode_row(row: sqlite3.Row) -> dict[str, Any]:
-    out = dict(row)
-    for key in JSON_COLUMNS & out.keys():
-        out[key] = json.loads(out[key] or "{}")
-    return out
+    return _decode_json(dict(row))
 
 
 class Ledger:
@@ -261,7 +271,10 @@ class Ledger:
         better_than: float | None = None,
         order: str = "id",
         limit: int | None = None,
+        full: bool = False,
     ) -> list[Experiment]:
+        """Rows matching every filter given. Without `full`, the bulky log tail and manifest are left out
+        (use `get` for one whole record), which keeps listing 10,000 rows fast."""
         where, args = [], []
         for column, value in (("run_id", run_id), ("status", status), ("category", category)):
             if value is not None:
@@ -272,13 +285,18 @@ class Ledger:
             args.append(better_than)
         if order not in ORDERS:
             raise LedgerError(f"unknown sort order {order!r}; choose one of {', '.join(ORDERS)}")
-        sql = "SELECT * FROM experiments"
+        sql = f"SELECT {'*' if full else LIGHT_COLUMNS} FROM experiments"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY " + ORDERS[order]
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return [Experiment(**_decode_row(r)) for r in self._query(sql, args)]
+        cursor = self._query(sql, args)
+        names = [d[0] for d in cursor.description]
+        rows = [dict(zip(names, tuple(r), strict=True)) for r in cursor]
+        if full:
+            rows = [_decode_json(r) for r in rows]
+        return EXPERIMENT_LIST.validate_python(rows)
 
     def _query(self, sql: str, args: Any = ()) -> sqlite3.Cursor:
         try:

@@ -169,6 +169,8 @@ def bwrap_command(spec: PhaseSpec, bwrap: str) -> list[str]:
             cmd += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
             cmd += ["--ro-bind", path, path]
+    # /tmp first: a RAM-backed, size-capped scratch; binds below may land inside it (a venv under /tmp).
+    cmd += ["--size", str(spec.limits.max_file_bytes), "--tmpfs", "/tmp"]
     for path in python_ro_paths():
         cmd += ["--ro-bind", str(path), str(path)]
     for path in SECRET_FILES:
@@ -184,7 +186,6 @@ def bwrap_command(spec: PhaseSpec, bwrap: str) -> list[str]:
         for node in gpu_device_nodes():
             cmd += ["--dev-bind", node, node]
         cmd += ["--ro-bind", "/sys", "/sys"]
-    cmd += ["--size", str(spec.limits.max_file_bytes), "--tmpfs", "/tmp"]  # RAM-backed: capped
     for host, inside in spec.ro_binds:
         cmd += ["--ro-bind", str(host), str(inside)]
     for host, inside in spec.rw_binds:

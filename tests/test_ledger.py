@@ -113,3 +113,25 @@ def test_locked_database_gives_clear_error(tmp_path):
         with ledger.transaction():
             pass
     holder.execute("ROLLBACK")
+
+
+def test_ledger_written_by_an_older_schema_opens_after_migration(tmp_path):
+    """A v1 file (as the first release wrote it) gains the v2 columns and keeps every row."""
+    from agentgolf.experiments.ledger import MIGRATIONS
+
+    path = tmp_path / "ledger.db"
+    old = sqlite3.connect(path)
+    old.executescript(MIGRATIONS[0])
+    old.execute("PRAGMA user_version = 1")
+    old.execute(
+        "INSERT INTO experiments (run_id, kind, status, title, val_bpb, created_at) "
+        "VALUES ('r0', 'baseline', 'ok', 'from v1', 2.25, 1.0)"
+    )
+    old.commit()
+    old.close()
+    ledger = Ledger(path)
+    row = ledger.get(1)
+    assert (row.title, row.val_bpb, row.tokens, row.usd, row.fingerprint) == ("from v1", 2.25, 0, 0.0, "")
+    assert ledger.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 2
+    updated = ledger.update(1, tokens=1200, usd=0.5, gpu_seconds=30.0)
+    assert (updated.tokens, updated.usd, updated.gpu_seconds) == (1200, 0.5, 30.0)

@@ -8,7 +8,6 @@ import json
 import math
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -312,8 +311,8 @@ def test_metric_parsing_defaults_and_custom():
     )
 
 
-def test_overhead_of_a_bare_phase_is_small(tmp_path):
-    """A trivial process in the sandbox starts and is reaped quickly (the bench measures this properly)."""
+def test_a_bare_phase_runs_and_is_reaped(tmp_path):
+    """A trivial process runs in the sandbox and exits 0 (bench/sandbox_overhead.py measures its cost)."""
     spec = PhaseSpec(
         argv=[sys.executable, "-c", "pass"],
         cwd=Path("/sandbox/w") if find_bwrap() else tmp_path,
@@ -323,8 +322,7 @@ def test_overhead_of_a_bare_phase_is_small(tmp_path):
         log_path=tmp_path / "x.log",
         log_bytes=10_000,
     )
-    t0 = time.monotonic()
     proc = SandboxedProcess(spec, "bwrap" if find_bwrap() else "none")
     proc.start()
     phase = proc.wait()
-    assert phase.returncode == 0 and time.monotonic() - t0 < 5
+    assert phase.returncode == 0 and not phase.timed_out and phase.survivors == 0
