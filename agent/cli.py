@@ -306,6 +306,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     if e.log_tail:
         out.print("[bold]log tail[/]")
         out.print(e.log_tail, markup=False)
+    if e.manifest:
+        out.print("[bold]manifest[/] (what decided this number; `agentgolf replay` compares it)")
+        out.print(json.dumps(e.manifest, indent=2, sort_keys=True), markup=False)
     return 0
 
 

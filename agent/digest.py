@@ -75,7 +75,9 @@ def build_digest(
     if dropped:
         counts = Counter(e.category or "other" for e in dropped)
         summary = ", ".join(f"{cat} {n}" for cat, n in counts.most_common())
-        shown_lines.append(f"- ... and {len(dropped)} older negative results not shown (by category: {summary})")
+        shown_lines.append(
+            f"- ... and {len(dropped)} older negative results not shown (by category: {summary})"
+        )
     sections[2] = (sections[2][0], shown_lines)
     return _render(sections)[:max_chars]
 

@@ -42,6 +42,7 @@ from agentgolf.sandbox.runner import run_sandboxed
 
 PROPOSERS = (playbook.NAME, "openai", "command")
 INCONCLUSIVE = "inconclusive"
+CONFIRMING = "confirming"  # looked better; a re-run with another seed is pending
 INFRA_RETRIES = 2  # an infra error (the machine, not the idea) is retried this many times, uncharged
 POLL_SECONDS = 0.5
 
@@ -297,23 +298,27 @@ class Loop:
         base_seed = original.seed if original.seed is not None else self.ws.config.seed
         copies = []
         for k in range(seeds):
-            copy = self.ledger.add_experiment(
-                run_id=original.run_id,
-                kind="replay",
-                status=RUNNING,
-                parent_id=original.parent_id,
-                parent_commit=original.parent_commit,
-                commit_sha=original.commit_sha,
-                branch=original.branch,
-                title=original.title,
-                hypothesis=original.hypothesis,
-                category=original.category,
-                proposer=original.proposer,
-                seed=base_seed + k,
-                replay_of=original.id,
-            )
+            copy = self.remeasure(original, "replay", base_seed + k)
             copies.append(self.execute(copy))
         return original, copies, drift(original.manifest, copies[0].manifest)
+
+    def remeasure(self, original: Experiment, kind: str, seed: int, title: str = "") -> Experiment:
+        """A new row that measures the same commit again with another seed: replay, confirm or calibration."""
+        return self.ledger.add_experiment(
+            run_id=original.run_id,
+            kind=kind,
+            status=RUNNING,
+            parent_id=original.parent_id,
+            parent_commit=original.parent_commit,
+            commit_sha=original.commit_sha,
+            branch=original.branch,
+            title=title or original.title,
+            hypothesis=original.hypothesis,
+            category=original.category,
+            proposer=original.proposer,
+            seed=seed,
+            replay_of=original.id,
+        )
 
     # --- helpers for the orchestrator ----------------------------------------------------------------
 
@@ -400,7 +405,7 @@ class _Orchestrator:
             e.val_bpb
             for e in self.rows()
             if e.val_bpb is not None
-            and e.status in ("ok", INCONCLUSIVE)
+            and e.status in ("ok", INCONCLUSIVE, CONFIRMING)
             and (e.id == exp.id or (e.kind in ("confirm", "calibration") and e.replay_of == exp.id))
         ]
 
@@ -438,7 +443,7 @@ class _Orchestrator:
         base = next((e for e in rows if e.kind == "baseline"), None)
         if base is not None and base.status not in (RUNNING, "ok"):
             return "the baseline did not produce a score; fix it before proposing changes"
-        if any(e.status == "confirming" for e in rows):
+        if any(e.status == CONFIRMING for e in rows):
             return ""  # a win waiting for its confirmation is finished before the run stops
         if self.charged() >= self.caps.experiments:
             return "budget spent"
@@ -478,39 +483,15 @@ class _Orchestrator:
             return self.ledger.update(base.id, branch=branch)
         seeds = self.calibration()
         if len(seeds) < self.cfg.noise_seeds:
-            return self.ledger.add_experiment(
-                run_id=run.id,
-                kind="calibration",
-                status=RUNNING,
-                title=f"Baseline, seed {loop.ws.config.seed + len(seeds)}",
-                hypothesis="Measures seed-to-seed noise at this fidelity.",
-                proposer="baseline",
-                commit_sha=run.base_commit,
-                parent_commit=run.base_commit,
-                branch=base.branch,
-                seed=loop.ws.config.seed + len(seeds),
-                replay_of=base.id,
-            )
+            seed = loop.ws.config.seed + len(seeds)
+            return loop.remeasure(base, "calibration", seed, title=f"Baseline, seed {seed}")
         if any(e.status == RUNNING for e in seeds) or base.status != "ok":
             return None  # acceptance needs the noise floor first
         for exp in self.rows():
-            if exp.status == "confirming" and not self._confirmation_running(exp):
+            if exp.status == CONFIRMING and not self._confirmation_running(exp):
                 done = len(self.samples(exp))
-                return self.ledger.add_experiment(
-                    run_id=run.id,
-                    kind="confirm",
-                    status=RUNNING,
-                    parent_id=exp.parent_id,
-                    parent_commit=exp.parent_commit,
-                    commit_sha=exp.commit_sha,
-                    branch=exp.branch,
-                    title=f"{exp.title} (confirmation)",
-                    hypothesis=exp.hypothesis,
-                    category=exp.category,
-                    proposer=exp.proposer,
-                    seed=(exp.seed or loop.ws.config.seed) + 1000 * done,
-                    replay_of=exp.id,
-                )
+                seed = (exp.seed or loop.ws.config.seed) + 1000 * done
+                return loop.remeasure(exp, "confirm", seed, title=f"{exp.title} (confirmation)")
         if self.charged() >= self.caps.experiments:
             return None
         return self._take_prepared()
@@ -641,7 +622,7 @@ class _Orchestrator:
             target = self.ledger.get(exp.replay_of) if exp.kind == "confirm" else exp
             if exp.kind == "confirm":
                 loop.announce(exp)
-            if target.status in ("ok", "confirming") and exp.status == "ok":
+            if target.status in ("ok", CONFIRMING) and exp.status == "ok":
                 self._decide(target)
             elif exp.kind == "confirm":  # the confirmation itself failed: the win is not confirmed
                 self.ledger.update(
@@ -658,7 +639,7 @@ class _Orchestrator:
         sigma, dof = self.noise()
         verdict = judge(self.samples(exp), parent_samples, sigma, dof, self.cfg)
         if verdict.decision == "confirm":
-            loop.announce(self.ledger.update(exp.id, status="confirming", reason=verdict.reason))
+            loop.announce(self.ledger.update(exp.id, status=CONFIRMING, reason=verdict.reason))
             return
         if verdict.decision == "promote":
             if self.best is not None and parent.id != self.best.id:
@@ -679,7 +660,7 @@ class _Orchestrator:
             self.pending.cancel()
             self.pending = None
         for exp in self.rows():
-            if exp.status == "confirming":
+            if exp.status == CONFIRMING:
                 self.ledger.update(
                     exp.id, status=INCONCLUSIVE, reason=f"not confirmed: the run stopped ({reason})"
                 )
@@ -738,7 +719,7 @@ def describe(exp: Experiment) -> str:
     """One line per experiment, for the terminal."""
     bpb = f"val_bpb {exp.val_bpb:.4f}" if exp.val_bpb is not None else ""
     delta = f" (Δ {exp.delta_bpb:+.4f})" if exp.delta_bpb is not None else ""
-    colour = {"ok": "green", "rejected": "yellow", INCONCLUSIVE: "yellow", "confirming": "cyan"}.get(
+    colour = {"ok": "green", "rejected": "yellow", INCONCLUSIVE: "yellow", CONFIRMING: "cyan"}.get(
         exp.status, "red"
     )
     kept = " [bold]kept[/]" if exp.kept and exp.kind == "proposal" else ""

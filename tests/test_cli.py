@@ -145,7 +145,8 @@ def test_whole_loop_run_ledger_show_pick_replay_report(workspace):
 
     shown = agentgolf("show", "2", cwd=workspace, check=True).stdout
     assert "Lower learning rates" in shown and "diff vs parent" in shown and "MATRIX_LR" in shown
-    assert "final_int8_zlib_roundtrip" in shown or "Total submission size" in shown
+    assert "Total submission size int8+zlib" in shown  # the log tail
+    assert '"trainer_sha256"' in shown and '"torch"' in shown  # the manifest
 
     best = min(rows, key=lambda r: r["val_bpb"])
     replay = agentgolf("replay", "1", cwd=workspace, check=True).stdout

@@ -1,0 +1,71 @@
+"""The orchestrator's acceptance path on real runs: noise calibration, a confirmation re-run, promotion."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import git
+import pytest
+from rich.console import Console
+
+from agentgolf.agent.loop import Loop, RunCaps
+from agentgolf.experiments import worktree as wt
+from agentgolf.experiments.workspace import (
+    AcceptanceConfig,
+    CommandConfig,
+    DataConfig,
+    init_workspace,
+    save_config,
+)
+from agentgolf.sandbox.budget import Budget
+from tests.test_cli import TINY_ENV
+
+# The "agent": train four times longer than the baseline, a change far larger than seed noise.
+LONGER = """
+import re
+text = open("train_gpt.py").read()
+text = re.sub(r'"ITERATIONS": \\d+,', '"ITERATIONS": 24,', text, count=1)
+open("train_gpt.py", "w").write(text)
+"""
+
+
+@pytest.mark.slow
+def test_calibrate_then_confirm_then_promote(tmp_path: Path, tiny_dataset):
+    root = (tmp_path / "ws").resolve()
+    ws = init_workspace(root)
+    repo = git.Repo(root)
+    trainer = root / "train_gpt.py"
+    trainer.write_text(trainer.read_text().replace('"ITERATIONS": 200,', '"ITERATIONS": 6,', 1))
+    repo.index.add(["train_gpt.py"])
+    repo.index.commit("a short CPU baseline", author=wt.AUTHOR, committer=wt.AUTHOR)
+    (tmp_path / "agent.py").write_text(LONGER)
+    ws.config.data = DataConfig(
+        dataset_dir=tiny_dataset.dataset_dir,
+        tokenizer=tiny_dataset.tokenizer,
+        vocab_size=tiny_dataset.vocab_size,
+    )
+    ws.config.trainer_env = {k: v for k, v in TINY_ENV.items() if k != "ITERATIONS"}
+    ws.config.budget = Budget(train_seconds=60, train_grace_seconds=60, score_seconds=120)
+    ws.config.acceptance = AcceptanceConfig(
+        noise_seeds=2, confirm=True, confirm_seeds=1, min_delta_bpb=0.0, alpha=0.05
+    )
+    ws.config.command = CommandConfig(cmd=f"{sys.executable} {tmp_path / 'agent.py'}")
+    save_config(ws.config_path, ws.config)
+
+    loop = Loop(ws, ws.ledger(), ws.config.budget, console=Console(file=open(tmp_path / "out.txt", "w")))
+    summary = loop.run(RunCaps(experiments=2), "command")
+
+    rows = loop.ledger.experiments(run_id=summary.run_id)
+    assert [e.kind for e in rows] == ["baseline", "calibration", "proposal", "confirm"], [
+        (e.kind, e.status) for e in rows
+    ]
+    base, calibration, proposal, confirm = rows
+    assert calibration.seed == base.seed + 1 and calibration.replay_of == base.id
+    assert calibration.val_bpb != base.val_bpb  # two seeds: a measured, non-zero noise floor
+    assert confirm.replay_of == proposal.id and confirm.seed != proposal.seed
+    assert confirm.commit_sha == proposal.commit_sha
+    assert proposal.status == "ok" and proposal.kept, proposal.reason
+    assert "p=" in proposal.reason
+    assert summary.best_id == proposal.id and summary.stop_reason == "budget spent"
+    assert repo.commit(wt.best_branch(summary.run_id)).hexsha == proposal.commit_sha
