@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except AgentgolfError as exc:
         return fail(str(exc))
-    except ValueError as exc:  # data errors (bad shards, bad tokenizer files) carry their own message
-        if type(exc).__module__.startswith("agentgolf."):
+    except Exception as exc:  # our own error types (bad shards, unreachable data...) carry a one-line message
+        if type(exc).__module__.startswith("agentgolf.") and not isinstance(exc, AssertionError):
             return fail(str(exc))
         raise
 

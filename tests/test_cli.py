@@ -231,3 +231,52 @@ def test_resume_after_kill_9_mid_experiment(workspace):
     assert len(rows) == 2, rows
     assert all(r["status"] == "ok" and r["val_bpb"] for r in rows), rows
     assert len({r["id"] for r in rows}) == 2 and victim in {r["id"] for r in rows}
+
+
+def test_data_build_and_fetch_commands(tmp_path, tiny_dataset):
+    docs = tmp_path / "docs.jsonl"
+    texts = [
+        f"Document number {i}. " + "The quick brown fox jumps over the lazy dog. " * (i + 3)
+        for i in range(30)
+    ]
+    docs.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    built = agentgolf(
+        "data",
+        "build",
+        str(docs),
+        "--out",
+        str(tmp_path / "official"),
+        "--name",
+        "fineweb10B_sp1024",
+        "--tokenizer",
+        str(tiny_dataset.tokenizer),
+        "--val-docs",
+        "3",
+        cwd=tmp_path,
+        check=True,
+    )
+    assert "27 train docs" in built.stdout and "3 val docs" in built.stdout
+    shards = tmp_path / "official" / "datasets" / "fineweb10B_sp1024"
+    assert (shards / "fineweb_val_000000.bin").is_file()
+    # `fetch` from a local folder laid out like the published dataset (this machine has no internet)
+    tokenizers = tmp_path / "official" / "tokenizers"
+    (tokenizers / "fineweb_1024_bpe.model").write_bytes((tokenizers / "fineweb10B_sp1024.model").read_bytes())
+    fetched = agentgolf(
+        "data",
+        "fetch",
+        "--out",
+        str(tmp_path / "copy"),
+        "--source",
+        str(tmp_path / "official"),
+        cwd=tmp_path,
+        check=True,
+    )
+    assert "1 train shard(s), 1 val shard(s)" in fetched.stdout
+    copied = tmp_path / "copy" / "datasets" / "fineweb10B_sp1024" / "fineweb_train_000000.bin"
+    assert copied.read_bytes() == (shards / "fineweb_train_000000.bin").read_bytes()
+    one_line_error(agentgolf("data", "build", "missing.jsonl", cwd=tmp_path), "does not exist")
+    one_line_error(agentgolf("data", "fetch", "--variant", "mini", cwd=tmp_path), "unsupported variant")
+    nowhere = str(tmp_path / "nowhere")
+    one_line_error(
+        agentgolf("data", "fetch", "--source", nowhere, "--out", str(tmp_path / "x"), cwd=tmp_path), ""
+    )
