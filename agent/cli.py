@@ -214,6 +214,7 @@ def cmd_ledger(args: argparse.Namespace) -> int:
             category=args.category,
             better_than=args.better_than,
             order=args.sort,
+            full=args.tsv,  # the TSV's memory column is read from the log tail
         )
     )
     if args.tsv:
@@ -455,7 +456,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.with_confirmations:
         seeds += [
             e
-            for e in ledger.experiments()
+            for e in ledger.experiments(full=True)
             if e.replay_of == args.id
             and e.kind in ("confirm", "replay")
             and e.status == "ok"

@@ -379,12 +379,18 @@ class _Orchestrator:
         self.exhausted = False
         self.fatal = ""
         self.launched: set[int] = set()
+        self._rows: list[Experiment] = []
+        self._rows_at = -1
         self.best: Experiment | None = None
 
     # -- bookkeeping from the ledger (so resume needs no other state) --
 
     def rows(self) -> list[Experiment]:
-        return self.ledger.experiments(run_id=self.run.id)
+        """This run's rows, re-read only after a write (this thread is the run's only writer)."""
+        if self._rows_at != self.ledger.writes:
+            self._rows = self.ledger.experiments(run_id=self.run.id)
+            self._rows_at = self.ledger.writes
+        return self._rows
 
     def charged(self) -> int:
         """Experiments that count against --budget: the baseline and every proposal, rejected ones too

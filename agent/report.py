@@ -628,7 +628,7 @@ class ReportFiles(NamedTuple):
 def write_report(ledger: Ledger, run_id: str | None, out_dir: Path) -> ReportFiles:
     """Write report.md, report.html and progress.png under out_dir/<run id>/."""
     run = pick_run(ledger, run_id)
-    experiments = ledger.experiments(run_id=run.id)
+    experiments = ledger.experiments(run_id=run.id, full=True)
     folder = out_dir / run.id
     plot = plot_progress(experiments, folder / PLOT_FILE, f"agentgolf run {run.id}")
     summary = summarize(run, experiments)

@@ -41,7 +41,9 @@ def test_roundtrip_and_filters(tmp_path):
     _fill(ledger)
     rows = ledger.experiments()
     assert [e.title for e in rows] == ["Baseline", "a", "b"]
-    assert rows[1].kept is True and rows[1].manifest == {"seed": 1, "env": {"A": "1"}}
+    assert rows[1].kept is True and rows[1].manifest == {}  # listings leave the bulky columns out
+    assert ledger.get(rows[1].id).manifest == {"seed": 1, "env": {"A": "1"}}
+    assert ledger.experiments(full=True)[1].manifest == {"seed": 1, "env": {"A": "1"}}
     assert [e.title for e in ledger.experiments(status="crash")] == ["b"]
     assert [e.title for e in ledger.experiments(category="opt")] == ["a"]
     assert [e.title for e in ledger.experiments(better_than=1.95)] == ["a"]
