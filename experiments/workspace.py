@@ -196,7 +196,7 @@ def init_workspace(root: Path, *, demo: bool = False, progress: bool = True) -> 
         repo.index.add([TRAINER_FILE])
         repo.index.commit("agentgolf: baseline trainer\n", author=AUTHOR, committer=AUTHOR)
 
-    config = WorkspaceConfig()
+    config = WorkspaceConfig(gpus=visible_gpus())
     if demo:
         from agentgolf.baseline.data import build_dataset, demo_corpus
 
@@ -223,6 +223,13 @@ def init_workspace(root: Path, *, demo: bool = False, progress: bool = True) -> 
     ws = Workspace(root)
     ws.ledger().close()
     return ws
+
+
+def visible_gpus() -> list[int] | None:
+    """Every CUDA device this machine shows, so a new workspace on a GPU node uses them; None on CPU."""
+    import torch
+
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else None
 
 
 def baseline_trainer_source() -> bytes:

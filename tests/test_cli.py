@@ -280,3 +280,16 @@ def test_data_build_and_fetch_commands(tmp_path, tiny_dataset):
     one_line_error(
         agentgolf("data", "fetch", "--source", nowhere, "--out", str(tmp_path / "x"), cwd=tmp_path), ""
     )
+
+
+def test_sandbox_command_scores_a_trainer_file(workspace, tmp_path):
+    trainer = tmp_path / "candidate.py"
+    trainer.write_bytes((workspace / "train_gpt.py").read_bytes())
+    proc = agentgolf("sandbox", str(trainer), "--time-budget", "30", "--json", cwd=workspace, check=True)
+    result = json.loads(proc.stdout)
+    for key in ("status", "val_bpb", "artifact_bytes", "train_seconds", "wall_seconds"):
+        assert key in result
+    assert result["status"] == "ok" and 0 < result["val_bpb"] < 9, result
+    assert result["isolation"] == "bwrap" and result["trust"] == "harness"
+    assert result["artifact_bytes"] == result["code_bytes"] + result["model_bytes"]
+    assert result["code_bytes"] == len(trainer.read_bytes())
