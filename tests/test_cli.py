@@ -14,21 +14,7 @@ from pathlib import Path
 import git
 import pytest
 
-from agentgolf.experiments.workspace import AcceptanceConfig, DataConfig, init_workspace, save_config
-from agentgolf.sandbox.budget import Budget
-
-# A model small enough to train in a few seconds on 2 busy cores; the recipe is still the real trainer.
-TINY_ENV = {
-    "PRESET": "cpu",
-    "NUM_LAYERS": "2",
-    "MODEL_DIM": "64",
-    "NUM_HEADS": "2",
-    "NUM_KV_HEADS": "1",
-    "ITERATIONS": "6",
-    "TRAIN_SEQ_LEN": "64",
-    "TRAIN_BATCH_TOKENS": "2048",
-    "VAL_BATCH_SIZE": "8192",
-}
+from tests.tiny import make_workspace
 
 
 def agentgolf(
@@ -58,18 +44,7 @@ def one_line_error(proc: subprocess.CompletedProcess, expected: str) -> None:
 
 @pytest.fixture
 def workspace(tmp_path: Path, tiny_dataset) -> Path:
-    root = (tmp_path / "ws").resolve()
-    ws = init_workspace(root)
-    ws.config.data = DataConfig(
-        dataset_dir=tiny_dataset.dataset_dir,
-        tokenizer=tiny_dataset.tokenizer,
-        vocab_size=tiny_dataset.vocab_size,
-    )
-    ws.config.trainer_env = dict(TINY_ENV)
-    ws.config.budget = Budget(train_seconds=60, train_grace_seconds=60, score_seconds=120)
-    ws.config.acceptance = AcceptanceConfig(noise_seeds=1, confirm=False, min_delta_bpb=0.0)
-    save_config(ws.config_path, ws.config)
-    return root
+    return make_workspace(tmp_path / "ws", tiny_dataset).root
 
 
 def test_help_lists_every_command(tmp_path):

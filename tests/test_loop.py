@@ -14,12 +14,9 @@ from agentgolf.experiments import worktree as wt
 from agentgolf.experiments.workspace import (
     AcceptanceConfig,
     CommandConfig,
-    DataConfig,
-    init_workspace,
     save_config,
 )
-from agentgolf.sandbox.budget import Budget
-from tests.test_cli import TINY_ENV
+from tests.tiny import TINY_ENV, make_workspace
 
 # The "agent": train four times longer than the baseline, a change far larger than seed noise.
 LONGER = """
@@ -32,21 +29,15 @@ open("train_gpt.py", "w").write(text)
 
 @pytest.mark.slow
 def test_calibrate_then_confirm_then_promote(tmp_path: Path, tiny_dataset):
-    root = (tmp_path / "ws").resolve()
-    ws = init_workspace(root)
-    repo = git.Repo(root)
+    ws = make_workspace(
+        tmp_path / "ws", tiny_dataset, env={k: v for k, v in TINY_ENV.items() if k != "ITERATIONS"}
+    )
+    root, repo = ws.root, git.Repo(ws.root)
     trainer = root / "train_gpt.py"
     trainer.write_text(trainer.read_text().replace('"ITERATIONS": 200,', '"ITERATIONS": 6,', 1))
     repo.index.add(["train_gpt.py"])
     repo.index.commit("a short CPU baseline", author=wt.AUTHOR, committer=wt.AUTHOR)
     (tmp_path / "agent.py").write_text(LONGER)
-    ws.config.data = DataConfig(
-        dataset_dir=tiny_dataset.dataset_dir,
-        tokenizer=tiny_dataset.tokenizer,
-        vocab_size=tiny_dataset.vocab_size,
-    )
-    ws.config.trainer_env = {k: v for k, v in TINY_ENV.items() if k != "ITERATIONS"}
-    ws.config.budget = Budget(train_seconds=60, train_grace_seconds=60, score_seconds=120)
     ws.config.acceptance = AcceptanceConfig(
         noise_seeds=2, confirm=True, confirm_seeds=1, min_delta_bpb=0.0, alpha=0.05
     )

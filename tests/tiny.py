@@ -1,0 +1,40 @@
+"""A workspace small enough to run the whole loop in seconds on 2 busy cores, with the real trainer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agentgolf.baseline.data import DatasetInfo
+from agentgolf.experiments.workspace import (
+    AcceptanceConfig,
+    DataConfig,
+    Workspace,
+    init_workspace,
+    save_config,
+)
+from agentgolf.sandbox.budget import Budget
+
+TINY_ENV = {
+    "PRESET": "cpu",
+    "NUM_LAYERS": "2",
+    "MODEL_DIM": "64",
+    "NUM_HEADS": "2",
+    "NUM_KV_HEADS": "1",
+    "ITERATIONS": "6",
+    "TRAIN_SEQ_LEN": "64",
+    "TRAIN_BATCH_TOKENS": "2048",
+    "VAL_BATCH_SIZE": "8192",
+}
+
+
+def make_workspace(root: Path, dataset: DatasetInfo, env: dict[str, str] | None = None) -> Workspace:
+    """A real workspace (git repo, config, ledger) on the tiny dataset; plain comparisons, no calibration."""
+    ws = init_workspace(root.resolve())
+    ws.config.data = DataConfig(
+        dataset_dir=dataset.dataset_dir, tokenizer=dataset.tokenizer, vocab_size=dataset.vocab_size
+    )
+    ws.config.trainer_env = dict(TINY_ENV if env is None else env)
+    ws.config.budget = Budget(train_seconds=60, train_grace_seconds=60, score_seconds=120)
+    ws.config.acceptance = AcceptanceConfig(noise_seeds=1, confirm=False, min_delta_bpb=0.0)
+    save_config(ws.config_path, ws.config)
+    return ws
