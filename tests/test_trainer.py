@@ -17,16 +17,12 @@ import sentencepiece as spm
 import torch
 
 from agentgolf.baseline.data import demo_corpus
+from tests.tiny import TINY_ENV as TINY_MODEL_ENV
 
 TRAINER = Path(__file__).resolve().parents[1] / "baseline" / "train_gpt.py"
 RUN_TIMEOUT_S = 240
-TINY_ENV = {
-    "PRESET": "cpu",
-    "NUM_LAYERS": "2",
-    "MODEL_DIM": "64",
-    "NUM_HEADS": "2",
-    "NUM_KV_HEADS": "1",
-    "TRAIN_SEQ_LEN": "64",
+TINY_ENV = {  # the shared tiny model, with a smaller batch and more, logged steps
+    **TINY_MODEL_ENV,
     "TRAIN_BATCH_TOKENS": "1024",
     "ITERATIONS": "20",
     "WARMDOWN_ITERS": "6",
