@@ -588,12 +588,10 @@ class _Orchestrator:
 
     def _wait(self) -> None:
         futures = list(self.running)
+        # A finished proposal waits for a slot; only an unfinished one may wake us (else: a busy loop).
         if self.pending is not None and not self.pending.done():
-            futures.append(
-                self.pending
-            )  # a finished proposal waits for a slot; only an unfinished one can wake us
+            futures.append(self.pending)
         done, _ = wait(futures, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
-        self.loop.view.refresh(self)
         for future in done:
             if future is self.pending:
                 continue  # picked up by _schedule
@@ -605,6 +603,7 @@ class _Orchestrator:
             except Exception as exc:  # a harness bug or a machine failure: the idea is not charged
                 result = SandboxResult(status=Status.infra_error, reason=f"harness error: {exc}")
             self._finish(exp, result, gpus)
+        self.loop.view.refresh(self)
 
     def _finish(self, exp: Experiment, result: SandboxResult, gpus: list[int] | None) -> None:
         loop = self.loop
