@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -235,31 +236,33 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     if not rows:
         out.print("no experiments yet")
         return 0
-    table = Table(show_lines=False)
-    for name in (
-        "id",
-        "parent",
-        "run",
-        "status",
-        "val_bpb",
-        "Δ vs parent",
-        "artifact bytes",
-        "train s",
-        "title",
-    ):
-        table.add_column(name, justify="right" if name not in ("status", "title", "run") else "left")
-    for e in rows:
-        table.add_row(
-            str(e.id),
-            str(e.parent_id or ""),
-            e.run_id or "",
-            e.status + (" *" if e.kept and e.kind == "proposal" else ""),
-            _num(e.val_bpb, ".4f"),
-            _num(e.delta_bpb, "+.4f"),
-            _num(e.artifact_bytes, ","),
-            _num(e.train_seconds, ".1f"),
-            e.title + (f" (replay of {e.replay_of})" if e.replay_of else ""),
+    runs = sorted({e.run_id or "" for e in rows})
+    if len(runs) == 1:  # one run: name it once above the table instead of in a column
+        out.print(f"run {runs[0] or '-'}")
+    columns = ["id", "parent", *(["run"] if len(runs) > 1 else []), "status", "val_bpb", "Δ vs parent"]
+    columns += ["artifact bytes", "train s", "title"]
+    table = Table(show_lines=False, box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in columns:
+        left = name in ("status", "title", "run")
+        table.add_column(
+            name,
+            justify="left" if left else "right",
+            no_wrap=name != "title",
+            min_width=28 if name == "title" else None,
         )
+    for e in rows:
+        cells = {
+            "id": str(e.id),
+            "parent": str(e.parent_id or ""),
+            "run": e.run_id or "",
+            "status": e.status + (" *" if e.kept and e.kind == "proposal" else ""),
+            "val_bpb": _num(e.val_bpb, ".4f"),
+            "Δ vs parent": _num(e.delta_bpb, "+.4f"),
+            "artifact bytes": _num(e.artifact_bytes, ","),
+            "train s": _num(e.train_seconds, ".1f"),
+            "title": e.title + (f" ({e.kind} of {e.replay_of})" if e.replay_of else ""),
+        }
+        table.add_row(*(cells[name] for name in columns))
     out.print(table)
     out.print("* kept: the change beat its parent and is on the run's best branch")
     return 0
