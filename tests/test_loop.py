@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -11,11 +12,8 @@ from rich.console import Console
 
 from agentgolf.agent.loop import Loop, RunCaps
 from agentgolf.experiments import worktree as wt
-from agentgolf.experiments.workspace import (
-    AcceptanceConfig,
-    CommandConfig,
-    save_config,
-)
+from agentgolf.experiments.workspace import AcceptanceConfig, CommandConfig, LLMConfig, save_config
+from tests.fake_llm import FakeLLM, error, reply
 from tests.tiny import TINY_ENV, make_workspace
 
 # The "agent": train four times longer than the baseline, a change far larger than seed noise.
@@ -60,3 +58,51 @@ def test_calibrate_then_confirm_then_promote(tmp_path: Path, tiny_dataset):
     assert "p=" in proposal.reason
     assert summary.best_id == proposal.id and summary.stop_reason == "budget spent"
     assert repo.commit(wt.best_branch(summary.run_id)).hexsha == proposal.commit_sha
+
+
+def _llm_workspace(tmp_path: Path, tiny_dataset, url: str, monkeypatch):
+    ws = make_workspace(tmp_path / "ws", tiny_dataset)
+    monkeypatch.setenv("TEST_LLM_KEY", "sk-test")
+    ws.config.llm = LLMConfig(
+        model="test-model",
+        base_url=url,
+        api_key_env="TEST_LLM_KEY",
+        request_timeout_s=2.0,
+        api_attempts=3,
+        backoff_initial_s=0.01,
+        backoff_max_s=0.02,
+        usd_per_mtok_in=1000.0,
+    )
+    save_config(ws.config_path, ws.config)
+    return ws
+
+
+def _quiet(tmp_path: Path) -> Console:
+    return Console(file=open(tmp_path / "out.txt", "w"))
+
+
+@pytest.mark.slow
+def test_llm_outage_ends_the_run_cleanly(tmp_path, tiny_dataset, monkeypatch):
+    with FakeLLM([error(503)] * 20) as llm:
+        ws = _llm_workspace(tmp_path, tiny_dataset, llm.base_url, monkeypatch)
+        loop = Loop(ws, ws.ledger(), ws.config.budget, console=_quiet(tmp_path))
+        summary = loop.run(RunCaps(experiments=3), "openai")
+    assert summary.stop_reason.startswith("proposer failed: LLM endpoint failed 3 times")
+    rows = loop.ledger.experiments(run_id=summary.run_id)
+    assert [(e.kind, e.status) for e in rows] == [("baseline", "ok")]  # nothing lost, nothing half-recorded
+    assert loop.ledger.get_run(summary.run_id).status == "finished"
+
+
+@pytest.mark.slow
+def test_dollar_cap_stops_the_run_and_says_so(tmp_path, tiny_dataset, monkeypatch):
+    edit = {"path": "train_gpt.py", "search": '"TIED_EMBED_LR", 0.05', "replace": '"TIED_EMBED_LR", 0.04'}
+    proposal = json.dumps({"title": "Lower the embedding LR", "category": "opt", "edits": [edit]})
+    with FakeLLM([reply(proposal, prompt_tokens=2000, completion_tokens=10)] * 3) as llm:
+        ws = _llm_workspace(tmp_path, tiny_dataset, llm.base_url, monkeypatch)
+        loop = Loop(ws, ws.ledger(), ws.config.budget, console=_quiet(tmp_path))
+        summary = loop.run(RunCaps(experiments=5, usd=1.0), "openai")  # one proposal costs $2
+    rows = loop.ledger.experiments(run_id=summary.run_id)
+    assert summary.stop_reason.startswith("LLM dollar cap reached")
+    assert [e.kind for e in rows] == ["baseline", "proposal"]
+    assert rows[1].tokens == 2010 and rows[1].usd == pytest.approx(2.0, rel=1e-3)
+    assert rows[1].status in ("ok", "inconclusive") and rows[1].val_bpb is not None
