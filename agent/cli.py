@@ -66,7 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume", nargs="?", const="latest", metavar="RUN", help="continue a run (default: the latest)"
     )
-    p.add_argument("--gpus-per-experiment", type=int, help="split the configured GPUs into slots of K")
+    p.add_argument(
+        "--gpus-per-experiment", type=int, help="split the configured GPUs into slots of K (SLURM: per job)"
+    )
+    p.add_argument("--executor", choices=("local", "slurm"), help="where experiments run (default: config)")
+    p.add_argument("--partition", help="SLURM partition")
+    p.add_argument("--max-concurrent", type=int, help="SLURM: experiments in flight at once")
     p.add_argument("--time-budget", type=float, help="training seconds per experiment (default: config)")
     p.add_argument("--size-budget", type=int, help="artifact byte limit (default: config, 16,000,000)")
     p.add_argument("--proposer", default=None, help="playbook (offline, default), openai or command")
@@ -76,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--agent-cmd", help="command proposer: shell command of an external coding agent")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("cancel", help="cancel a run's experiments in flight (SLURM jobs or local phases)")
+    p.add_argument("run", nargs="?", help="run id (default: the latest)")
+    p.set_defaults(func=cmd_cancel)
 
     p = sub.add_parser("ledger", help="list experiments")
     p.add_argument("--run", help="only this run")
@@ -191,6 +200,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         ws.config.llm.base_url = args.base_url
     if args.agent_cmd:
         ws.config.command.cmd = args.agent_cmd
+    if args.executor:
+        ws.config.executor = args.executor
+    if args.partition:
+        ws.config.slurm.partition = args.partition
+    if args.max_concurrent:
+        ws.config.slurm.max_concurrent = args.max_concurrent
+    if ws.config.executor == "slurm" and args.gpus_per_experiment:
+        ws.config.slurm.gpus_per_experiment = args.gpus_per_experiment
+        args.gpus_per_experiment = None
     proposer = args.proposer or ("command" if args.agent_cmd else ws.config.proposer)
     caps = RunCaps(experiments=args.budget, gpu_hours=args.max_gpu_hours, usd=args.max_usd)
     summary = Loop(ws, ws.ledger(), budget, console=err).run(
@@ -200,6 +218,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         out.print(
             f"best: experiment {summary.best_id}, val_bpb {summary.best_bpb:.4f} (branch agentgolf/{summary.run_id}/best)"
         )
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from agentgolf.agent.loop import cancel_run
+    from agentgolf.agent.report import pick_run
+    from agentgolf.experiments.workspace import find_workspace
+
+    ws = find_workspace()
+    ledger = ws.ledger()
+    run = pick_run(ledger, args.run)
+    cancelled = cancel_run(ws, ledger, run.id)
+    out.print(f"run {run.id}: cancelled {len(cancelled)} experiment(s) in flight {cancelled or ''}".rstrip())
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
@@ -36,6 +37,7 @@ from agentgolf.experiments.errors import AgentgolfError
 from agentgolf.experiments.ledger import INTERRUPTED, REJECTED, RUNNING, Experiment, Ledger, Run
 from agentgolf.experiments.manifest import build_manifest, data_fingerprint, drift
 from agentgolf.experiments.workspace import Workspace
+from agentgolf.sandbox import slurm
 from agentgolf.sandbox.budget import Budget
 from agentgolf.sandbox.result import DataSpec, SandboxResult, Status
 from agentgolf.sandbox.runner import run_sandboxed
@@ -104,6 +106,7 @@ class Loop:
         self.data: DataSpec = ws.data_spec()
         self._data_hashes: dict[str, str] | None = None
         self.view = LiveView(self.console)
+        self.stopping = threading.Event()  # set when the loop goes down: SLURM waits return, jobs live on
 
     # --- one experiment ---------------------------------------------------------------------------
 
@@ -148,18 +151,28 @@ class Loop:
             with open(pid_file, "a") as f:
                 f.write(f"{pid} {process_start_time(pid)}\n")
 
+        seed = exp.seed if exp.seed is not None else self.ws.config.seed
+        env = dict(self.ws.config.trainer_env)
+        if self.ws.config.executor == "slurm":  # a job on the cluster, or the one already queued for this row
+            job = slurm.live_job(run_dir) or slurm.submit(
+                run_dir / "train_gpt.py", run_dir, self.data, self.budget, env, seed, self.ws.config.slurm
+            )
+            return slurm.wait(job, run_dir, self.stopping)
         return run_sandboxed(
             run_dir / "train_gpt.py",
             run_dir,
             self.data,
             self.budget,
-            env=dict(self.ws.config.trainer_env),
-            seed=exp.seed if exp.seed is not None else self.ws.config.seed,
+            env=env,
+            seed=seed,
             gpus=gpus,
             on_start=on_start,
         )
 
     def record(self, exp: Experiment, result: SandboxResult, gpus: list[int] | None) -> Experiment:
+        facts = slurm.queue_facts(self.ws.run_dir(exp.id))
+        if facts:  # job id, node and queue wait (which never counts against the time budget)
+            self.ledger.update(exp.id, manifest={**self.ledger.get(exp.id).manifest, **facts})
         parent = self.ledger.get(exp.parent_id) if exp.parent_id else None
         delta = None
         if result.val_bpb is not None and parent is not None and parent.val_bpb is not None:
@@ -238,6 +251,8 @@ class Loop:
         )
 
     def _slots(self, per_experiment: int | None) -> list[list[int] | None]:
+        if self.ws.config.executor == "slurm":  # SLURM places each job; we only bound how many are in flight
+            return [None] * self.ws.config.slurm.max_concurrent
         gpus = self.ws.config.gpus
         if not gpus:
             return [None]
@@ -270,6 +285,11 @@ class Loop:
             run_id = runs[-1].id
         run = self.ledger.get_run(run_id)
         for exp in self.ledger.experiments(run_id=run.id, status=RUNNING):
+            if slurm.live_job(self.ws.run_dir(exp.id)):
+                self.console.print(
+                    f"#{exp.id} {exp.title}: its SLURM job is still queued or running; re-attaching"
+                )
+                continue
             killed = kill_leftovers(self.ws.run_dir(exp.id))
             note = f" (killed {killed} leftover process(es))" if killed else ""
             if exp.commit_sha:
@@ -451,6 +471,8 @@ class _Orchestrator:
             return "the baseline did not produce a score; fix it before proposing changes"
         if any(e.status == CONFIRMING for e in rows):
             return ""  # a win waiting for its confirmation is finished before the run stops
+        if any(e.status == RUNNING and e.commit_sha and e.id not in self.launched for e in rows):
+            return ""  # rows left in flight by a dead loop (--resume) are finished before the run stops
         if self.charged() >= self.caps.experiments:
             return "budget spent"
         if self.exhausted:
@@ -674,9 +696,11 @@ class _Orchestrator:
 
     def abandon(self, reason: str) -> None:
         """The loop is going down: stop the sandboxes and leave their rows `running` for --resume."""
+        self.loop.stopping.set()
         for exp, _ in self.running.values():
             self.ledger.update(exp.id, reason=f"in flight when {reason}")
-            kill_leftovers(self.loop.ws.run_dir(exp.id))
+            if not (self.loop.ws.run_dir(exp.id) / slurm.JOB_FILE).exists():  # cluster jobs outlive the loop
+                kill_leftovers(self.loop.ws.run_dir(exp.id))
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.proposer_pool.shutdown(wait=False, cancel_futures=True)
 
@@ -710,6 +734,22 @@ def kill_leftovers(run_dir: Path) -> int:
         killed += 1
     pid_file.unlink()
     return killed
+
+
+def cancel_run(ws: Workspace, ledger: Ledger, run_id: str) -> list[int]:
+    """Cancel a run's experiments in flight (SLURM jobs and local phases) and mark them; returns their ids."""
+    cancelled = []
+    for exp in ledger.experiments(run_id=run_id, status=RUNNING):
+        run_dir = ws.run_dir(exp.id)
+        job = slurm.live_job(run_dir)
+        if job:
+            slurm.cancel([job])
+        else:
+            kill_leftovers(run_dir)
+        ledger.update(exp.id, status=INTERRUPTED, reason="cancelled by the user", finished_at=time.time())
+        cancelled.append(exp.id)
+    ledger.update_run(run_id, status="cancelled", stop_reason="cancelled by the user")
+    return cancelled
 
 
 def _run_exists(ledger: Ledger, run_id: str) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -16,6 +17,7 @@ from agentgolf.experiments.errors import AgentgolfError
 from agentgolf.experiments.ledger import Ledger
 from agentgolf.sandbox.budget import Budget
 from agentgolf.sandbox.result import DataSpec
+from agentgolf.sandbox.slurm import SlurmConfig
 
 STATE_DIR = ".agentgolf"
 CONFIG_FILE = "config.json"
@@ -84,6 +86,8 @@ class WorkspaceConfig(BaseModel):
     acceptance: AcceptanceConfig = Field(default_factory=AcceptanceConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     command: CommandConfig = Field(default_factory=CommandConfig)
+    executor: Literal["local", "slurm"] = Field("local", description="where experiments run")
+    slurm: SlurmConfig = Field(default_factory=SlurmConfig)
 
 
 class Workspace:

@@ -1,0 +1,173 @@
+"""Run one experiment as a SLURM job through submitit: the same two sandboxed phases, on a cluster node.
+
+The job calls `run_sandboxed` on the node, so budgets, statuses and the ledger row are the same as on
+this machine; the training clock starts when the job starts, so queue wait never counts against it.
+The job's id is written to the run folder (on the shared filesystem) as soon as it is submitted, so
+a restarted loop re-attaches to a job still queued or running instead of submitting it twice.
+
+Job states are read from `scontrol`/`squeue`, which need no accounting database; submitit submits the
+job and carries its result back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from agentgolf.sandbox.budget import Budget
+from agentgolf.sandbox.result import DataSpec, SandboxResult, Status
+
+JOB_FILE = "slurm_job.json"  # {"job_id", "submitted_at"}, written right after submission
+STARTED_FILE = "slurm_started"  # written by the job when it starts on its node
+POLL_SECONDS = 2.0
+SCHEDULER_GRACE_SECONDS = 300.0  # beyond the budget: job start-up and result hand-back
+ALIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING"}
+
+
+class SlurmConfig(BaseModel):
+    """Where and how experiments are submitted; the workspace config holds one of these."""
+
+    partition: str | None = None
+    gpus_per_experiment: int = Field(0, ge=0, description="GPUs per job (0: a CPU job)")
+    cpus_per_experiment: int = Field(1, ge=1)
+    mem_gb: int | None = Field(None, ge=1)
+    max_concurrent: int = Field(1, ge=1, description="experiments in flight at once")
+    extra: dict[str, Any] = Field(default_factory=dict, description="more submitit slurm_* parameters")
+
+
+def job_entry(trainer: str, run_dir: str, data: dict, budget: dict, env: dict, seed: int, gpus: int) -> dict:
+    """What runs on the node: note the start, then the ordinary sandboxed experiment on this node's GPUs."""
+    from agentgolf.sandbox.runner import run_sandboxed
+
+    with open(Path(run_dir) / STARTED_FILE, "a") as f:  # appended: a requeued job shows each start
+        f.write(f"{time.time()} {os.uname().nodename}\n")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    devices = [int(d) for d in visible.split(",") if d.strip().isdigit()] if gpus else []
+    result = run_sandboxed(
+        Path(trainer),
+        Path(run_dir),
+        DataSpec.model_validate(data),
+        Budget.model_validate(budget),
+        env=env,
+        seed=seed,
+        gpus=devices or None,
+    )
+    return result.model_dump(mode="json")
+
+
+def submit(
+    trainer: Path,
+    run_dir: Path,
+    data: DataSpec,
+    budget: Budget,
+    env: dict[str, str],
+    seed: int,
+    cfg: SlurmConfig,
+) -> str:
+    import submitit
+
+    executor = submitit.AutoExecutor(folder=run_dir / "slurm", cluster="slurm")
+    params: dict[str, Any] = {
+        "timeout_min": int((budget.train_kill_seconds + budget.score_seconds + SCHEDULER_GRACE_SECONDS) / 60)
+        + 1,
+        "slurm_job_name": f"agentgolf-{run_dir.name}",
+        "cpus_per_task": cfg.cpus_per_experiment,
+        "nodes": 1,
+        "tasks_per_node": 1,
+        **({"slurm_partition": cfg.partition} if cfg.partition else {}),
+        **({"gpus_per_node": cfg.gpus_per_experiment} if cfg.gpus_per_experiment else {}),
+        **({"mem_gb": cfg.mem_gb} if cfg.mem_gb else {}),
+        **cfg.extra,
+    }
+    executor.update_parameters(**params)
+    job = executor.submit(
+        job_entry,
+        str(trainer),
+        str(run_dir),
+        data.model_dump(mode="json"),
+        budget.model_dump(mode="json"),
+        env,
+        seed,
+        cfg.gpus_per_experiment,
+    )
+    (run_dir / JOB_FILE).write_text(json.dumps({"job_id": str(job.job_id), "submitted_at": time.time()}))
+    return str(job.job_id)
+
+
+def job_state(job_id: str) -> str:
+    """SLURM's state of a job ('RUNNING', 'COMPLETED', 'CANCELLED', ...), or 'UNKNOWN' once forgotten."""
+    proc = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True)
+    for field in proc.stdout.split():
+        if field.startswith("JobState="):
+            return field.split("=", 1)[1]
+    return "UNKNOWN"
+
+
+def live_job(run_dir: Path) -> str | None:
+    """The id of this run folder's job if SLURM still has it queued or running (for --resume)."""
+    try:
+        job_id = json.loads((run_dir / JOB_FILE).read_text())["job_id"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return None
+    return job_id if job_state(job_id) in ALIVE else None
+
+
+def wait(job_id: str, run_dir: Path, stop: threading.Event | None = None) -> SandboxResult:
+    """Block until the job ends; a job SLURM killed (scancel, preemption, node failure, time limit) is an
+    infra error, retried without charging the idea. `stop` set: the loop is going down; the job keeps
+    running and `agentgolf run --resume` re-attaches to it."""
+    while (state := job_state(job_id)) in ALIVE:
+        if stop is not None and stop.wait(POLL_SECONDS):
+            return SandboxResult(
+                status=Status.infra_error, reason=f"left SLURM job {job_id} running: the loop stopped"
+            )
+        if stop is None:
+            time.sleep(POLL_SECONDS)
+    result = _read_result(run_dir / "slurm", job_id)
+    if result is not None:
+        result.reason = (result.reason + f" [slurm job {job_id}]").strip()
+        return result
+    return SandboxResult(
+        status=Status.infra_error, reason=f"SLURM job {job_id} ended without a result ({state})"
+    )
+
+
+def _read_result(folder: Path, job_id: str) -> SandboxResult | None:
+    path = folder / f"{job_id}_0_result.pkl"
+    deadline = time.monotonic() + 30  # shared filesystems can show the file a little late
+    while not path.exists() and time.monotonic() < deadline and job_state(job_id) == "COMPLETED":
+        time.sleep(POLL_SECONDS)
+    if not path.exists():
+        return None
+    with open(path, "rb") as f:
+        outcome, payload = pickle.load(f)  # written by submitit on our own node: trusted like the ledger
+    if outcome != "success":
+        return SandboxResult(status=Status.infra_error, reason=f"SLURM job {job_id} failed in the harness")
+    return SandboxResult.model_validate(payload)
+
+
+def queue_facts(run_dir: Path) -> dict[str, Any]:
+    """Job id, node and queue wait, for the experiment's manifest."""
+    facts: dict[str, Any] = {}
+    try:
+        job = json.loads((run_dir / JOB_FILE).read_text())
+        facts["slurm_job_id"] = job["job_id"]
+        started, node = (run_dir / STARTED_FILE).read_text().splitlines()[-1].split()
+        facts["slurm_node"] = node
+        facts["slurm_queue_wait_s"] = round(float(started) - float(job["submitted_at"]), 3)
+    except (FileNotFoundError, ValueError, KeyError):
+        pass
+    return facts
+
+
+def cancel(job_ids: list[str]) -> None:
+    if job_ids:
+        subprocess.run(["scancel", *job_ids], capture_output=True)

@@ -1,0 +1,116 @@
+"""The SLURM executor against a real single-node SLURM (.ci/run installs and starts it).
+
+Skipped, with the reason, only where no SLURM controller answers (e.g. a laptop without one).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from agentgolf.sandbox import slurm
+from agentgolf.sandbox.result import Status
+from tests.sandbox_support import TEST_BUDGET, TOY, TRAINERS, data_spec
+
+
+def _slurm_up() -> bool:
+    if shutil.which("sinfo") is None:
+        return False
+    proc = subprocess.run(["sinfo", "-h", "-o", "%a"], capture_output=True, text=True, timeout=20)
+    return proc.returncode == 0 and "up" in proc.stdout
+
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not _slurm_up(), reason="no SLURM controller answers here (.ci/run starts one)"),
+]
+CPU_JOB = slurm.SlurmConfig(cpus_per_experiment=1)
+
+
+def _submit(trainer: Path, tmp_path: Path, dataset, name: str) -> tuple[str, Path]:
+    run_dir = tmp_path / name
+    run_dir.mkdir()
+    (run_dir / "train_gpt.py").write_bytes(trainer.read_bytes())
+    job = slurm.submit(run_dir / "train_gpt.py", run_dir, data_spec(dataset), TEST_BUDGET, {}, 1337, CPU_JOB)
+    return job, run_dir
+
+
+def _wait_for(state: str, job_id: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while slurm.job_state(job_id) != state and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert slurm.job_state(job_id) == state
+
+
+def test_submitted_job_runs_the_sandboxed_experiment(tmp_path, tiny_dataset):
+    job_id, run_dir = _submit(TOY, tmp_path, tiny_dataset, "ok")
+    result = slurm.wait(job_id, run_dir)
+    assert result.status is Status.ok and result.val_bpb is not None, result.reason
+    assert result.isolation == "bwrap" and f"slurm job {job_id}" in result.reason
+    facts = slurm.queue_facts(run_dir)
+    assert facts["slurm_job_id"] == job_id and facts["slurm_node"] and facts["slurm_queue_wait_s"] >= 0
+    assert json.loads((run_dir / "result.json").read_text())["status"] == "ok"
+
+
+def test_job_killed_by_scancel_is_an_infra_error(tmp_path, tiny_dataset):
+    job_id, run_dir = _submit(TRAINERS / "sleep_forever.py", tmp_path, tiny_dataset, "cancelled")
+    _wait_for("RUNNING", job_id)
+    slurm.cancel([job_id])
+    result = slurm.wait(job_id, run_dir)
+    assert result.status is Status.infra_error and "CANCELLED" in result.reason
+    assert slurm.live_job(run_dir) is None
+
+
+def test_resume_reattaches_to_a_running_job(tmp_path, tiny_dataset):
+    slow = tmp_path / "slow_toy.py"  # the toy trainer, after a few seconds' nap
+    slow.write_text("import time\ntime.sleep(6)\n" + TOY.read_text())
+    job_id, run_dir = _submit(slow, tmp_path, tiny_dataset, "resumed")
+    _wait_for("RUNNING", job_id)
+    # A restarted loop finds the job through the run folder alone and waits on it: nothing is resubmitted.
+    assert slurm.live_job(run_dir) == job_id
+    result = slurm.wait(slurm.live_job(run_dir), run_dir)
+    assert result.status is Status.ok, result.reason
+    assert len((run_dir / slurm.STARTED_FILE).read_text().splitlines()) == 1  # the job started exactly once
+    assert sorted(p.name for p in (run_dir / "slurm").glob("*_submitted.pkl")) == [f"{job_id}_submitted.pkl"]
+
+
+def test_loop_on_slurm_survives_kill_9_and_reattaches(tmp_path, tiny_dataset):
+    """`agentgolf run --executor slurm`, kill -9 while a job runs: the job lives on, --resume waits on it."""
+    import signal
+    import sqlite3
+    import sys
+
+    from tests.test_cli import agentgolf
+    from tests.tiny import TINY_ENV, make_workspace
+
+    ws = make_workspace(tmp_path / "ws", tiny_dataset, env={**TINY_ENV, "ITERATIONS": "30"})
+    loop = subprocess.Popen(
+        [sys.executable, "-m", "agentgolf.agent.cli", "run", "--budget", "1", "--executor", "slurm"],
+        cwd=ws.root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    job_file = ws.run_dir(1) / slurm.JOB_FILE
+    deadline = time.monotonic() + 120
+    while (
+        not (job_file.exists() and (ws.run_dir(1) / slurm.STARTED_FILE).exists())
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.5)
+    job_id = json.loads(job_file.read_text())["job_id"]
+    loop.send_signal(signal.SIGKILL)
+    loop.wait()
+    assert slurm.live_job(ws.run_dir(1)) == job_id  # the loop died; the job did not
+
+    agentgolf("run", "--budget", "1", "--executor", "slurm", "--resume", cwd=ws.root, check=True)
+    with sqlite3.connect(ws.state / "ledger.db") as db:
+        rows = db.execute("SELECT id, status, val_bpb, manifest FROM experiments").fetchall()
+    assert len(rows) == 1 and rows[0][1] == "ok" and rows[0][2] > 0, rows
+    manifest = json.loads(rows[0][3])
+    assert manifest["slurm_job_id"] == job_id and manifest["slurm_queue_wait_s"] >= 0
+    assert [p.name for p in (ws.run_dir(1) / "slurm").glob("*_submitted.pkl")] == [f"{job_id}_submitted.pkl"]
