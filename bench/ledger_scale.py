@@ -32,11 +32,20 @@ def fill(ledger: Ledger, n: int) -> None:
         kept = i == 1 or (bpb is not None and bpb < best_bpb - 0.01)
         rows.append(
             (
-                "bench", None if i == 1 else best_id, "baseline" if i == 1 else "proposal", status,
-                f"idea {i}: {rng.choice(CATEGORIES)} change", "because " * rng.randint(3, 30),
-                rng.choice(CATEGORIES), bpb, None if bpb is None else bpb - best_bpb, int(kept),
+                "bench",
+                None if i == 1 else best_id,
+                "baseline" if i == 1 else "proposal",
+                status,
+                f"idea {i}: {rng.choice(CATEGORIES)} change",
+                "because " * rng.randint(3, 30),
+                rng.choice(CATEGORIES),
+                bpb,
+                None if bpb is None else bpb - best_bpb,
+                int(kept),
                 "" if status == "ok" else "exit code 1: " + "x" * rng.randint(10, 200),
-                "log line\n" * rng.randint(10, 60), '{"seed": 1337}', time.time(),
+                "log line\n" * rng.randint(10, 60),
+                '{"seed": 1337}',
+                time.time(),
             )
         )
         if kept:
@@ -68,7 +77,9 @@ def main() -> None:
         figures = {
             "list all": timed(lambda: ledger.experiments()),
             "filter status=crash": timed(lambda: ledger.experiments(status="crash")),
-            "filter better_than, sorted by val_bpb": timed(lambda: ledger.experiments(better_than=2.0, order="val_bpb")),
+            "filter better_than, sorted by val_bpb": timed(
+                lambda: ledger.experiments(better_than=2.0, order="val_bpb")
+            ),
             "get one by id": timed(lambda: ledger.get(n // 2)),
             "digest (from listed rows)": timed(lambda: build_digest(rows, best)),
             "list + digest": timed(lambda: build_digest(ledger.experiments(), best)),
