@@ -12,6 +12,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from agentgolf.experiments.workspace import LLMConfig
+
 
 def reply(
     content: str, prompt_tokens: int = 1000, completion_tokens: int = 200
@@ -34,6 +36,21 @@ def reply(
 
 def error(status: int, message: str = "scripted failure") -> tuple[int, dict[str, Any]]:
     return status, {"error": {"message": message, "type": "server_error", "code": None}}
+
+
+def llm_config(url: str, monkeypatch, **overrides: Any) -> LLMConfig:
+    """An LLMConfig pointed at a FakeLLM, with a test key in the environment and fast retries."""
+    monkeypatch.setenv("TEST_LLM_KEY", "sk-test")
+    settings: dict[str, Any] = dict(
+        model="test-model",
+        base_url=url,
+        api_key_env="TEST_LLM_KEY",
+        request_timeout_s=1.0,
+        api_attempts=4,
+        backoff_initial_s=0.01,
+        backoff_max_s=0.05,
+    )
+    return LLMConfig(**{**settings, **overrides})
 
 
 class Stall:

@@ -16,7 +16,7 @@ from agentgolf.experiments.errors import AgentgolfError
 from agentgolf.experiments.ledger import Experiment
 from agentgolf.experiments.workspace import LLMConfig
 from agentgolf.sandbox.budget import Budget
-from tests.fake_llm import FakeLLM, Stall, error, reply
+from tests.fake_llm import FakeLLM, Stall, error, llm_config, reply
 
 TRAINER = """import os
 matrix_lr = float(os.environ.get("MATRIX_LR", 0.04))
@@ -69,19 +69,7 @@ def _ctx(history: list[Experiment] | None = None) -> ProposalContext:
 
 
 def _proposer(url: str, monkeypatch, **overrides) -> LLMProposer:
-    monkeypatch.setenv("TEST_LLM_KEY", "sk-test")
-    config = LLMConfig(
-        model="test-model",
-        base_url=url,
-        api_key_env="TEST_LLM_KEY",
-        request_timeout_s=1.0,
-        api_attempts=4,
-        backoff_initial_s=0.01,
-        backoff_max_s=0.05,
-        repairs=2,
-        **overrides,
-    )
-    return LLMProposer(config)
+    return LLMProposer(llm_config(url, monkeypatch, repairs=2, **overrides))
 
 
 def test_retries_transient_failures_then_applies(tree, monkeypatch):

@@ -12,8 +12,8 @@ from rich.console import Console
 
 from agentgolf.agent.loop import Loop, RunCaps
 from agentgolf.experiments import worktree as wt
-from agentgolf.experiments.workspace import AcceptanceConfig, CommandConfig, LLMConfig, save_config
-from tests.fake_llm import FakeLLM, error, reply
+from agentgolf.experiments.workspace import AcceptanceConfig, CommandConfig, save_config
+from tests.fake_llm import FakeLLM, error, llm_config, reply
 from tests.tiny import TINY_ENV, make_workspace
 
 # The "agent": train four times longer than the baseline, a change far larger than seed noise.
@@ -62,16 +62,8 @@ def test_calibrate_then_confirm_then_promote(tmp_path: Path, tiny_dataset):
 
 def _llm_workspace(tmp_path: Path, tiny_dataset, url: str, monkeypatch):
     ws = make_workspace(tmp_path / "ws", tiny_dataset)
-    monkeypatch.setenv("TEST_LLM_KEY", "sk-test")
-    ws.config.llm = LLMConfig(
-        model="test-model",
-        base_url=url,
-        api_key_env="TEST_LLM_KEY",
-        request_timeout_s=2.0,
-        api_attempts=3,
-        backoff_initial_s=0.01,
-        backoff_max_s=0.02,
-        usd_per_mtok_in=1000.0,
+    ws.config.llm = llm_config(
+        url, monkeypatch, request_timeout_s=2.0, api_attempts=3, usd_per_mtok_in=1000.0
     )
     save_config(ws.config_path, ws.config)
     return ws
