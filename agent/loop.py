@@ -748,7 +748,8 @@ def cancel_run(ws: Workspace, ledger: Ledger, run_id: str) -> list[int]:
             kill_leftovers(run_dir)
         ledger.update(exp.id, status=INTERRUPTED, reason="cancelled by the user", finished_at=time.time())
         cancelled.append(exp.id)
-    ledger.update_run(run_id, status="cancelled", stop_reason="cancelled by the user")
+    if cancelled or ledger.get_run(run_id).status == "running":  # a finished run stays finished
+        ledger.update_run(run_id, status="cancelled", stop_reason="cancelled by the user")
     return cancelled
 
 
