@@ -114,3 +114,35 @@ def test_loop_on_slurm_survives_kill_9_and_reattaches(tmp_path, tiny_dataset):
     manifest = json.loads(rows[0][3])
     assert manifest["slurm_job_id"] == job_id and manifest["slurm_queue_wait_s"] >= 0
     assert [p.name for p in (ws.run_dir(1) / "slurm").glob("*_submitted.pkl")] == [f"{job_id}_submitted.pkl"]
+
+
+def test_cancel_command_cancels_the_runs_jobs(tmp_path, tiny_dataset):
+    import signal
+    import sqlite3
+    import sys
+
+    from tests.test_cli import agentgolf
+    from tests.tiny import TINY_ENV, make_workspace
+
+    ws = make_workspace(tmp_path / "ws", tiny_dataset, env={**TINY_ENV, "ITERATIONS": "200"})
+    loop = subprocess.Popen(
+        [sys.executable, "-m", "agentgolf.agent.cli", "run", "--budget", "1", "--executor", "slurm"],
+        cwd=ws.root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    job_file = ws.run_dir(1) / slurm.JOB_FILE
+    deadline = time.monotonic() + 120
+    while not job_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    job_id = json.loads(job_file.read_text())["job_id"]
+    loop.send_signal(signal.SIGKILL)
+    loop.wait()
+    out = agentgolf("cancel", cwd=ws.root, check=True).stdout
+    assert "cancelled 1 experiment(s)" in out
+    _wait_for("CANCELLED", job_id, seconds=30)
+    with sqlite3.connect(ws.state / "ledger.db") as db:
+        assert db.execute("SELECT status, reason FROM experiments").fetchall() == [
+            ("interrupted", "cancelled by the user")
+        ]
+        assert db.execute("SELECT status FROM runs").fetchall() == [("cancelled",)]
