@@ -131,6 +131,8 @@ def wait(job_id: str, run_dir: Path, stop: threading.Event | None = None) -> San
             )
         if stop is None:
             time.sleep(POLL_SECONDS)
+    if state not in ("COMPLETED", "UNKNOWN"):  # SLURM ended it: even a result written while dying is void
+        return SandboxResult(status=Status.infra_error, reason=f"SLURM job {job_id} ended {state}")
     result = _read_result(run_dir / "slurm", job_id)
     if result is not None:
         result.reason = (result.reason + f" [slurm job {job_id}]").strip()
