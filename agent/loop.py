@@ -153,8 +153,8 @@ class Loop:
 
         seed = exp.seed if exp.seed is not None else self.ws.config.seed
         env = dict(self.ws.config.trainer_env)
-        if self.ws.config.executor == "slurm":  # a job on the cluster, or the one already queued for this row
-            job = slurm.live_job(run_dir) or slurm.submit(
+        if self.ws.config.executor == "slurm":  # a new job, or this row's job from before a restart
+            job = slurm.reusable_job(run_dir) or slurm.submit(
                 run_dir / "train_gpt.py", run_dir, self.data, self.budget, env, seed, self.ws.config.slurm
             )
             return slurm.wait(job, run_dir, self.stopping)

@@ -120,6 +120,24 @@ def live_job(run_dir: Path) -> str | None:
     return job_id if job_state(job_id) in ALIVE else None
 
 
+def reusable_job(run_dir: Path) -> str | None:
+    """The run folder's job if it is still queued or running, or finished cleanly with its result on disk:
+    a restarted loop waits on (or reads) it instead of submitting the experiment again."""
+    try:
+        job_id = json.loads((run_dir / JOB_FILE).read_text())["job_id"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return None
+    state = job_state(job_id)
+    if state in ALIVE:
+        return job_id
+    finished = state in ("COMPLETED", "UNKNOWN")  # UNKNOWN: SLURM forgot it (MinJobAge); the file tells
+    return job_id if finished and _result_path(run_dir / "slurm", job_id).exists() else None
+
+
+def _result_path(folder: Path, job_id: str) -> Path:
+    return folder / f"{job_id}_0_result.pkl"
+
+
 def wait(job_id: str, run_dir: Path, stop: threading.Event | None = None) -> SandboxResult:
     """Block until the job ends; a job SLURM killed (scancel, preemption, node failure, time limit) is an
     infra error, retried without charging the idea. `stop` set: the loop is going down; the job keeps
@@ -143,7 +161,7 @@ def wait(job_id: str, run_dir: Path, stop: threading.Event | None = None) -> San
 
 
 def _read_result(folder: Path, job_id: str) -> SandboxResult | None:
-    path = folder / f"{job_id}_0_result.pkl"
+    path = _result_path(folder, job_id)
     deadline = time.monotonic() + 30  # shared filesystems can show the file a little late
     while not path.exists() and time.monotonic() < deadline and job_state(job_id) == "COMPLETED":
         time.sleep(POLL_SECONDS)

@@ -55,6 +55,7 @@ def test_submitted_job_runs_the_sandboxed_experiment(tmp_path, tiny_dataset):
     facts = slurm.queue_facts(run_dir)
     assert facts["slurm_job_id"] == job_id and facts["slurm_node"] and facts["slurm_queue_wait_s"] >= 0
     assert json.loads((run_dir / "result.json").read_text())["status"] == "ok"
+    assert slurm.reusable_job(run_dir) == job_id  # finished cleanly: a restarted loop reads, not resubmits
 
 
 def test_job_killed_by_scancel_is_an_infra_error(tmp_path, tiny_dataset):
@@ -63,7 +64,7 @@ def test_job_killed_by_scancel_is_an_infra_error(tmp_path, tiny_dataset):
     slurm.cancel([job_id])
     result = slurm.wait(job_id, run_dir)
     assert result.status is Status.infra_error and "CANCELLED" in result.reason
-    assert slurm.live_job(run_dir) is None
+    assert slurm.live_job(run_dir) is None and slurm.reusable_job(run_dir) is None  # a retry submits anew
 
 
 def test_resume_reattaches_to_a_running_job(tmp_path, tiny_dataset):
