@@ -7,15 +7,21 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from agentgolf.experiments.workspace import Workspace
 from agentgolf.sandbox import slurm
 from agentgolf.sandbox.result import Status
 from tests.sandbox_support import TEST_BUDGET, TOY, TRAINERS, data_spec
+from tests.test_cli import agentgolf
+from tests.tiny import TINY_ENV, make_workspace
 
 
 def _slurm_up() -> bool:
@@ -80,32 +86,29 @@ def test_resume_reattaches_to_a_running_job(tmp_path, tiny_dataset):
     assert sorted(p.name for p in (run_dir / "slurm").glob("*_submitted.pkl")) == [f"{job_id}_submitted.pkl"]
 
 
-def test_loop_on_slurm_survives_kill_9_and_reattaches(tmp_path, tiny_dataset):
-    """`agentgolf run --executor slurm`, kill -9 while a job runs: the job lives on, --resume waits on it."""
-    import signal
-    import sqlite3
-    import sys
-
-    from tests.test_cli import agentgolf
-    from tests.tiny import TINY_ENV, make_workspace
-
-    ws = make_workspace(tmp_path / "ws", tiny_dataset, env={**TINY_ENV, "ITERATIONS": "30"})
+def _orphaned_slurm_run(tmp_path: Path, dataset, iterations: int, started: bool) -> tuple[Workspace, str]:
+    """`agentgolf run --executor slurm --budget 1`, killed with kill -9 once its job is submitted (and,
+    with `started`, running): the workspace and the job the dead loop left behind."""
+    ws = make_workspace(tmp_path / "ws", dataset, env={**TINY_ENV, "ITERATIONS": str(iterations)})
     loop = subprocess.Popen(
         [sys.executable, "-m", "agentgolf.agent.cli", "run", "--budget", "1", "--executor", "slurm"],
         cwd=ws.root,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    job_file = ws.run_dir(1) / slurm.JOB_FILE
+    waited_for = [ws.run_dir(1) / slurm.JOB_FILE] + ([ws.run_dir(1) / slurm.STARTED_FILE] if started else [])
     deadline = time.monotonic() + 120
-    while (
-        not (job_file.exists() and (ws.run_dir(1) / slurm.STARTED_FILE).exists())
-        and time.monotonic() < deadline
-    ):
+    while not all(p.exists() for p in waited_for) and time.monotonic() < deadline:
         time.sleep(0.5)
-    job_id = json.loads(job_file.read_text())["job_id"]
+    job_id = json.loads(waited_for[0].read_text())["job_id"]
     loop.send_signal(signal.SIGKILL)
     loop.wait()
+    return ws, job_id
+
+
+def test_loop_on_slurm_survives_kill_9_and_reattaches(tmp_path, tiny_dataset):
+    """`agentgolf run --executor slurm`, kill -9 while a job runs: the job lives on, --resume waits on it."""
+    ws, job_id = _orphaned_slurm_run(tmp_path, tiny_dataset, iterations=30, started=True)
     assert slurm.live_job(ws.run_dir(1)) == job_id  # the loop died; the job did not
 
     agentgolf("run", "--budget", "1", "--executor", "slurm", "--resume", cwd=ws.root, check=True)
@@ -118,27 +121,7 @@ def test_loop_on_slurm_survives_kill_9_and_reattaches(tmp_path, tiny_dataset):
 
 
 def test_cancel_command_cancels_the_runs_jobs(tmp_path, tiny_dataset):
-    import signal
-    import sqlite3
-    import sys
-
-    from tests.test_cli import agentgolf
-    from tests.tiny import TINY_ENV, make_workspace
-
-    ws = make_workspace(tmp_path / "ws", tiny_dataset, env={**TINY_ENV, "ITERATIONS": "200"})
-    loop = subprocess.Popen(
-        [sys.executable, "-m", "agentgolf.agent.cli", "run", "--budget", "1", "--executor", "slurm"],
-        cwd=ws.root,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    job_file = ws.run_dir(1) / slurm.JOB_FILE
-    deadline = time.monotonic() + 120
-    while not job_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.5)
-    job_id = json.loads(job_file.read_text())["job_id"]
-    loop.send_signal(signal.SIGKILL)
-    loop.wait()
+    ws, job_id = _orphaned_slurm_run(tmp_path, tiny_dataset, iterations=200, started=False)
     out = agentgolf("cancel", cwd=ws.root, check=True).stdout
     assert "cancelled 1 experiment(s)" in out
     _wait_for("CANCELLED", job_id, seconds=30)
