@@ -6,15 +6,12 @@ Every failure the user can fix ends as one line on stderr and exit code 2; Ctrl-
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from rich import box
 from rich.console import Console
-from rich.table import Table
 
-from agentgolf.experiments.errors import AgentgolfError
+from agentgolf.errors import AgentgolfError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -173,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from agentgolf.experiments.workspace import init_workspace
+    from agentgolf.agent.workspace import init_workspace
 
     ws = init_workspace(args.dir, demo=args.demo)
     out.print(f"workspace ready at {ws.root}")
@@ -189,31 +186,11 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from agentgolf.agent.loop import Loop, RunCaps, workspace_budget
-    from agentgolf.experiments.workspace import find_workspace
+    from agentgolf.agent.loop import RunOptions, start_run
+    from agentgolf.agent.workspace import find_workspace
 
-    ws = find_workspace()
-    budget = workspace_budget(ws, args.time_budget, args.size_budget)
-    if args.model:
-        ws.config.llm.model = args.model
-    if args.base_url:
-        ws.config.llm.base_url = args.base_url
-    if args.agent_cmd:
-        ws.config.command.cmd = args.agent_cmd
-    if args.executor:
-        ws.config.executor = args.executor
-    if args.partition:
-        ws.config.slurm.partition = args.partition
-    if args.max_concurrent:
-        ws.config.slurm.max_concurrent = args.max_concurrent
-    if ws.config.executor == "slurm" and args.gpus_per_experiment:
-        ws.config.slurm.gpus_per_experiment = args.gpus_per_experiment
-        args.gpus_per_experiment = None
-    proposer = args.proposer or ("command" if args.agent_cmd else ws.config.proposer)
-    caps = RunCaps(experiments=args.budget, gpu_hours=args.max_gpu_hours, usd=args.max_usd)
-    summary = Loop(ws, ws.ledger(), budget, console=err).run(
-        caps, proposer, resume=args.resume, gpus_per_experiment=args.gpus_per_experiment
-    )
+    fields = {k: v for k, v in vars(args).items() if k in RunOptions.model_fields}
+    summary = start_run(find_workspace(), RunOptions(**fields), console=err)
     if summary.best_bpb is not None:
         out.print(
             f"best: experiment {summary.best_id}, val_bpb {summary.best_bpb:.4f} (branch agentgolf/{summary.run_id}/best)"
@@ -223,8 +200,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     from agentgolf.agent.loop import cancel_run
-    from agentgolf.agent.report import pick_run
-    from agentgolf.experiments.workspace import find_workspace
+    from agentgolf.agent.report.summary import pick_run
+    from agentgolf.agent.workspace import find_workspace
 
     ws = find_workspace()
     ledger = ws.ledger()
@@ -235,7 +212,8 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
-    from agentgolf.experiments.workspace import find_workspace
+    from agentgolf.agent.report.tables import ledger_json, ledger_table, ledger_tsv
+    from agentgolf.agent.workspace import find_workspace
 
     rows = (
         find_workspace()
@@ -250,106 +228,33 @@ def cmd_ledger(args: argparse.Namespace) -> int:
         )
     )
     if args.tsv:
-        print("commit\tval_bpb\tmemory_gb\tstatus\tdescription")
-        for e in rows:
-            memory = _peak_memory_gb(e.log_tail)
-            status = "keep" if e.kept else ("discard" if e.val_bpb is not None else "crash")
-            print(f"{e.commit_sha[:7]}\t{e.val_bpb or 0:.6f}\t{memory:.1f}\t{status}\t{e.title}")
-        return 0
-    if args.json:
-        keep = (
-            "id parent_id run_id kind status val_bpb delta_bpb self_val_bpb artifact_bytes train_seconds "
-            "wall_seconds branch commit_sha title hypothesis category proposer seed kept reason isolation trust"
-        ).split()
-        records = [{("commit" if k == "commit_sha" else k): getattr(e, k) for k in keep} for e in rows]
-        print(json.dumps(records, indent=2))
-        return 0
-    if not rows:
-        out.print("no experiments yet")
-        return 0
-    runs = sorted({e.run_id or "" for e in rows})
-    if len(runs) == 1:  # one run: name it once above the table instead of in a column
-        out.print(f"run {runs[0] or '-'}")
-    columns = ["id", "parent", *(["run"] if len(runs) > 1 else []), "status", "val_bpb", "Δ vs parent"]
-    columns += ["artifact bytes", "train s", "title"]
-    table = Table(show_lines=False, box=box.SIMPLE_HEAD, pad_edge=False)
-    for name in columns:
-        left = name in ("status", "title", "run")
-        table.add_column(
-            name,
-            justify="left" if left else "right",
-            no_wrap=name != "title",
-            min_width=28 if name == "title" else None,
-        )
-    for e in rows:
-        cells = {
-            "id": str(e.id),
-            "parent": str(e.parent_id or ""),
-            "run": e.run_id or "",
-            "status": e.status + (" *" if e.kept and e.kind == "proposal" else ""),
-            "val_bpb": _num(e.val_bpb, ".4f"),
-            "Δ vs parent": _num(e.delta_bpb, "+.4f"),
-            "artifact bytes": _num(e.artifact_bytes, ","),
-            "train s": _num(e.train_seconds, ".1f"),
-            "title": e.title + (f" ({e.kind} of {e.replay_of})" if e.replay_of else ""),
-        }
-        table.add_row(*(cells[name] for name in columns))
-    out.print(table)
-    out.print("* kept: the change beat its parent and is on the run's best branch")
+        print(ledger_tsv(rows))
+    elif args.json:
+        print(ledger_json(rows))
+    else:
+        for item in ledger_table(rows):
+            out.print(item)
     return 0
 
 
-def _peak_memory_gb(log: str) -> float:
-    import re
-
-    found = re.findall(r"peak memory allocated: (\d+) MiB", log)
-    return int(found[-1]) / 1024 if found else 0.0
-
-
-def _num(value: float | int | None, fmt: str) -> str:
-    return "" if value is None else format(value, fmt)
-
-
 def cmd_show(args: argparse.Namespace) -> int:
+    from agentgolf.agent.report.tables import show_experiment
+    from agentgolf.agent.workspace import find_workspace
     from agentgolf.experiments import worktree as wt
-    from agentgolf.experiments.workspace import find_workspace
 
     ws = find_workspace()
     e = ws.ledger().get(args.id)
-    out.print(f"[bold]experiment {e.id}[/]: {e.title}  ({e.kind}, run {e.run_id}, proposer {e.proposer})")
-    out.print(f"status: {e.status}" + (f" — {e.reason}" if e.reason else ""))
-    out.print(f"hypothesis: {e.hypothesis or '-'}")
-    out.print(f"branch: {e.branch or '-'}  commit: {e.commit_sha[:12] or '-'}  parent: {e.parent_id or '-'}")
-    metrics = {
-        "val_bpb": _num(e.val_bpb, ".6f"),
-        "delta vs parent": _num(e.delta_bpb, "+.6f"),
-        "self-reported val_bpb": _num(e.self_val_bpb, ".6f"),
-        "artifact bytes": _num(e.artifact_bytes, ","),
-        "train seconds": _num(e.train_seconds, ".1f"),
-        "wall seconds": _num(e.wall_seconds, ".1f"),
-        "isolation": e.isolation,
-        "trust": e.trust,
-        "seed": str(e.seed),
-    }
-    for key, value in metrics.items():
-        if value:
-            out.print(f"  {key}: {value}")
+    diff = None
     if e.commit_sha and e.parent_commit and e.commit_sha != e.parent_commit:
-        text = wt.diff(wt.open_repo(ws.root), e.parent_commit, e.commit_sha)
-        out.print("[bold]diff vs parent[/]")
-        out.print(text, markup=False)
-    if e.log_tail:
-        out.print("[bold]log tail[/]")
-        out.print(e.log_tail, markup=False)
-    if e.manifest:
-        out.print("[bold]manifest[/] (what decided this number; `agentgolf replay` compares it)")
-        out.print(json.dumps(e.manifest, indent=2, sort_keys=True), markup=False)
+        diff = wt.diff(wt.open_repo(ws.root), e.parent_commit, e.commit_sha)
+    for line in show_experiment(e, diff):
+        out.print(line.text, markup=line.markup)
     return 0
 
 
 def cmd_pick(args: argparse.Namespace) -> int:
+    from agentgolf.agent.workspace import find_workspace
     from agentgolf.experiments import worktree as wt
-    from agentgolf.experiments.workspace import find_workspace
 
     ws = find_workspace()
     ledger = ws.ledger()
@@ -365,78 +270,35 @@ def cmd_pick(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    import statistics
+    from agentgolf.agent.live import describe
+    from agentgolf.agent.loop import replay_experiment
+    from agentgolf.agent.report.tables import replay_table
+    from agentgolf.agent.workspace import find_workspace
 
-    from agentgolf.agent.loop import Loop, describe
-    from agentgolf.experiments.workspace import find_workspace
-
-    ws = find_workspace()
-    ledger = ws.ledger()
-    original = ledger.get(args.id)
-    budget = ws.config.budget
-    if original.manifest.get("budget"):
-        budget = type(budget).model_validate(original.manifest["budget"])  # the budget it ran under
-    loop = Loop(ws, ledger, budget, console=err)
-    original, copies, drift = loop.replay(args.id, seeds=args.seeds)
-    table = Table(title=f"replay of experiment {original.id}")
-    for name in ("", "recorded", *(f"replay #{c.id} (seed {c.seed})" for c in copies)):
-        table.add_column(name)
-    table.add_row("status", original.status, *(c.status for c in copies))
-    table.add_row("val_bpb", _num(original.val_bpb, ".8f"), *(_num(c.val_bpb, ".8f") for c in copies))
-    table.add_row(
-        "artifact bytes", _num(original.artifact_bytes, ","), *(_num(c.artifact_bytes, ",") for c in copies)
-    )
-    table.add_row(
-        "train seconds", _num(original.train_seconds, ".1f"), *(_num(c.train_seconds, ".1f") for c in copies)
-    )
-    out.print(table)
+    replay = replay_experiment(find_workspace(), args.id, args.seeds, console=err)
+    original, copies, drift = replay.original, replay.copies, replay.drift
+    out.print(replay_table(original, copies))
     for copy in copies:
         out.print(describe(copy))
-    first = copies[0]
-    if original.val_bpb is not None and first.val_bpb is not None:
-        gap = first.val_bpb - original.val_bpb
-        noise = _run_noise(ledger, original.run_id)
-        if gap == 0:
-            verdict = "reproduced exactly"
-        elif noise and abs(gap) <= 2 * noise:
-            verdict = f"reproduced within noise: {gap:+.6f} bpb (noise floor {noise:.6f})"
-        else:
-            verdict = f"DOES NOT REPRODUCE: {gap:+.6f} bpb" + (f" (noise floor {noise:.6f})" if noise else "")
-        out.print(f"same seed: val_bpb {verdict}")
-    scored = [c.val_bpb for c in copies if c.val_bpb is not None]
-    if len(scored) >= 2:
-        out.print(
-            f"over {len(scored)} seeds: mean {statistics.fmean(scored):.6f}, std {statistics.stdev(scored):.6f}"
-        )
+    if replay.verdict:
+        out.print(f"same seed: val_bpb {replay.verdict}")
+    if replay.spread:
+        out.print(replay.spread)
     out.print("settings drift: " + ("; ".join(drift) if drift else "none"))
     return 0
-
-
-def _run_noise(ledger, run_id: str | None) -> float | None:
-    import statistics
-
-    if run_id is None:
-        return None
-    seeds = [
-        e.val_bpb
-        for e in ledger.experiments(run_id=run_id)
-        if e.kind in ("baseline", "calibration") and e.val_bpb is not None and e.status == "ok"
-    ]
-    return statistics.stdev(seeds) if len(seeds) >= 2 else None
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
     import time
 
-    from agentgolf.agent.loop import workspace_budget
-    from agentgolf.experiments.workspace import find_workspace
+    from agentgolf.agent.workspace import find_workspace
     from agentgolf.sandbox.runner import run_sandboxed
 
     trainer = args.trainer.resolve()
     if not trainer.is_file():
         raise AgentgolfError(f"trainer file {args.trainer} does not exist")
     ws = find_workspace()
-    budget = workspace_budget(ws, args.time_budget, args.size_budget)
+    budget = ws.budget(args.time_budget, args.size_budget)
     run_dir = ws.state / "sandbox" / time.strftime("%Y%m%d-%H%M%S")
     result = run_sandboxed(
         trainer,
@@ -470,8 +332,8 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from agentgolf.agent.report import write_report
-    from agentgolf.experiments.workspace import find_workspace
+    from agentgolf.agent.report.report import write_report
+    from agentgolf.agent.workspace import find_workspace
 
     ws = find_workspace()
     files = write_report(ws.ledger(), args.run, ws.state / "reports")
@@ -481,21 +343,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from agentgolf.agent.submit import write_submission
-    from agentgolf.experiments.workspace import find_workspace
+    from agentgolf.agent.submit import submission_seeds, write_submission
+    from agentgolf.agent.workspace import find_workspace
 
     ws = find_workspace()
     ledger = ws.ledger()
-    seeds = [ledger.get(i) for i in args.seeds]
-    if args.with_confirmations:
-        seeds += [
-            e
-            for e in ledger.experiments(full=True)
-            if e.replay_of == args.id
-            and e.kind in ("confirm", "replay")
-            and e.status == "ok"
-            and e.id not in args.seeds
-        ]
+    seeds = submission_seeds(ledger, args.id, args.seeds, with_confirmations=args.with_confirmations)
     folder = write_submission(
         ledger,
         args.id,
@@ -515,7 +368,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_data_build(args: argparse.Namespace) -> int:
     from itertools import chain
 
-    from agentgolf.baseline.data import build_dataset, read_docs
+    from agentgolf.baseline.corpus import read_docs
+    from agentgolf.baseline.dataset import build_dataset
 
     for path in [*args.inputs, *(args.val_input or [])]:
         if not path.is_file():
@@ -541,7 +395,7 @@ def cmd_data_build(args: argparse.Namespace) -> int:
 
 
 def cmd_data_fetch(args: argparse.Namespace) -> int:
-    from agentgolf.baseline.data import DEFAULT_SOURCE, fetch_official
+    from agentgolf.baseline.fetch import DEFAULT_SOURCE, fetch_official
 
     info = fetch_official(
         args.out, variant=args.variant, train_shards=args.train_shards, source=args.source or DEFAULT_SOURCE

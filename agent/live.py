@@ -1,4 +1,4 @@
-"""The terminal view of a run: what is training, for how long, the best so far, and the spend."""
+"""The terminal view of a run: one line per result, and a live panel of what trains, the best and the spend."""
 
 from __future__ import annotations
 
@@ -11,11 +11,28 @@ from rich.table import Table
 from rich.text import Text
 
 from agentgolf.experiments.ledger import Experiment
+from agentgolf.experiments.status import Kind, RowStatus
 
 if TYPE_CHECKING:
-    from agentgolf.agent.loop import _Orchestrator
+    from agentgolf.agent.scheduler import SchedulerState
 
 REFRESH_PER_SECOND = 2
+COLOURS = {
+    RowStatus.ok: "green",
+    RowStatus.rejected: "yellow",
+    RowStatus.inconclusive: "yellow",
+    RowStatus.confirming: "cyan",
+}
+
+
+def describe(exp: Experiment) -> str:
+    """One line per experiment, for the terminal."""
+    bpb = f"val_bpb {exp.val_bpb:.4f}" if exp.val_bpb is not None else ""
+    delta = f" (Δ {exp.delta_bpb:+.4f})" if exp.delta_bpb is not None else ""
+    colour = COLOURS.get(exp.status, "red")
+    kept = " [bold]kept[/]" if exp.kept and exp.kind == Kind.proposal else ""
+    reason = f" — {exp.reason}" if exp.reason and exp.status != RowStatus.ok else ""
+    return f"#{exp.id} {exp.title}: [{colour}]{exp.status}[/] {bpb}{delta}{kept}{reason}"
 
 
 class LiveView:
@@ -23,14 +40,12 @@ class LiveView:
 
     def __init__(self, console: Console):
         self.console = console
-        self.started_at: dict[int, tuple[float, str]] = {}
         self.live: Live | None = None
-        self.status: Any = Text("")
 
     def __enter__(self) -> LiveView:
         if self.console.is_terminal:
             self.live = Live(
-                self.status, console=self.console, refresh_per_second=REFRESH_PER_SECOND, transient=True
+                Text(""), console=self.console, refresh_per_second=REFRESH_PER_SECOND, transient=True
             )
             self.live.__enter__()
         return self
@@ -44,27 +59,21 @@ class LiveView:
         self.console.print(line)
 
     def started(self, exp: Experiment) -> None:
-        self.started_at[exp.id] = (time.monotonic(), exp.title)
         if self.live is None:
             self.console.print(f"#{exp.id} {exp.title}: training (seed {exp.seed})")
 
-    def finished(self, exp: Experiment) -> None:
-        self.started_at.pop(exp.id, None)
-
-    def refresh(self, orchestrator: _Orchestrator) -> None:
+    def refresh(self, state: SchedulerState) -> None:
         if self.live is None:
             return
         table = Table(box=None, show_header=True, header_style="bold")
         table.add_column("running")
         table.add_column("elapsed", justify="right")
         now = time.monotonic()
-        for exp_id, (start, title) in sorted(self.started_at.items()):
-            table.add_row(f"#{exp_id} {title}", f"{now - start:,.0f} s")
-        best = orchestrator.best
-        gpu_hours, usd = orchestrator.spend()
+        for exp in sorted(state.running, key=lambda e: e.id):
+            table.add_row(f"#{exp.id} {exp.title}", f"{now - exp.started:,.0f} s")
+        best = f"#{state.best_id} {state.best_bpb:.4f}" if state.best_bpb is not None else "-"
         line = Text(
-            f"best: {f'#{best.id} {best.val_bpb:.4f}' if best and best.val_bpb is not None else '-'}   "
-            f"experiments: {orchestrator.charged()}/{orchestrator.caps.experiments}   "
-            f"device hours: {gpu_hours:.2f}   LLM: ${usd:.2f}"
+            f"best: {best}   experiments: {state.charged}/{state.caps.experiments}   "
+            f"device hours: {state.gpu_hours:.2f}   LLM: ${state.usd:.2f}"
         )
         self.live.update(Group(table, line))

@@ -9,8 +9,6 @@ standard library (Student t tail via the regularized incomplete beta function), 
 from __future__ import annotations
 
 import json
-import math
-import re
 import shutil
 import statistics
 from collections.abc import Sequence
@@ -18,28 +16,27 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from agentgolf.agent.stats import TTest, one_sided_t_test
-from agentgolf.experiments.errors import AgentgolfError
+from agentgolf.challenge import (
+    RECORD_MARGIN_NATS,
+    SIZE_LIMIT_BYTES,
+    TRAINER_FILE,
+    margin_bpb,
+    tokens_per_byte,
+)
+from agentgolf.errors import AgentgolfError
 from agentgolf.experiments.ledger import Experiment, Ledger, LedgerError
+from agentgolf.experiments.status import Kind, RowStatus
+from agentgolf.experiments.worktree import slugify
 
-SIZE_LIMIT = 16_000_000  # decimal bytes, code + compressed model (challenge rule)
-MARGIN_NATS = 0.005  # a record must beat the previous one by this much, in nats per token
-DEFAULT_THRESHOLD_BPB = 0.0029  # 0.005 nats in bpb for sp1024, used when tokens/byte is unknown
 DEFAULT_TRACK = "10min_16mb"
 RUNS_DIR = "runs"
-TRAINER_FILE = "train_gpt.py"
 TRAIN_LOG = "train.log"
 ROUND_DIGITS = 8
+FOLDER_SLUG_MAX = 80  # the folder is named YYYY-MM-DD_<slug of the submission's name>
 
 
 class SubmissionError(AgentgolfError):
     """The experiment cannot become a records folder as it is; the message says why."""
-
-
-def margin_bpb(tokens_per_byte: float | None, fallback_bpb: float = DEFAULT_THRESHOLD_BPB) -> float:
-    """The 0.005-nat record margin in bpb: nats/token x tokens/byte / ln 2."""
-    if tokens_per_byte is None or tokens_per_byte <= 0:
-        return fallback_bpb
-    return MARGIN_NATS * tokens_per_byte / math.log(2)
 
 
 # --- the folder -----------------------------------------------------------------------------------
@@ -49,31 +46,32 @@ def run_folder(ledger: Ledger, exp_id: int) -> Path:
     return ledger.path.parent / RUNS_DIR / str(exp_id)
 
 
-def slugify(name: str) -> str:
-    """Letters, digits, '.', '-' and '_' as in record folder names; everything else becomes '_'."""
-    return re.sub(r"[^A-Za-z0-9.-]+", "_", name).strip("_.-")
-
-
 def seed_of(e: Experiment) -> int | None:
     seed = e.seed if e.seed is not None else e.manifest.get("seed")
     return int(seed) if seed is not None else None
 
 
-def kept_chain(ledger: Ledger, exp: Experiment) -> list[Experiment]:
-    """The experiment and its ancestors, baseline first; a re-run (replay, confirm) stands for its original."""
-    if exp.replay_of is not None:
-        exp = ledger.get(exp.replay_of)
-    chain, seen = [exp], {exp.id}
-    while chain[-1].parent_id is not None and chain[-1].parent_id not in seen:
-        chain.append(ledger.get(chain[-1].parent_id))
-        seen.add(chain[-1].id)
-    return chain[::-1]
+def submission_seeds(
+    ledger: Ledger, exp_id: int, seed_ids: Sequence[int], with_confirmations: bool = False
+) -> list[Experiment]:
+    """The rows `seed_ids` and, with `with_confirmations`, every ok confirmation or replay of `exp_id`."""
+    seeds = [ledger.get(i) for i in seed_ids]
+    if with_confirmations:
+        seeds += [
+            e
+            for e in ledger.experiments(full=True)
+            if e.replay_of == exp_id
+            and e.kind in (Kind.confirm, Kind.replay)
+            and e.status == RowStatus.ok
+            and e.id not in seed_ids
+        ]
+    return seeds
 
 
 def _check_scored(e: Experiment, size_limit: int, what: str) -> None:
-    if e.status != "ok":
+    if e.status != RowStatus.ok:
         raise SubmissionError(
-            f"{what} #{e.id} has status {e.status!r}; only an ok experiment can be submitted"
+            f"{what} #{e.id} has status '{e.status}'; only an ok experiment can be submitted"
         )
     if e.val_bpb is None:
         raise SubmissionError(f"{what} #{e.id} has no val_bpb")
@@ -102,15 +100,16 @@ def write_submission(
     blurb: str,
     baseline_bpb: float | None = None,
     extra_seeds: Sequence[Experiment] = (),
-    size_limit: int = SIZE_LIMIT,
-    threshold_bpb: float = DEFAULT_THRESHOLD_BPB,
+    size_limit: int = SIZE_LIMIT_BYTES,
+    threshold_bpb: float | None = None,
     track: str = DEFAULT_TRACK,
     now: datetime | None = None,
 ) -> Path:
     """Write out_dir/YYYY-MM-DD_<slug>/ for experiment exp_id (plus extra seeds); return the folder.
 
     threshold_bpb is the record margin used only when the run's tokens/byte is unknown (no
-    `tokens_per_byte` in the run settings and no val_loss to derive it from).
+    `tokens_per_byte` in the run settings and no val_loss to derive it from); by default it is the
+    challenge's margin at sp1024's tokens/byte.
     """
     exp = ledger.get(exp_id)
     _check_scored(exp, size_limit, "experiment")
@@ -138,7 +137,7 @@ def write_submission(
         if other.is_file() and other.read_bytes() != code:
             raise SubmissionError(f"extra seed #{e.id} trained a different {TRAINER_FILE} than #{exp.id}")
 
-    slug = slugify(name)
+    slug = slugify(name, max_len=FOLDER_SLUG_MAX)
     if not slug:
         raise SubmissionError(f"name {name!r} gives an empty folder name; use letters or digits")
     now = now or datetime.now(timezone.utc)
@@ -194,12 +193,12 @@ def write_submission(
     for log, log_name in zip(logs, log_names, strict=True):
         shutil.copyfile(log, folder / log_name)
     (folder / "submission.json").write_text(json.dumps(info, indent=2) + "\n")
-    chain = kept_chain(ledger, exp)
+    chain = ledger.lineage(exp)
     (folder / "README.md").write_text(_readme(info, exp, chain, seeds, log_names, test))
     return folder
 
 
-def _margin(ledger: Ledger, exp: Experiment, fallback_bpb: float) -> tuple[float, str]:
+def _margin(ledger: Ledger, exp: Experiment, threshold_bpb: float | None) -> tuple[float, str]:
     """The record margin in bpb and where the tokens/byte behind it came from."""
     settings = {}
     if exp.run_id is not None:
@@ -209,10 +208,11 @@ def _margin(ledger: Ledger, exp: Experiment, fallback_bpb: float) -> tuple[float
             settings = {}
     if settings.get("tokens_per_byte"):
         return margin_bpb(float(settings["tokens_per_byte"])), "run tokens_per_byte"
-    if exp.val_loss and exp.val_bpb:
-        # val_bpb = val_loss / ln 2 x tokens/byte, so the run's tokens/byte is val_bpb x ln 2 / val_loss.
-        return margin_bpb(exp.val_bpb * math.log(2) / exp.val_loss), "tokens/byte from val_loss and val_bpb"
-    return fallback_bpb, "threshold_bpb (tokens/byte unknown)"
+    if ratio := tokens_per_byte(exp.val_loss, exp.val_bpb):
+        return margin_bpb(ratio), "tokens/byte from val_loss and val_bpb"
+    if threshold_bpb is not None:
+        return threshold_bpb, "threshold_bpb (tokens/byte unknown)"
+    return margin_bpb(None), "sp1024 tokens/byte (the run's is unknown)"
 
 
 def _round(x: float) -> float:
@@ -263,7 +263,8 @@ def _readme(
         lines += ["", "## Significance", ""]
         target = info["baseline_val_bpb"] - info["margin_bpb"]
         lines.append(
-            f"Target: baseline {info['baseline_val_bpb']:.6f} - 0.005 nats ({info['margin_bpb']:.5f} bpb, "
+            f"Target: baseline {info['baseline_val_bpb']:.6f} - {RECORD_MARGIN_NATS} nats "
+            f"({info['margin_bpb']:.5f} bpb, "
             f"{info['margin_source']}) = {target:.6f}."
         )
         if test is not None:

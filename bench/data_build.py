@@ -14,7 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from agentgolf.baseline.data import UNK_ID, build_dataset, read_docs, read_shard
+from agentgolf.baseline.corpus import read_docs
+from agentgolf.baseline.dataset import build_dataset
+from agentgolf.baseline.shards import read_shard
+from agentgolf.baseline.tokenizer import UNK_ID
 from agentgolf.sandbox.bpb import ByteTable
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -21,7 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from agentgolf.baseline.data import build_dataset, demo_corpus
+from agentgolf.baseline.corpus import demo_corpus
+from agentgolf.baseline.dataset import build_dataset
 from agentgolf.sandbox.budget import Budget
 from agentgolf.sandbox.isolation import Limits, PhaseSpec, SandboxedProcess, resolve_isolation
 from agentgolf.sandbox.result import DataSpec, Status

@@ -10,21 +10,17 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field, TypeAdapter
 
-from agentgolf.experiments.errors import AgentgolfError
+from agentgolf.errors import AgentgolfError
+from agentgolf.experiments.status import Kind, RowStatus
 
 BUSY_TIMEOUT_MS = 10_000
-
-# Statuses beyond the sandbox's taxonomy: the loop's own bookkeeping.
-RUNNING = "running"  # inserted before the sandbox starts, so a crash leaves a visible row
-REJECTED = "rejected"  # the proposal never reached the sandbox (edit did not apply, does not compile, repeat)
-INTERRUPTED = "interrupted"  # the loop died while this experiment was in flight
 
 MIGRATIONS: list[str] = [
     # v0 -> v1: the first schema.
@@ -91,8 +87,8 @@ class Experiment(BaseModel):
     id: int
     run_id: str | None = None
     parent_id: int | None = None
-    kind: str  # baseline | proposal | replay
-    status: str
+    kind: Kind
+    status: RowStatus
     title: str = ""
     hypothesis: str = ""
     category: str = ""
@@ -121,6 +117,22 @@ class Experiment(BaseModel):
     manifest: dict[str, Any] = Field(default_factory=dict)
     created_at: float
     finished_at: float | None = None
+
+
+def lineage(exp: Experiment, parent_of: Callable[[int], Experiment | None]) -> list[Experiment]:
+    """The chain of parents that led to `exp`, oldest first (the baseline), ending with `exp` itself.
+
+    `parent_of` looks a row up by id (`by_id.get` over a listing, or the ledger); a missing parent ends
+    the chain, and a loop in the parent links (a hand-edited ledger) cannot hang it.
+    """
+    chain, seen = [exp], {exp.id}
+    while chain[-1].parent_id is not None and chain[-1].parent_id not in seen:
+        parent = parent_of(chain[-1].parent_id)
+        if parent is None:
+            break
+        chain.append(parent)
+        seen.add(parent.id)
+    return chain[::-1]
 
 
 class Run(BaseModel):
@@ -243,6 +255,12 @@ class Ledger:
             raise LedgerError(f"no run {run_id!r} in the ledger")
         return Run(**_decode_row(row))
 
+    def find_run(self, run_id: str) -> Run | None:
+        try:
+            return self.get_run(run_id)
+        except LedgerError:
+            return None
+
     def runs(self) -> list[Run]:
         return [Run(**_decode_row(r)) for r in self._query("SELECT * FROM runs ORDER BY created_at")]
 
@@ -306,6 +324,18 @@ class Ledger:
             sql += f" LIMIT {int(limit)}"
         rows = [r[0] for r in self._query(sql, args)]
         return EXPERIMENT_LIST.validate_json("[" + ",".join(rows) + "]")
+
+    def lineage(self, exp: Experiment) -> list[Experiment]:
+        """`lineage` read from this ledger; a re-run (replay, confirm) stands for its original."""
+        if exp.replay_of is not None:
+            exp = self.get(exp.replay_of)
+        return lineage(exp, self.find)
+
+    def find(self, exp_id: int) -> Experiment | None:
+        try:
+            return self.get(exp_id)
+        except LedgerError:
+            return None
 
     def _query(self, sql: str, args: Any = ()) -> sqlite3.Cursor:
         try:

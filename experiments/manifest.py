@@ -11,27 +11,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from agentgolf.baseline.dataset import file_sha256
 from agentgolf.sandbox.budget import Budget
 from agentgolf.sandbox.result import DataSpec
 
-HASH_CHUNK = 1 << 20
 # Keys that differ between any two runs by design; a replay does not call them drift.
 VOLATILE = {"hostname", "created_at", "manifest_sha256", "prompt_sha256"}
-
-
-def file_sha256(path: Path, cache: dict[str, Any] | None = None) -> str:
-    """sha256 of a file, memoized on (path, size, mtime) so large shards are hashed once."""
-    stat = path.stat()
-    key = f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
-    if cache is not None and key in cache:
-        return cache[key]
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            digest.update(chunk)
-    if cache is not None:
-        cache[key] = digest.hexdigest()
-    return digest.hexdigest()
 
 
 def data_fingerprint(data: DataSpec, cache_path: Path) -> dict[str, str]:

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import git
 
-from agentgolf.experiments.errors import AgentgolfError
+from agentgolf.errors import AgentgolfError
 
 BRANCH_PREFIX = "agentgolf"
 SLUG_MAX = 40
+EMPTY_SLUG = "change"  # a branch's slug when its title has no letter or digit
 AUTHOR = git.Actor("agentgolf", "agentgolf@localhost")
 
 
@@ -42,13 +43,17 @@ def with_identity(repo: git.Repo) -> git.Repo:
     return repo
 
 
-def slugify(title: str) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
-    return slug[:SLUG_MAX].rstrip("-") or "change"
+def slugify(text: str, max_len: int = SLUG_MAX) -> str:
+    """The one slug rule, for branch and records-folder names: lower-case letters and digits joined by '-'.
+
+    At most `max_len` characters; empty when `text` has no letter or digit.
+    """
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug[:max_len].rstrip("-")
 
 
 def branch_name(run_id: str, exp_id: int, title: str) -> str:
-    return f"{BRANCH_PREFIX}/{run_id}/{exp_id}-{slugify(title)}"
+    return f"{BRANCH_PREFIX}/{run_id}/{exp_id}-{slugify(title) or EMPTY_SLUG}"
 
 
 def best_branch(run_id: str) -> str:

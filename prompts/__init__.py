@@ -1,1 +1,1 @@
-"""agentgolf.prompts."""
+"""The proposer prompts: Markdown templates and the one module that renders them."""

@@ -4,25 +4,20 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-CHALLENGE_SIZE_LIMIT = 16_000_000  # decimal bytes: code + compressed model (challenge rule)
-CHALLENGE_TRAIN_SECONDS = 600.0  # 10 minutes on 8xH100
+from agentgolf.challenge import SIZE_LIMIT_BYTES, TRAIN_SECONDS
 
 
 class Budget(BaseModel):
     """Every number the sandbox enforces. The candidate's code never sees or sets these."""
 
-    train_seconds: float = Field(
-        CHALLENGE_TRAIN_SECONDS, gt=0, description="training window given to the trainer"
-    )
+    train_seconds: float = Field(TRAIN_SECONDS, gt=0, description="training window given to the trainer")
     train_grace_seconds: float = Field(
         120.0,
         ge=0,
         description="start-up, compile and export allowance on top of train_seconds before the kill",
     )
     score_seconds: float = Field(600.0, gt=0, description="wall-clock limit of the scoring phase")
-    size_bytes: int = Field(
-        CHALLENGE_SIZE_LIMIT, gt=0, description="artifact limit: code bytes + model bytes"
-    )
+    size_bytes: int = Field(SIZE_LIMIT_BYTES, gt=0, description="artifact limit: code bytes + model bytes")
     memory_bytes: int | None = Field(
         32 * 2**30, description="address-space limit per process (None: unlimited; ignored on GPU runs)"
     )

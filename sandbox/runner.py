@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agentgolf.baseline.data import ShardError
+from agentgolf.baseline.shards import ShardError
 from agentgolf.sandbox.bpb import ByteTable, ByteTableError
 from agentgolf.sandbox.budget import Budget
 from agentgolf.sandbox.classify import classify_phase

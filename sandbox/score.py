@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
-from agentgolf.baseline.data import read_shard
+from agentgolf.baseline.shards import read_shard
 from agentgolf.sandbox.bpb import ByteTable, bits_per_byte
 from agentgolf.sandbox.isolation import PhaseOutcome, SandboxedProcess
 from agentgolf.sandbox.result import Status

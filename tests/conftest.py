@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agentgolf.baseline.data import DatasetInfo, build_dataset, demo_corpus
+from agentgolf.baseline.corpus import demo_corpus
+from agentgolf.baseline.dataset import DatasetInfo, build_dataset
 
 TINY_CORPUS_BYTES = 300_000
 TINY_VOCAB = 256  # too small for 256 byte-fallback pieces: rare characters encode to <unk>

@@ -12,7 +12,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from agentgolf.experiments.workspace import LLMConfig
+from agentgolf.agent.proposers.llm import LLMConfig
 
 
 def reply(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from agentgolf.baseline.data import DatasetInfo
+from agentgolf.baseline.dataset import DatasetInfo
 from agentgolf.sandbox.budget import Budget
 from agentgolf.sandbox.result import DataSpec
 

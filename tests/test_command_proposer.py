@@ -9,11 +9,10 @@ from pathlib import Path
 import git
 import pytest
 
-from agentgolf.agent.command import CommandProposer
-from agentgolf.agent.proposal import ProposalContext, ProposalError
-from agentgolf.experiments.errors import AgentgolfError
+from agentgolf.agent.proposers.command import CommandConfig, CommandProposer
+from agentgolf.agent.proposers.proposal import ProposalContext, ProposalError
+from agentgolf.errors import AgentgolfError
 from agentgolf.experiments.ledger import Experiment
-from agentgolf.experiments.workspace import CommandConfig
 from agentgolf.sandbox.budget import Budget
 
 TRAINER = 'import os\nmatrix_lr = float(os.environ.get("MATRIX_LR", 0.04))\n'

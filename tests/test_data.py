@@ -14,25 +14,18 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from agentgolf.baseline.data import (
-    BOS_ID,
+from agentgolf.baseline.corpus import DataError, demo_corpus, read_docs
+from agentgolf.baseline.dataset import build_dataset, file_sha256, load_dataset
+from agentgolf.baseline.fetch import FetchError, fetch_official
+from agentgolf.baseline.shards import (
     HEADER_BYTES,
     SHARD_MAGIC,
-    DataError,
-    FetchError,
     ShardError,
-    TokenizerError,
-    build_dataset,
-    demo_corpus,
-    fetch_official,
-    file_sha256,
-    load_dataset,
-    read_docs,
     read_shard,
     shard_token_count,
-    train_tokenizer,
     write_shard,
 )
+from agentgolf.baseline.tokenizer import BOS_ID, TokenizerError, train_tokenizer
 
 
 def split_docs(tokens: np.ndarray) -> list[np.ndarray]:

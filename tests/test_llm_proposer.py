@@ -9,12 +9,11 @@ from pathlib import Path
 import git
 import pytest
 
-from agentgolf.agent.digest import build_digest
-from agentgolf.agent.llm import LLMProposer, LLMUnavailable, parse_proposal
-from agentgolf.agent.proposal import ProposalContext, ProposalError
-from agentgolf.experiments.errors import AgentgolfError
+from agentgolf.agent.proposers.digest import build_digest
+from agentgolf.agent.proposers.llm import LLMConfig, LLMProposer, LLMUnavailable, parse_proposal
+from agentgolf.agent.proposers.proposal import ProposalContext, ProposalError
+from agentgolf.errors import AgentgolfError
 from agentgolf.experiments.ledger import Experiment
-from agentgolf.experiments.workspace import LLMConfig
 from agentgolf.sandbox.budget import Budget
 from tests.fake_llm import FakeLLM, Stall, error, llm_config, reply
 

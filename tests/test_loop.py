@@ -10,9 +10,11 @@ import git
 import pytest
 from rich.console import Console
 
+from agentgolf.agent.acceptance import AcceptanceConfig
 from agentgolf.agent.loop import Loop, RunCaps
+from agentgolf.agent.proposers.command import CommandConfig
+from agentgolf.agent.workspace import save_config
 from agentgolf.experiments import worktree as wt
-from agentgolf.experiments.workspace import AcceptanceConfig, CommandConfig, save_config
 from tests.fake_llm import FakeLLM, error, llm_config, reply
 from tests.tiny import TINY_ENV, make_workspace
 

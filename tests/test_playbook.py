@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from agentgolf.agent import playbook
-from agentgolf.agent.proposal import (
+from agentgolf.agent.proposers import playbook
+from agentgolf.agent.proposers.proposal import (
     Edit,
     Proposal,
     ProposalError,
@@ -115,7 +115,7 @@ def test_fingerprint_ignores_offsets_and_whitespace():
 
 
 def test_check_trainer_imports_in_the_sandbox(tmp_path):
-    from agentgolf.agent.proposal import check_trainer
+    from agentgolf.agent.proposers.proposal import check_trainer
     from agentgolf.sandbox.budget import Budget
 
     path = tmp_path / "train_gpt.py"

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from matplotlib import image as mpimg
 
-from agentgolf.agent.report import PLOT_COLOR_BEST, progress_series, write_report
-from agentgolf.experiments.errors import AgentgolfError
+from agentgolf.agent.report.plot import PLOT_COLOR_BEST, progress_series
+from agentgolf.agent.report.report import write_report
+from agentgolf.errors import AgentgolfError
 from agentgolf.experiments.ledger import Ledger, Run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

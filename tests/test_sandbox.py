@@ -15,7 +15,7 @@ import pytest
 import sentencepiece as spm
 import torch
 
-from agentgolf.baseline.data import read_shard
+from agentgolf.baseline.shards import read_shard
 from agentgolf.sandbox.classify import classify_phase
 from agentgolf.sandbox.isolation import (
     READY_LINE,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from agentgolf.experiments.workspace import Workspace
+from agentgolf.agent.workspace import Workspace
 from agentgolf.sandbox import slurm
 from agentgolf.sandbox.result import Status
 from tests.sandbox_support import TEST_BUDGET, TOY, TRAINERS, data_spec

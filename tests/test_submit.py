@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from agentgolf.agent.stats import one_sided_t_test, regularized_beta, student_t_sf
-from agentgolf.agent.submit import DEFAULT_THRESHOLD_BPB, run_folder, write_submission
-from agentgolf.experiments.errors import AgentgolfError
+from agentgolf.agent.submit import run_folder, write_submission
+from agentgolf.challenge import margin_bpb
+from agentgolf.errors import AgentgolfError
 from agentgolf.experiments.ledger import Ledger, Run
 
 NOW = datetime(2026, 3, 20, 9, 30, 5, tzinfo=timezone.utc)
@@ -90,7 +91,7 @@ def _submit(ledger, tmp_path, exp_id=2, **kw):
 def test_three_seed_submission(tmp_path):
     ledger = _ledger(tmp_path)
     folder = _submit(ledger, tmp_path, baseline_bpb=BASELINE_BPB, extra_seeds=[ledger.get(3), ledger.get(4)])
-    assert folder == tmp_path / "records" / "2026-03-20_Warmdown_tweak_x2"
+    assert folder == tmp_path / "records" / "2026-03-20_warmdown-tweak-x2"  # the branch names' slug rule
     files = sorted(p.name for p in folder.iterdir())
     assert files == [
         "README.md",
@@ -181,7 +182,11 @@ def test_margin_from_run_settings_and_fallback(tmp_path):
     info = json.loads((folder / "submission.json").read_text())
     assert info["margin_bpb"] == 0.004 and info["val_loss"] is None
     assert info["margin_source"].startswith("threshold_bpb")
-    assert DEFAULT_THRESHOLD_BPB == 0.0029
+
+    folder = _submit(ledger, tmp_path / "c", baseline_bpb=1.23, extra_seeds=[ledger.get(3)])
+    info = json.loads((folder / "submission.json").read_text())  # no threshold: the challenge's, at sp1024
+    assert info["margin_bpb"] == pytest.approx(margin_bpb(), abs=1e-8) == pytest.approx(0.002954, abs=1e-6)
+    assert info["margin_source"].startswith("sp1024")
 
 
 def test_refusals(tmp_path):

@@ -16,7 +16,7 @@ import pytest
 import sentencepiece as spm
 import torch
 
-from agentgolf.baseline.data import demo_corpus
+from agentgolf.baseline.corpus import demo_corpus
 from tests.tiny import TINY_ENV as TINY_MODEL_ENV
 
 TRAINER = Path(__file__).resolve().parents[1] / "baseline" / "train_gpt.py"

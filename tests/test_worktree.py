@@ -7,8 +7,8 @@ from pathlib import Path
 import git
 import pytest
 
+from agentgolf.errors import AgentgolfError
 from agentgolf.experiments import worktree as wt
-from agentgolf.experiments.errors import AgentgolfError
 
 
 @pytest.fixture

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agentgolf.baseline.data import DatasetInfo
-from agentgolf.experiments.workspace import (
-    AcceptanceConfig,
-    DataConfig,
-    Workspace,
-    init_workspace,
-    save_config,
-)
+from agentgolf.agent.acceptance import AcceptanceConfig
+from agentgolf.agent.workspace import DataConfig, Workspace, init_workspace, save_config
+from agentgolf.baseline.dataset import DatasetInfo
 from agentgolf.sandbox.budget import Budget
 
 TINY_ENV = {

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from agentgolf.agent.proposal import Edit, Proposal, ProposalContext, ProposalError, apply_edits
+from agentgolf.agent.proposers.proposal import Edit, Proposal, ProposalContext, ProposalError, apply_edits
 from agentgolf.experiments.ledger import Experiment
 
 NAME = "playbook"

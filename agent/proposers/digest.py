@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from agentgolf.experiments.ledger import Experiment
+from agentgolf.experiments.ledger import Experiment, lineage
 
 DIGEST_MAX_CHARS = 6_000  # ~1,500 tokens
 RECENT = 8
@@ -34,21 +34,12 @@ def line(e: Experiment) -> str:
     return f"- exp {e.id} {cat}{e.title}: {bpb}{delta}; {verdict}"
 
 
-def chain_to(parent: Experiment | None, by_id: dict[int, Experiment]) -> list[Experiment]:
-    out = []
-    node = parent
-    while node is not None:
-        out.append(node)
-        node = by_id.get(node.parent_id) if node.parent_id else None
-    return out[::-1]
-
-
 def build_digest(
     history: list[Experiment], parent: Experiment | None, max_chars: int = DIGEST_MAX_CHARS
 ) -> str:
     proposals = [e for e in history if e.kind in ("baseline", "proposal")]
     by_id = {e.id: e for e in proposals}
-    chain = chain_to(parent, by_id)
+    chain = lineage(parent, by_id.get) if parent is not None else []
     sections: list[tuple[str, list[str]]] = []
     sections.append(
         ("Current best chain (baseline first; you are patching the last one)", [line(e) for e in chain])

@@ -13,7 +13,12 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from agentgolf.experiments.errors import AgentgolfError
+from agentgolf.agent.acceptance import AcceptanceConfig
+from agentgolf.agent.proposers.command import CommandConfig
+from agentgolf.agent.proposers.llm import LLMConfig
+from agentgolf.agent.scheduler import SchedulerConfig
+from agentgolf.challenge import TRAINER_FILE
+from agentgolf.errors import AgentgolfError, first_line
 from agentgolf.experiments.ledger import Ledger
 from agentgolf.sandbox.budget import Budget
 from agentgolf.sandbox.result import DataSpec
@@ -22,7 +27,6 @@ from agentgolf.sandbox.slurm import SlurmConfig
 STATE_DIR = ".agentgolf"
 CONFIG_FILE = "config.json"
 LEDGER_FILE = "ledger.db"
-TRAINER_FILE = "train_gpt.py"
 
 
 class DataConfig(BaseModel):
@@ -31,46 +35,6 @@ class DataConfig(BaseModel):
     dataset_dir: Path = Path("data/datasets/fineweb10B_sp1024")
     tokenizer: Path = Path("data/tokenizers/fineweb_1024_bpe.model")
     vocab_size: int = 1024
-
-
-class AcceptanceConfig(BaseModel):
-    """When a candidate counts as better than its parent (see agent/acceptance.py)."""
-
-    noise_seeds: int = Field(3, ge=1, description="baseline runs with distinct seeds at the start of a run")
-    fallback_sigma_bpb: float = Field(0.0, ge=0, description="noise floor used when noise_seeds < 2")
-    noise_k: float = Field(1.0, ge=0, description="wins within noise_k noise floors are inconclusive")
-    confirm: bool = Field(True, description="re-run a candidate that looks better with another seed")
-    confirm_seeds: int = Field(1, ge=1, description="extra seeds for a confirmation")
-    min_delta_bpb: float = Field(
-        0.0029, ge=0, description="promotion margin: 0.005 nats ~ 0.0029 bpb for sp1024"
-    )
-    alpha: float = Field(0.01, gt=0, lt=1, description="one-sided test level for promotion")
-
-
-class LLMConfig(BaseModel):
-    """The `openai` proposer: any OpenAI-compatible endpoint; the key is read from the environment."""
-
-    model: str = "gpt-4.1"
-    base_url: str | None = Field(None, description="None: the OpenAI API; else e.g. http://localhost:8000/v1")
-    api_key_env: str = "OPENAI_API_KEY"
-    request_timeout_s: float = Field(180.0, gt=0)
-    api_attempts: int = Field(6, ge=1, description="tries per request on rate limits, 5xx and timeouts")
-    backoff_initial_s: float = Field(2.0, ge=0)
-    backoff_max_s: float = Field(60.0, ge=0)
-    repairs: int = Field(3, ge=0, description="times an invalid proposal is sent back with the reason")
-    temperature: float = 0.7
-    max_output_tokens: int = 4096
-    usd_per_mtok_in: float = Field(2.0, ge=0, description="price per million prompt tokens")
-    usd_per_mtok_out: float = Field(8.0, ge=0, description="price per million completion tokens")
-
-
-class CommandConfig(BaseModel):
-    """The `command` proposer: an external coding agent run in the experiment's worktree."""
-
-    cmd: str | None = Field(
-        None, description="shell command; the prompt arrives on stdin and in $AGENTGOLF_PROMPT"
-    )
-    timeout_s: float = Field(1800.0, gt=0)
 
 
 class WorkspaceConfig(BaseModel):
@@ -88,6 +52,7 @@ class WorkspaceConfig(BaseModel):
     command: CommandConfig = Field(default_factory=CommandConfig)
     executor: Literal["local", "slurm"] = Field("local", description="where experiments run")
     slurm: SlurmConfig = Field(default_factory=SlurmConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
 
 
 class Workspace:
@@ -133,6 +98,16 @@ class Workspace:
     @property
     def config_path(self) -> Path:
         return self.state / CONFIG_FILE
+
+    def budget(self, train_seconds: float | None = None, size_bytes: int | None = None) -> Budget:
+        """The workspace's budget with the command line's overrides applied."""
+        changes = {
+            k: v for k, v in (("train_seconds", train_seconds), ("size_bytes", size_bytes)) if v is not None
+        }
+        try:
+            return Budget.model_validate({**self.config.budget.model_dump(), **changes})
+        except ValueError as exc:
+            raise AgentgolfError(f"invalid budget: {first_line(exc)}") from exc
 
 
 def load_config(path: Path) -> WorkspaceConfig:
@@ -204,7 +179,8 @@ def init_workspace(root: Path, *, demo: bool = False, progress: bool = True) -> 
 
     config = WorkspaceConfig(gpus=visible_gpus())
     if demo:
-        from agentgolf.baseline.data import build_dataset, demo_corpus
+        from agentgolf.baseline.corpus import demo_corpus
+        from agentgolf.baseline.dataset import build_dataset
 
         info = build_dataset(
             demo_corpus(DEMO_CORPUS_BYTES),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, field_validator
 
-from agentgolf.experiments.errors import AgentgolfError
+from agentgolf.errors import AgentgolfError
 from agentgolf.experiments.ledger import Experiment
 from agentgolf.sandbox.budget import Budget
 

@@ -12,15 +12,13 @@ import json
 import os
 import re
 import subprocess
-from importlib.resources import files
 from pathlib import Path
 
-import openai
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from agentgolf.agent.digest import line, similar
-from agentgolf.agent.proposal import (
+from agentgolf.agent.proposers.digest import line, similar
+from agentgolf.agent.proposers.proposal import (
     Proposal,
     ProposalContext,
     ProposalError,
@@ -29,8 +27,26 @@ from agentgolf.agent.proposal import (
     check_compiles,
     diff_fingerprint,
 )
-from agentgolf.experiments.errors import AgentgolfError
-from agentgolf.experiments.workspace import LLMConfig
+from agentgolf.errors import AgentgolfError
+from agentgolf.prompts.render import proposal_messages, render
+
+
+class LLMConfig(BaseModel):
+    """The `openai` proposer: any OpenAI-compatible endpoint; the key is read from the environment."""
+
+    model: str = "gpt-4.1"
+    base_url: str | None = Field(None, description="None: the OpenAI API; else e.g. http://localhost:8000/v1")
+    api_key_env: str = "OPENAI_API_KEY"
+    request_timeout_s: float = Field(180.0, gt=0)
+    api_attempts: int = Field(6, ge=1, description="tries per request on rate limits, 5xx and timeouts")
+    backoff_initial_s: float = Field(2.0, ge=0)
+    backoff_max_s: float = Field(60.0, ge=0)
+    repairs: int = Field(3, ge=0, description="times an invalid proposal is sent back with the reason")
+    temperature: float = 0.7
+    max_output_tokens: int = 4096
+    usd_per_mtok_in: float = Field(2.0, ge=0, description="price per million prompt tokens")
+    usd_per_mtok_out: float = Field(8.0, ge=0, description="price per million completion tokens")
+
 
 NAME = "openai"
 JSON_BLOCK = re.compile(r"\{.*\}", re.S)
@@ -40,27 +56,9 @@ class LLMUnavailable(AgentgolfError):
     """The endpoint kept failing after every retry, or refuses our key: stop the run, lose nothing."""
 
 
-def template(name: str) -> str:
-    return files("agentgolf.prompts").joinpath(f"{name}.md").read_text()
-
-
-def render_messages(ctx: ProposalContext) -> list[dict[str, str]]:
-    system = template("system").format(
-        size_limit=ctx.budget.size_bytes, train_seconds=ctx.budget.train_seconds
-    )
-    parent_bpb = f"{ctx.parent.val_bpb:.4f}" if ctx.parent.val_bpb is not None else "unknown"
-    user = template("propose").format(
-        digest=ctx.digest,
-        trainer=ctx.trainer,
-        code_bytes=len(ctx.source.encode()),
-        parent_id=ctx.parent.id,
-        parent_bpb=parent_bpb,
-        source=ctx.source,
-    )
-    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
-
-
 def _transient(exc: BaseException) -> bool:
+    import openai
+
     if isinstance(exc, openai.APIStatusError):
         return exc.status_code == 429 or exc.status_code >= 500
     return isinstance(exc, openai.APITimeoutError | openai.APIConnectionError)
@@ -75,6 +73,8 @@ class LLMProposer:
             raise AgentgolfError(
                 f"the openai proposer needs an API key in ${config.api_key_env} (or use --proposer playbook)"
             )
+        import openai  # here, not at the top: loading a workspace must not load the client library
+
         self.config = config
         self.client = openai.OpenAI(
             api_key=key, base_url=config.base_url, timeout=config.request_timeout_s, max_retries=0
@@ -82,6 +82,8 @@ class LLMProposer:
         self.total = Usage()
 
     def complete(self, messages: list[dict[str, str]]) -> tuple[str, Usage]:
+        import openai
+
         cfg = self.config
         retrying = Retrying(
             stop=stop_after_attempt(cfg.api_attempts),
@@ -121,7 +123,7 @@ class LLMProposer:
         return text, usage
 
     def __call__(self, ctx: ProposalContext, tree: Path) -> Proposal:
-        messages = render_messages(ctx)
+        messages = proposal_messages(ctx)
         spent = Usage()
         warned_similar = False
         last_reason = ""
@@ -136,7 +138,7 @@ class LLMProposer:
                     if near:
                         warned_similar = True
                         note = "\n".join(line(e) for e in near)
-                        messages.append({"role": "user", "content": template("similar").format(similar=note)})
+                        messages.append({"role": "user", "content": render("similar", similar=note)})
                         continue
                 check_compiles(apply_edits(tree, proposal.edits))
                 repeat = _repeat_of(ctx, tree)
@@ -145,7 +147,7 @@ class LLMProposer:
             except ProposalError as exc:
                 _reset(tree)
                 last_reason = str(exc)
-                messages.append({"role": "user", "content": template("repair").format(reason=last_reason)})
+                messages.append({"role": "user", "content": render("repair", reason=last_reason)})
                 continue
             proposal.usage = spent
             return proposal

@@ -14,12 +14,21 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
-from agentgolf.agent.llm import render_messages
-from agentgolf.agent.proposal import Proposal, ProposalContext, ProposalError
-from agentgolf.experiments.errors import AgentgolfError
-from agentgolf.experiments.workspace import CommandConfig
+from agentgolf.agent.proposers.proposal import Proposal, ProposalContext, ProposalError
+from agentgolf.errors import AgentgolfError
+from agentgolf.prompts.render import proposal_prompt
+
+
+class CommandConfig(BaseModel):
+    """The `command` proposer: an external coding agent run in the experiment's worktree."""
+
+    cmd: str | None = Field(
+        None, description="shell command; the prompt arrives on stdin and in $AGENTGOLF_PROMPT"
+    )
+    timeout_s: float = Field(1800.0, gt=0)
+
 
 NAME = "command"
 OUTPUT_TAIL = 400
@@ -34,8 +43,7 @@ class CommandProposer:
         self.config = config
 
     def __call__(self, ctx: ProposalContext, tree: Path) -> Proposal:
-        prompt = "\n\n".join(m["content"] for m in render_messages(ctx))
-        prompt += "\n\nEdit the files in the current directory directly; do not commit."
+        prompt = proposal_prompt(ctx)
         with tempfile.TemporaryDirectory(prefix="agentgolf-cmd-") as scratch:
             prompt_file = Path(scratch) / "prompt.md"
             proposal_file = Path(scratch) / "proposal.json"

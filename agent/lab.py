@@ -1,0 +1,151 @@
+"""One experiment's lifecycle, shared by a run and by replay: trainer copy and manifest, sandbox, ledger row.
+
+A `Lab` is what every experiment of a workspace shares: the repository, the ledger, the data, the
+budget and the executor. It never decides anything (the scheduler and acceptance do); it only turns
+a ledger row into a scored ledger row, and writes each fact the moment it is known.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import git
+
+from agentgolf.agent.executor import Executor, Slot, executor_for
+from agentgolf.challenge import TRAINER_FILE
+from agentgolf.errors import AgentgolfError
+from agentgolf.experiments import worktree as wt
+from agentgolf.experiments.ledger import Experiment, Ledger
+from agentgolf.experiments.manifest import build_manifest, data_fingerprint
+from agentgolf.experiments.status import Kind, RowStatus
+from agentgolf.sandbox.budget import Budget
+from agentgolf.sandbox.result import DataSpec, SandboxResult
+
+if TYPE_CHECKING:
+    from agentgolf.agent.workspace import Workspace
+
+
+class Lab:
+    """The repo, the ledger, the data, the budget and the executor that a workspace's experiments share."""
+
+    def __init__(self, ws: Workspace, ledger: Ledger, budget: Budget):
+        self.ws = ws
+        self.ledger = ledger
+        self.budget = budget
+        self.repo = wt.open_repo(ws.root)
+        self.data: DataSpec = ws.data_spec()
+        self.stopping = threading.Event()  # set when the loop goes down: SLURM waits return, jobs live on
+        self.executor: Executor = executor_for(
+            ws.config.executor, self.data, budget, ws.config.slurm, self.stopping
+        )
+        self._data_hashes: dict[str, str] | None = None
+
+    def seed_of(self, exp: Experiment) -> int:
+        return exp.seed if exp.seed is not None else self.ws.config.seed
+
+    def trainer_source(self, commit: str) -> bytes:
+        try:
+            blob = self.repo.commit(commit).tree / self.ws.config.trainer
+        except (KeyError, ValueError, git.BadName) as exc:
+            raise AgentgolfError(f"commit {commit[:10]} has no {self.ws.config.trainer}") from exc
+        return blob.data_stream.read()
+
+    def prepare_run_dir(self, exp: Experiment, slot: Slot) -> Path:
+        """Write the exact committed trainer into the run folder and record the manifest."""
+        source = self.trainer_source(exp.commit_sha)
+        run_dir = self.ws.run_dir(exp.id)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / TRAINER_FILE).write_bytes(source)
+        if self._data_hashes is None:
+            self._data_hashes = data_fingerprint(self.data, self.ws.state / "hashes.json")
+        manifest = build_manifest(
+            commit=exp.commit_sha,
+            parent_commit=exp.parent_commit,
+            trainer_source=source,
+            data=self.data,
+            data_hashes=self._data_hashes,
+            seed=self.seed_of(exp),
+            env=dict(self.ws.config.trainer_env),
+            budget=self.budget,
+            gpus=slot,
+            proposer=exp.proposer,
+            tokens=exp.tokens,
+            usd=exp.usd,
+        )
+        self.ledger.update(exp.id, manifest=manifest)
+        return run_dir
+
+    def sandbox(self, exp: Experiment, slot: Slot) -> SandboxResult:
+        """Runs in a worker thread: no ledger access here, only the executor."""
+        run_dir = self.ws.run_dir(exp.id)
+        env = dict(self.ws.config.trainer_env)
+        return self.executor.run(run_dir / TRAINER_FILE, run_dir, self.seed_of(exp), env, slot)
+
+    def record(self, exp: Experiment, result: SandboxResult, slot: Slot) -> Experiment:
+        facts = self.executor.facts(self.ws.run_dir(exp.id))
+        if facts:  # job id, node and queue wait (which never counts against the time budget)
+            self.ledger.update(exp.id, manifest={**self.ledger.get(exp.id).manifest, **facts})
+        parent = self.ledger.get(exp.parent_id) if exp.parent_id else None
+        delta = None
+        if result.val_bpb is not None and parent is not None and parent.val_bpb is not None:
+            delta = result.val_bpb - parent.val_bpb
+        return self.ledger.update(
+            exp.id,
+            status=result.status.value,
+            reason=result.reason,
+            val_bpb=result.val_bpb,
+            val_loss=result.val_loss,
+            self_val_bpb=result.self_val_bpb,
+            delta_bpb=delta,
+            artifact_bytes=result.artifact_bytes,
+            train_seconds=result.train_seconds,
+            wall_seconds=result.wall_seconds,
+            gpu_seconds=result.wall_seconds * max(1, len(slot or [])),
+            isolation=result.isolation,
+            trust=result.trust,
+            log_tail=result.log_tail,
+            finished_at=time.time(),
+        )
+
+    def execute(self, exp: Experiment, slot: Slot = None) -> Experiment:
+        """Train and score one row now, in this thread (replay, and tests)."""
+        slot = slot if slot is not None else self.ws.config.gpus
+        self.prepare_run_dir(exp, slot)
+        try:
+            result = self.sandbox(exp, slot)
+        except KeyboardInterrupt:
+            self.ledger.update(
+                exp.id,
+                status=RowStatus.interrupted,
+                reason="interrupted by the user",
+                finished_at=time.time(),
+            )
+            raise
+        return self.record(exp, result, slot)
+
+    def remeasure(self, original: Experiment, kind: Kind, seed: int, title: str = "") -> Experiment:
+        """A new row that measures the same commit again with another seed: replay, confirm or calibration."""
+        return self.ledger.add_experiment(
+            run_id=original.run_id,
+            kind=kind,
+            status=RowStatus.running,
+            parent_id=original.parent_id,
+            parent_commit=original.parent_commit,
+            commit_sha=original.commit_sha,
+            branch=original.branch,
+            title=title or original.title,
+            hypothesis=original.hypothesis,
+            category=original.category,
+            proposer=original.proposer,
+            seed=seed,
+            replay_of=original.id,
+        )
+
+    def rebase(self, commit: str, parent_commit: str, onto: str) -> str | None:
+        """Move a prepared change onto a newer best; None if it no longer applies cleanly."""
+        return wt.rebase_change(
+            self.repo, parent_commit, commit, onto, self.ws.state / "worktrees" / "rebase"
+        )

@@ -1,0 +1,29 @@
+"""The proposers by name: the command line's `--proposer` and the workspace's `proposer` setting."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from agentgolf.agent.proposers import playbook
+from agentgolf.agent.proposers.proposal import Proposer
+from agentgolf.errors import AgentgolfError
+
+if TYPE_CHECKING:
+    from agentgolf.agent.workspace import Workspace
+
+NAMES = (playbook.NAME, "openai", "command")
+
+
+def make_proposer(name: str, ws: Workspace) -> Proposer:
+    """The proposer named, configured from the workspace; the LLM client is loaded only when asked for."""
+    if name == playbook.NAME:
+        return playbook.proposer
+    if name == "openai":
+        from agentgolf.agent.proposers.llm import LLMProposer
+
+        return LLMProposer(ws.config.llm)
+    if name == "command":
+        from agentgolf.agent.proposers.command import CommandProposer
+
+        return CommandProposer(ws.config.command)
+    raise AgentgolfError(f"unknown proposer {name!r}; available: {', '.join(NAMES)}")

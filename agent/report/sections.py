@@ -1,0 +1,208 @@
+"""The report's sections: a summary cut into titled bullets and tables, the shape both renderers share."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from pydantic import BaseModel, Field
+
+from agentgolf.agent.report.summary import Spend, Summary
+from agentgolf.experiments.ledger import Experiment
+from agentgolf.experiments.status import FAILURE_CAUSES, Kind
+
+MAX_IDS_SHOWN = 10
+MAX_REASON_CHARS = 90
+
+
+class Table(BaseModel):
+    headers: list[str]
+    rows: list[list[str]]
+
+
+class Section(BaseModel):
+    title: str
+    note: str = ""
+    bullets: list[str] = Field(default_factory=list)
+    table: Table | None = None
+    empty: str = "None."
+    plot: bool = False  # the progress plot goes here
+
+
+def build_sections(s: Summary) -> list[Section]:
+    return [
+        Section(title="", bullets=_headline(s)),
+        Section(title="Progress", plot=True),
+        _chain_section(s),
+        _wins_section(s),
+        Section(
+            title="Inconclusive wins",
+            note="Looked better than the parent, but not beyond the noise floor or not (yet) confirmed.",
+            table=_exp_table(s.inconclusive, status=True) if s.inconclusive else None,
+        ),
+        Section(
+            title="Dead ends",
+            note="Scored, not better than the parent.",
+            table=_exp_table(s.dead_ends) if s.dead_ends else None,
+        ),
+        _failures_section(s),
+        _spend_section(s),
+        _anomalies_section(s),
+        _categories_section(s),
+    ]
+
+
+def num(value: float | int | None, fmt: str) -> str:
+    """`value` in format `fmt`, or an empty cell when there is none."""
+    return "" if value is None else format(value, fmt)
+
+
+def _headline(s: Summary) -> list[str]:
+    run = s.run
+    lines = [
+        f"base commit `{run.base_commit[:10]}`, status **{run.status}** ({run.stop_reason or 'in progress'})",
+        f"experiments: {s.scored} (+{sum(map(len, s.reruns.values()))} re-runs); statuses: "
+        + (", ".join(f"{k} {n}" for k, n in s.statuses.items()) or "none"),
+    ]
+    if s.chain:
+        first, last = s.chain[0], s.chain[-1]
+        lines.append(
+            f"best: #{last.id} {_title(last)}, val_bpb **{last.val_bpb:.4f}** "
+            f"({last.val_bpb - first.val_bpb:+.4f} vs baseline {first.val_bpb:.4f}), branch `{last.branch}`"
+        )
+    n_fail = sum(map(len, s.failures.values()))
+    lines.append(
+        f"wins: {len(s.confirmed)} confirmed, {len(s.inconclusive)} inconclusive; "
+        f"{len(s.dead_ends)} dead ends; {n_fail} failures"
+    )
+    lines.append(f"spend: {_spend_line(s.spend)}")
+    if s.anomalies:
+        kinds = Counter(a.kind for a in s.anomalies)
+        lines.append("**anomalies: " + ", ".join(f"{k} {n}" for k, n in kinds.items()) + "** (see below)")
+    return lines
+
+
+def _chain_section(s: Summary) -> Section:
+    rows = []
+    base = s.chain[0].val_bpb if s.chain else None
+    for e in s.chain:
+        rows.append(
+            [
+                str(e.id),
+                _title(e),
+                e.category,
+                f"{e.val_bpb:.4f}",
+                num(e.delta_bpb, "+.4f") if e.kind != Kind.baseline else "",
+                num(e.val_bpb - base, "+.4f") if e.kind != Kind.baseline else "",
+            ]
+        )
+    table = Table(headers=["#", "change", "category", "val_bpb", "Δ vs parent", "Δ vs baseline"], rows=rows)
+    return Section(title="Best chain", table=table if rows else None, empty="No experiment produced a score.")
+
+
+def _wins_section(s: Summary) -> Section:
+    rows = []
+    for e in s.confirmed:
+        reruns = [r for r in s.reruns.get(e.id, []) if r.val_bpb is not None]
+        rows.append(
+            [
+                str(e.id),
+                _title(e),
+                e.category,
+                num(e.val_bpb, ".4f"),
+                num(e.delta_bpb, "+.4f"),
+                ", ".join(f"{r.val_bpb:.4f}" for r in reruns) or "none",
+            ]
+        )
+    table = Table(headers=["#", "change", "category", "val_bpb", "Δ vs parent", "re-runs"], rows=rows)
+    return Section(
+        title="Confirmed wins",
+        note="Kept: accepted as better than the parent. Re-runs: confirmation seeds and replays of the commit.",
+        table=table if rows else None,
+    )
+
+
+def _failures_section(s: Summary) -> Section:
+    rows = []
+    for cause, exps in s.failures.items():
+        ids = ", ".join(f"#{e.id}" for e in exps[:MAX_IDS_SHOWN]) + (
+            " …" if len(exps) > MAX_IDS_SHOWN else ""
+        )
+        reasons = Counter(e.reason for e in exps if e.reason)
+        common = _clip(reasons.most_common(1)[0][0]) if reasons else ""
+        rows.append([cause, str(len(exps)), FAILURE_CAUSES.get(cause, ""), ids, common])
+    table = Table(headers=["cause", "count", "meaning", "experiments", "most common reason"], rows=rows)
+    return Section(title="Failures by cause", table=table if rows else None)
+
+
+def _spend_section(s: Summary) -> Section:
+    sp = s.spend
+    rows = [
+        ["device hours held (the --gpu-hours cap)", f"{sp.device_hours:.2f}"],
+        ["GPU hours (training)", f"{sp.gpu_hours:.2f}"],
+        ["CPU hours (training)", f"{sp.cpu_hours:.2f}"],
+        ["sandbox wall hours", f"{sp.wall_hours:.2f}"],
+        ["LLM tokens", f"{sp.tokens:,}"],
+        ["LLM cost (USD)", f"{sp.usd:.2f}"],
+    ]
+    return Section(title="Spend", table=Table(headers=["what", "total"], rows=rows))
+
+
+def _anomalies_section(s: Summary) -> Section:
+    rows = [[a.kind, f"#{a.exp_id}", a.detail] for a in s.anomalies]
+    noise = f"noise floor {s.noise_bpb:.4f} bpb" if s.noise_bpb else "no measured noise floor"
+    note = (
+        f"Metric mismatches (trainer vs harness), suspicious jumps (a gain above {s.jump_threshold_bpb:.4f} "
+        f"bpb in one step; {noise}), unsandboxed runs and self-reported scores."
+    )
+    return Section(
+        title="Anomalies",
+        note=note,
+        table=Table(headers=["kind", "experiment", "detail"], rows=rows) if rows else None,
+    )
+
+
+def _categories_section(s: Summary) -> Section:
+    rows = [
+        [
+            c.category,
+            str(c.proposals),
+            str(c.ran),
+            str(c.wins),
+            str(c.inconclusive),
+            str(c.dead_ends),
+            str(c.failed),
+            f"{c.win_rate:.0%}" if c.win_rate is not None else "–",
+        ]
+        for c in s.categories
+    ]
+    headers = ["category", "proposals", "ran", "wins", "inconclusive", "dead ends", "failed", "win rate"]
+    return Section(
+        title="Win rate by category",
+        note="Win rate = confirmed wins / proposals that ran (rejected, interrupted and infra failures excluded).",
+        table=Table(headers=headers, rows=rows) if rows else None,
+    )
+
+
+def _exp_table(exps: list[Experiment], status: bool = False) -> Table:
+    headers = ["#", "change", "category", "val_bpb", "Δ vs parent"] + (["status", "why"] if status else [])
+    rows = []
+    for e in exps:
+        row = [str(e.id), _title(e), e.category, num(e.val_bpb, ".4f"), num(e.delta_bpb, "+.4f")]
+        rows.append(row + ([e.status, _clip(e.reason)] if status else []))
+    return Table(headers=headers, rows=rows)
+
+
+def _spend_line(sp: Spend) -> str:
+    return (
+        f"{sp.gpu_hours:.2f} GPU h, {sp.cpu_hours:.2f} CPU h of training; "
+        f"{sp.tokens:,} LLM tokens, ${sp.usd:.2f}"
+    )
+
+
+def _title(e: Experiment) -> str:
+    return e.title or "(untitled)"
+
+
+def _clip(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1] + "…"

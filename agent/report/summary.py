@@ -1,0 +1,212 @@
+"""The facts of a run, read from its ledger rows: the best chain, wins, failures, spend and anomalies.
+
+Nothing here formats or writes: `summarize` builds one `Summary` that the sections (and through them
+the Markdown and HTML renderers) read.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from pydantic import BaseModel, Field
+
+from agentgolf.agent.acceptance import noise_floor
+from agentgolf.errors import AgentgolfError
+from agentgolf.experiments.ledger import Experiment, Ledger, Run, lineage
+from agentgolf.experiments.status import (
+    FAILURE_CAUSES,
+    NOT_CHARGED,
+    NOT_FAILURES,
+    SCORED_KINDS,
+    UNDECIDED,
+    Kind,
+    RowStatus,
+)
+from agentgolf.sandbox.budget import Budget
+
+JUMP_NOISE_MULTIPLE = 5.0  # a gain this many noise floors wide deserves a second look
+JUMP_DEFAULT_BPB = 0.05  # ...or this large when the run has no noise floor
+DEFAULT_MISMATCH_BPB = Budget().metric_tolerance_bpb
+SECONDS_PER_HOUR = 3600.0
+
+
+class Spend(BaseModel):
+    device_hours: float = 0.0  # sandbox wall seconds x GPUs held (x1 on CPU): what --gpu-hours caps
+    gpu_hours: float = 0.0  # training seconds x GPUs, for experiments that ran on GPUs
+    cpu_hours: float = 0.0  # training seconds of experiments that ran on CPU
+    wall_hours: float = 0.0  # sandbox wall time, training + scoring + overheads
+    tokens: int = 0  # LLM tokens spent proposing
+    usd: float = 0.0  # LLM dollars spent proposing
+
+
+class Anomaly(BaseModel):
+    kind: str  # metric_mismatch | suspicious_jump | unsandboxed | self_reported
+    exp_id: int
+    detail: str
+
+
+class CategoryStats(BaseModel):
+    category: str
+    proposals: int = 0
+    ran: int = 0  # proposals that charged the idea: not rejected, interrupted, infra failures
+    wins: int = 0
+    inconclusive: int = 0
+    dead_ends: int = 0
+    failed: int = 0
+
+    @property
+    def win_rate(self) -> float | None:
+        return self.wins / self.ran if self.ran else None
+
+
+class Summary(BaseModel):
+    run: Run
+    statuses: dict[str, int]
+    scored: int  # baseline + proposal rows: the x axis of the plot
+    chain: list[Experiment]
+    confirmed: list[Experiment]
+    reruns: dict[int, list[Experiment]] = Field(default_factory=dict)  # original id -> its re-runs
+    inconclusive: list[Experiment]
+    dead_ends: list[Experiment]
+    failures: dict[str, list[Experiment]]  # cause -> experiments, in FAILURE_CAUSES order
+    spend: Spend
+    anomalies: list[Anomaly]
+    categories: list[CategoryStats]
+    noise_bpb: float | None  # seed-to-seed std of the run, None when unknown
+    jump_threshold_bpb: float
+
+
+def pick_run(ledger: Ledger, run_id: str | None) -> Run:
+    """The run named `run_id`, or the latest one."""
+    if run_id:
+        return ledger.get_run(run_id)
+    runs = ledger.runs()
+    if not runs:
+        raise AgentgolfError("the ledger has no runs yet; start one with `agentgolf run --budget N`")
+    return runs[-1]
+
+
+def best_chain(experiments: list[Experiment]) -> list[Experiment]:
+    """Kept experiments from the baseline to the best one, following parent links."""
+    kept = [e for e in experiments if e.kept and e.kind in SCORED_KINDS and e.val_bpb is not None]
+    if not kept:
+        return []
+    by_id = {e.id: e for e in experiments}
+    return lineage(min(kept, key=lambda e: e.val_bpb), by_id.get)
+
+
+def summarize(run: Run, experiments: list[Experiment]) -> Summary:
+    proposals = [e for e in experiments if e.kind == Kind.proposal]
+    failures: dict[str, list[Experiment]] = {}
+    for e in experiments:
+        if e.status not in NOT_FAILURES:
+            failures.setdefault(e.status, []).append(e)
+    order = list(FAILURE_CAUSES)
+    failures = dict(sorted(failures.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99))
+    reruns: dict[int, list[Experiment]] = {}
+    for e in experiments:
+        if e.replay_of is not None:  # replay, confirm and calibration rows
+            reruns.setdefault(e.replay_of, []).append(e)
+    noise = run_noise(run, experiments)
+    jump = JUMP_NOISE_MULTIPLE * noise if noise else JUMP_DEFAULT_BPB
+    return Summary(
+        run=run,
+        statuses=dict(Counter(e.status for e in experiments).most_common()),
+        scored=sum(e.kind in SCORED_KINDS for e in experiments),
+        chain=best_chain(experiments),
+        confirmed=[e for e in proposals if e.kept],
+        reruns=reruns,
+        inconclusive=[e for e in proposals if e.status in (RowStatus.inconclusive, RowStatus.confirming)],
+        dead_ends=[e for e in proposals if e.status == RowStatus.ok and not e.kept],
+        failures=failures,
+        spend=spend_of(experiments),
+        anomalies=find_anomalies(run, experiments, jump),
+        categories=category_stats(proposals),
+        noise_bpb=noise,
+        jump_threshold_bpb=jump,
+    )
+
+
+def run_noise(run: Run, experiments: list[Experiment]) -> float | None:
+    """`noise_bpb` from the run settings when set, else the run's noise floor; None when unknown."""
+    if run.settings.get("noise_bpb"):
+        return float(run.settings["noise_bpb"])
+    return noise_floor(experiments).sigma or None
+
+
+def spend_of(experiments: list[Experiment]) -> Spend:
+    spend = Spend()
+    for e in experiments:
+        gpus = len(e.manifest.get("gpus") or [])
+        hours = (e.train_seconds or 0.0) / SECONDS_PER_HOUR
+        if gpus:
+            spend.gpu_hours += hours * gpus
+        else:
+            spend.cpu_hours += hours
+        spend.wall_hours += (e.wall_seconds or 0.0) / SECONDS_PER_HOUR
+        spend.device_hours += (e.gpu_seconds or 0.0) / SECONDS_PER_HOUR
+        spend.tokens += e.tokens
+        spend.usd += e.usd
+    return spend
+
+
+def find_anomalies(run: Run, experiments: list[Experiment], jump_bpb: float) -> list[Anomaly]:
+    """Things a person should look at before believing the numbers."""
+    tolerance = float(run.settings.get("metric_tolerance_bpb", DEFAULT_MISMATCH_BPB))
+    found = []
+    for e in experiments:
+        if e.self_val_bpb is not None and e.val_bpb is not None:
+            gap = e.self_val_bpb - e.val_bpb
+            if abs(gap) > tolerance or e.status == RowStatus.metric_mismatch:
+                side = "better" if gap < 0 else "worse"
+                found.append(
+                    Anomaly(
+                        kind="metric_mismatch",
+                        exp_id=e.id,
+                        detail=f"trainer says {e.self_val_bpb:.4f}, harness {e.val_bpb:.4f} "
+                        f"({abs(gap):.4f} {side} than the harness)",
+                    )
+                )
+        elif e.status == RowStatus.metric_mismatch:
+            found.append(
+                Anomaly(kind="metric_mismatch", exp_id=e.id, detail=e.reason or "status metric_mismatch")
+            )
+        if e.kind == Kind.proposal and e.delta_bpb is not None and -e.delta_bpb > jump_bpb:
+            found.append(
+                Anomaly(
+                    kind="suspicious_jump",
+                    exp_id=e.id,
+                    detail=f"improved by {-e.delta_bpb:.4f} bpb in one step (threshold {jump_bpb:.4f}): "
+                    "check the eval and the data the trainer reads",
+                )
+            )
+        if e.isolation == "none":
+            found.append(
+                Anomaly(kind="unsandboxed", exp_id=e.id, detail="ran with isolation 'none': no sandbox")
+            )
+        if e.trust == "self_reported" and e.val_bpb is not None:
+            found.append(
+                Anomaly(kind="self_reported", exp_id=e.id, detail="score is the trainer's own claim")
+            )
+    return found
+
+
+def category_stats(proposals: list[Experiment]) -> list[CategoryStats]:
+    stats: dict[str, CategoryStats] = {}
+    for e in proposals:
+        if e.status in UNDECIDED:
+            continue
+        s = stats.setdefault(e.category or "(none)", CategoryStats(category=e.category or "(none)"))
+        s.proposals += 1
+        if e.status in NOT_CHARGED:
+            continue
+        s.ran += 1
+        if e.kept:
+            s.wins += 1
+        elif e.status == RowStatus.inconclusive:
+            s.inconclusive += 1
+        elif e.status == RowStatus.ok:
+            s.dead_ends += 1
+        else:
+            s.failed += 1
+    return sorted(stats.values(), key=lambda s: (-(s.win_rate or 0.0), -s.ran, s.category))

@@ -1,0 +1,138 @@
+"""The command line's renderings of ledger rows: the experiment table, TSV and JSON, one experiment, a replay.
+
+Each function returns what the CLI prints, so the commands only parse, call and print.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import NamedTuple
+
+from rich import box
+from rich.console import RenderableType
+from rich.table import Table
+
+from agentgolf.agent.report.sections import num
+from agentgolf.experiments.ledger import Experiment
+from agentgolf.experiments.status import Kind
+
+TSV_HEADER = "commit\tval_bpb\tmemory_gb\tstatus\tdescription"  # autoresearch's results.tsv
+JSON_FIELDS = (
+    "id parent_id run_id kind status val_bpb delta_bpb self_val_bpb artifact_bytes train_seconds "
+    "wall_seconds branch commit_sha title hypothesis category proposer seed kept reason isolation trust"
+).split()
+JSON_RENAMED = {"commit_sha": "commit"}
+PEAK_MEMORY = re.compile(r"peak memory allocated: (\d+) MiB")
+MIB_PER_GIB = 1024
+NO_ROWS = "no experiments yet"
+KEPT_NOTE = "* kept: the change beat its parent and is on the run's best branch"
+TITLE_MIN_WIDTH = 28
+LEFT_COLUMNS = ("status", "title", "run")
+
+
+class Line(NamedTuple):
+    """One line for a rich console: markup, or text printed as it is (a diff, a log, a manifest)."""
+
+    text: str
+    markup: bool = True
+
+
+def peak_memory_gb(log: str) -> float:
+    """The last peak-memory line of a train log, in GiB; 0 when the log has none."""
+    found = PEAK_MEMORY.findall(log)
+    return int(found[-1]) / MIB_PER_GIB if found else 0.0
+
+
+def ledger_tsv(rows: list[Experiment]) -> str:
+    """autoresearch's results.tsv: commit, val_bpb, memory_gb, keep/discard/crash, description."""
+    lines = [TSV_HEADER]
+    for e in rows:
+        status = "keep" if e.kept else ("discard" if e.val_bpb is not None else "crash")
+        lines.append(
+            f"{e.commit_sha[:7]}\t{e.val_bpb or 0:.6f}\t{peak_memory_gb(e.log_tail):.1f}\t{status}\t{e.title}"
+        )
+    return "\n".join(lines)
+
+
+def ledger_json(rows: list[Experiment]) -> str:
+    records = [{JSON_RENAMED.get(k, k): getattr(e, k) for k in JSON_FIELDS} for e in rows]
+    return json.dumps(records, indent=2)
+
+
+def ledger_table(rows: list[Experiment]) -> list[RenderableType]:
+    """What `agentgolf ledger` prints, one item per line or table: the run's name, the table, a note."""
+    if not rows:
+        return [NO_ROWS]
+    runs = sorted({e.run_id or "" for e in rows})
+    head: list[RenderableType] = []
+    if len(runs) == 1:  # one run: name it once above the table instead of in a column
+        head.append(f"run {runs[0] or '-'}")
+    columns = ["id", "parent", *(["run"] if len(runs) > 1 else []), "status", "val_bpb", "Δ vs parent"]
+    columns += ["artifact bytes", "train s", "title"]
+    table = Table(show_lines=False, box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in columns:
+        table.add_column(
+            name,
+            justify="left" if name in LEFT_COLUMNS else "right",
+            no_wrap=name != "title",
+            min_width=TITLE_MIN_WIDTH if name == "title" else None,
+        )
+    for e in rows:
+        cells = {
+            "id": str(e.id),
+            "parent": str(e.parent_id or ""),
+            "run": e.run_id or "",
+            "status": e.status + (" *" if e.kept and e.kind == Kind.proposal else ""),
+            "val_bpb": num(e.val_bpb, ".4f"),
+            "Δ vs parent": num(e.delta_bpb, "+.4f"),
+            "artifact bytes": num(e.artifact_bytes, ","),
+            "train s": num(e.train_seconds, ".1f"),
+            "title": e.title + (f" ({e.kind} of {e.replay_of})" if e.replay_of else ""),
+        }
+        table.add_row(*(cells[name] for name in columns))
+    return [*head, table, KEPT_NOTE]
+
+
+def show_experiment(e: Experiment, diff: str | None) -> list[Line]:
+    """What `agentgolf show` prints: header, metrics, the diff (None: no change), log tail, manifest."""
+    lines = [
+        f"[bold]experiment {e.id}[/]: {e.title}  ({e.kind}, run {e.run_id}, proposer {e.proposer})",
+        f"status: {e.status}" + (f" — {e.reason}" if e.reason else ""),
+        f"hypothesis: {e.hypothesis or '-'}",
+        f"branch: {e.branch or '-'}  commit: {e.commit_sha[:12] or '-'}  parent: {e.parent_id or '-'}",
+    ]
+    metrics = {
+        "val_bpb": num(e.val_bpb, ".6f"),
+        "delta vs parent": num(e.delta_bpb, "+.6f"),
+        "self-reported val_bpb": num(e.self_val_bpb, ".6f"),
+        "artifact bytes": num(e.artifact_bytes, ","),
+        "train seconds": num(e.train_seconds, ".1f"),
+        "wall seconds": num(e.wall_seconds, ".1f"),
+        "isolation": e.isolation,
+        "trust": e.trust,
+        "seed": str(e.seed),
+    }
+    lines += [f"  {key}: {value}" for key, value in metrics.items() if value]
+    shown = [Line(text) for text in lines]
+    if diff is not None:
+        shown += [Line("[bold]diff vs parent[/]"), Line(diff, markup=False)]
+    if e.log_tail:
+        shown += [Line("[bold]log tail[/]"), Line(e.log_tail, markup=False)]
+    if e.manifest:
+        shown.append(Line("[bold]manifest[/] (what decided this number; `agentgolf replay` compares it)"))
+        shown.append(Line(json.dumps(e.manifest, indent=2, sort_keys=True), markup=False))
+    return shown
+
+
+def replay_table(original: Experiment, copies: list[Experiment]) -> Table:
+    """The recorded experiment beside its replays: status, score, size and training time."""
+    table = Table(title=f"replay of experiment {original.id}")
+    for name in ("", "recorded", *(f"replay #{c.id} (seed {c.seed})" for c in copies)):
+        table.add_column(name)
+    rows = [original, *copies]
+    table.add_row("status", *(e.status for e in rows))
+    table.add_row("val_bpb", *(num(e.val_bpb, ".8f") for e in rows))
+    table.add_row("artifact bytes", *(num(e.artifact_bytes, ",") for e in rows))
+    table.add_row("train seconds", *(num(e.train_seconds, ".1f") for e in rows))
+    return table

@@ -1,0 +1,43 @@
+"""Prompt rendering beside the templates, so that every proposer (LLM or CLI agent) says the same thing.
+
+The templates are plain Markdown with `{name}` fields; this module fills them. It imports nothing from
+the agent at run time: a proposer passes its context in, and the prompt is only text.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agentgolf.agent.proposers.proposal import ProposalContext
+
+
+def template(name: str) -> str:
+    return files("agentgolf.prompts").joinpath(f"{name}.md").read_text()
+
+
+def render(name: str, **fields: object) -> str:
+    return template(name).format(**fields)
+
+
+def proposal_messages(ctx: ProposalContext) -> list[dict[str, str]]:
+    """The chat messages that ask for one change to the parent's trainer."""
+    system = render("system", size_limit=ctx.budget.size_bytes, train_seconds=ctx.budget.train_seconds)
+    parent_bpb = f"{ctx.parent.val_bpb:.4f}" if ctx.parent.val_bpb is not None else "unknown"
+    user = render(
+        "propose",
+        digest=ctx.digest,
+        trainer=ctx.trainer,
+        code_bytes=len(ctx.source.encode()),
+        parent_id=ctx.parent.id,
+        parent_bpb=parent_bpb,
+        source=ctx.source,
+    )
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def proposal_prompt(ctx: ProposalContext) -> str:
+    """The same request as one text, for a CLI coding agent that edits files itself."""
+    text = "\n\n".join(m["content"] for m in proposal_messages(ctx))
+    return text + "\n\n" + template("cli_agent").strip()

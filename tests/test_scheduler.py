@@ -1,0 +1,73 @@
+"""The scheduler's slot bookkeeping on real runs: infra errors retried uncharged, with one slot and with several.
+
+The machine failure is the one thing faked here: a wrapper around the real local executor raises, as a
+lost node or a broken harness would, on the first try of chosen experiments. Everything else (git, the
+ledger, the sandbox, the trainer) is real.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from agentgolf.agent.loop import Loop, RunCaps
+from tests.tiny import make_workspace
+
+
+class FlakyMachine:
+    """The real executor, except that the first `failures` tries of each experiment in `flaky` fail."""
+
+    def __init__(self, real, slots: int, flaky: set[int], failures: int = 1):
+        self.real, self.n_slots, self.flaky, self.failures = real, slots, flaky, failures
+        self.tries: dict[int, int] = {}
+
+    def slots(self, gpus, per_experiment):
+        return [None] * self.n_slots
+
+    def run(self, trainer: Path, run_dir: Path, seed, env, slot):
+        exp_id = int(run_dir.name)
+        self.tries[exp_id] = self.tries.get(exp_id, 0) + 1
+        if exp_id in self.flaky and self.tries[exp_id] <= self.failures:
+            raise OSError("node lost")
+        return self.real.run(trainer, run_dir, seed, env, slot)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def _run(tmp_path: Path, tiny_dataset, machine_args: dict, experiments: int):
+    ws = make_workspace(tmp_path / "ws", tiny_dataset)
+    loop = Loop(ws, ws.ledger(), ws.config.budget, console=Console(file=open(tmp_path / "out.txt", "w")))
+    machine = FlakyMachine(loop.lab.executor, **machine_args)
+    loop.lab.executor = machine
+    summary = loop.run(RunCaps(experiments=experiments), "playbook")
+    return loop.ledger.experiments(run_id=summary.run_id), machine, summary
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("slots", [1, 2])
+def test_an_infra_error_is_retried_without_charging_the_idea(tmp_path, tiny_dataset, slots):
+    rows, machine, summary = _run(tmp_path, tiny_dataset, {"slots": slots, "flaky": {1, 2}}, experiments=3)
+    assert [e.kind for e in rows] == ["baseline", "proposal", "proposal"]
+    assert all(e.status in ("ok", "inconclusive") for e in rows), [(e.id, e.status, e.reason) for e in rows]
+    assert machine.tries == {1: 2, 2: 2, 3: 1}  # each flaky experiment ran once more, in place
+    said = (tmp_path / "out.txt").read_text()
+    assert said.count("infra error (harness error: node lost); retrying without charging the idea") == 2
+    assert summary.stop_reason == "budget spent" and summary.experiments == 3
+
+
+@pytest.mark.slow
+def test_an_experiment_that_keeps_failing_is_recorded_as_infra_error_and_the_run_goes_on(
+    tmp_path, tiny_dataset
+):
+    rows, machine, summary = _run(
+        tmp_path, tiny_dataset, {"slots": 1, "flaky": {2}, "failures": 9}, experiments=3
+    )
+    assert machine.tries[2] == 3  # the first try and the 2 retries of the default SchedulerConfig
+    assert rows[1].status == "infra_error" and "node lost" in rows[1].reason
+    assert [e.kind for e in rows] == ["baseline", "proposal", "proposal"] and rows[2].status in (
+        "ok",
+        "inconclusive",
+    )
