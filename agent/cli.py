@@ -1,17 +1,21 @@
 """The `agentgolf` command: thin wrappers that parse arguments, call one module each, and print.
 
-Every failure the user can fix ends as one line on stderr and exit code 2; Ctrl-C exits 130.
+Every failure the user can fix ends as one line on stderr and exit code 2; Ctrl-C exits 130. Anything
+else is our bug: one line and the path of a log file with the traceback (AGENTGOLF_DEBUG=1 re-raises it).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
+import traceback
 from pathlib import Path
 
 from rich.console import Console
 
-from agentgolf.errors import AgentgolfError
+from agentgolf.errors import AgentgolfError, first_line
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -33,10 +37,19 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except AgentgolfError as exc:
         return fail(str(exc))
-    except Exception as exc:  # our own error types (bad shards, unreachable data...) carry a one-line message
-        if type(exc).__module__.startswith("agentgolf.") and not isinstance(exc, AssertionError):
-            return fail(str(exc))
-        raise
+    except Exception as exc:  # a bug, not the user's doing: one line here, the traceback in a file
+        if os.environ.get("AGENTGOLF_DEBUG"):
+            raise
+        return fail(f"unexpected {type(exc).__name__}: {first_line(exc)} (traceback in {crash_log(exc)})")
+
+
+def crash_log(exc: BaseException) -> Path:
+    """Write the traceback of an unexpected error where the user can find it and send it to us."""
+    folder = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "agentgolf"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    path.write_text(f"agentgolf {' '.join(sys.argv[1:])}\n\n" + "".join(traceback.format_exception(exc)))
+    return path
 
 
 def fail(message: str) -> int:

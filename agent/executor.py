@@ -87,7 +87,7 @@ class SlurmExecutor:
         job = slurm.reusable_job(run_dir) or slurm.submit(
             trainer, run_dir, self.data, self.budget, env, seed, self.config
         )
-        return slurm.wait(job, run_dir, self.stopping)
+        return slurm.wait(job, run_dir, self.stopping, self.config)
 
     def in_flight(self, run_dir: Path) -> bool:
         return slurm.live_job(run_dir) is not None

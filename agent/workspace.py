@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from agentgolf.agent.acceptance import AcceptanceConfig
 from agentgolf.agent.proposers.command import CommandConfig
+from agentgolf.agent.proposers.digest import DigestConfig
 from agentgolf.agent.proposers.llm import LLMConfig
 from agentgolf.agent.scheduler import SchedulerConfig
 from agentgolf.challenge import TRAINER_FILE
@@ -53,6 +54,7 @@ class WorkspaceConfig(BaseModel):
     executor: Literal["local", "slurm"] = Field("local", description="where experiments run")
     slurm: SlurmConfig = Field(default_factory=SlurmConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    digest: DigestConfig = Field(default_factory=DigestConfig)
 
 
 class Workspace:

@@ -142,6 +142,8 @@ def pick(repo: git.Repo, commits: list[str], onto: str | None) -> tuple[str, str
         return target, repo.head.commit.hexsha
     # Another branch: do the work in a throwaway worktree so the user's checkout stays as it is.
     if target not in [h.name for h in repo.heads]:
+        if repo.git.check_ref_format("--branch", target, with_exceptions=False) != target:
+            raise AgentgolfError(f"{target!r} is not a valid git branch name")
         repo.git.branch(target, repo.head.commit.hexsha)
     scratch = Path(tempfile.mkdtemp(prefix="agentgolf-pick-"))
     try:

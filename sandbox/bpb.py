@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
+from agentgolf.errors import AgentgolfError
+
 SPACE_MARK = "\u2581"  # SentencePiece's "▁"
 
 
-class ByteTableError(ValueError):
+class ByteTableError(AgentgolfError, ValueError):
     """A tokenizer could not be read, or token ids fall outside the table."""
 
 

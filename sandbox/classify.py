@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import signal
 
-from agentgolf.sandbox.isolation import PhaseOutcome
+from agentgolf.sandbox.phase import PhaseOutcome
 from agentgolf.sandbox.result import Status
 
 OOM_PATTERNS = re.compile(

@@ -11,6 +11,8 @@ import re
 
 from pydantic import BaseModel
 
+from agentgolf.errors import AgentgolfError
+
 FLOAT = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|inf)"
 
 # The official script's final line: `final_int8_zlib_roundtrip_exact val_loss:F val_bpb:F`.
@@ -33,7 +35,7 @@ STEP_PATTERNS = [
 ]
 
 
-class MetricPatternError(ValueError):
+class MetricPatternError(AgentgolfError, ValueError):
     """A metric pattern is not a valid regex or lacks the named group val_bpb."""
 
 

@@ -26,7 +26,8 @@ from pydantic import BaseModel
 
 from agentgolf.baseline.shards import read_shard
 from agentgolf.sandbox.bpb import ByteTable, bits_per_byte
-from agentgolf.sandbox.isolation import PhaseOutcome, SandboxedProcess
+from agentgolf.sandbox.phase import PhaseOutcome
+from agentgolf.sandbox.process import SandboxedProcess
 from agentgolf.sandbox.result import Status
 from agentgolf.sandbox.score_worker import FrameError, read_frame, write_frame
 

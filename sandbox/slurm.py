@@ -27,8 +27,6 @@ from agentgolf.sandbox.result import DataSpec, SandboxResult, Status
 
 JOB_FILE = "slurm_job.json"  # {"job_id", "submitted_at"}, written right after submission
 STARTED_FILE = "slurm_started"  # written by the job when it starts on its node
-POLL_SECONDS = 2.0
-SCHEDULER_GRACE_SECONDS = 300.0  # beyond the budget: job start-up and result hand-back
 ALIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING"}
 
 
@@ -41,6 +39,13 @@ class SlurmConfig(BaseModel):
     mem_gb: int | None = Field(None, ge=1)
     max_concurrent: int = Field(1, ge=1, description="experiments in flight at once")
     extra: dict[str, Any] = Field(default_factory=dict, description="more submitit slurm_* parameters")
+    poll_seconds: float = Field(2.0, gt=0, description="how often a job's state is read from SLURM")
+    grace_seconds: float = Field(
+        300.0, ge=0, description="job time limit beyond the phases' budgets: start-up and result hand-back"
+    )
+    result_wait_seconds: float = Field(
+        30.0, ge=0, description="how long a shared filesystem may take to show a finished job's result"
+    )
 
 
 def job_entry(trainer: str, run_dir: str, data: dict, budget: dict, env: dict, seed: int, gpus: int) -> dict:
@@ -76,8 +81,7 @@ def submit(
 
     executor = submitit.AutoExecutor(folder=run_dir / "slurm", cluster="slurm")
     params: dict[str, Any] = {
-        "timeout_min": int((budget.train_kill_seconds + budget.score_seconds + SCHEDULER_GRACE_SECONDS) / 60)
-        + 1,
+        "timeout_min": int((budget.train_kill_seconds + budget.score_seconds + cfg.grace_seconds) / 60) + 1,
         "slurm_job_name": f"agentgolf-{run_dir.name}",
         "cpus_per_task": cfg.cpus_per_experiment,
         "nodes": 1,
@@ -138,20 +142,23 @@ def _result_path(folder: Path, job_id: str) -> Path:
     return folder / f"{job_id}_0_result.pkl"
 
 
-def wait(job_id: str, run_dir: Path, stop: threading.Event | None = None) -> SandboxResult:
+def wait(
+    job_id: str, run_dir: Path, stop: threading.Event | None = None, cfg: SlurmConfig | None = None
+) -> SandboxResult:
     """Block until the job ends; a job SLURM killed (scancel, preemption, node failure, time limit) is an
     infra error, retried without charging the idea. `stop` set: the loop is going down; the job keeps
     running and `agentgolf run --resume` re-attaches to it."""
+    cfg = cfg or SlurmConfig()
     while (state := job_state(job_id)) in ALIVE:
-        if stop is not None and stop.wait(POLL_SECONDS):
+        if stop is not None and stop.wait(cfg.poll_seconds):
             return SandboxResult(
                 status=Status.infra_error, reason=f"left SLURM job {job_id} running: the loop stopped"
             )
         if stop is None:
-            time.sleep(POLL_SECONDS)
+            time.sleep(cfg.poll_seconds)
     if state not in ("COMPLETED", "UNKNOWN"):  # SLURM ended it: even a result written while dying is void
         return SandboxResult(status=Status.infra_error, reason=f"SLURM job {job_id} ended {state}")
-    result = _read_result(run_dir / "slurm", job_id)
+    result = _read_result(run_dir / "slurm", job_id, cfg)
     if result is not None:
         result.reason = (result.reason + f" [slurm job {job_id}]").strip()
         return result
@@ -160,11 +167,11 @@ def wait(job_id: str, run_dir: Path, stop: threading.Event | None = None) -> San
     )
 
 
-def _read_result(folder: Path, job_id: str) -> SandboxResult | None:
+def _read_result(folder: Path, job_id: str, cfg: SlurmConfig) -> SandboxResult | None:
     path = _result_path(folder, job_id)
-    deadline = time.monotonic() + 30  # shared filesystems can show the file a little late
+    deadline = time.monotonic() + cfg.result_wait_seconds  # shared filesystems can show the file late
     while not path.exists() and time.monotonic() < deadline and job_state(job_id) == "COMPLETED":
-        time.sleep(POLL_SECONDS)
+        time.sleep(cfg.poll_seconds)
     if not path.exists():
         return None
     with open(path, "rb") as f:

@@ -80,6 +80,21 @@ def test_broken_config_is_reported(workspace):
     one_line_error(agentgolf("ledger", cwd=workspace), "workspace config")
 
 
+def test_an_unexpected_error_is_one_line_and_a_traceback_file(workspace, tmp_path, monkeypatch):
+    """A bug (here: a hand-damaged manifest that no code path expects) must not print a traceback."""
+    db = sqlite3.connect(workspace / ".agentgolf" / "ledger.db")
+    db.execute(
+        "INSERT INTO experiments (kind, status, manifest, created_at) VALUES ('baseline', 'ok', '{oops', 0)"
+    )
+    db.commit()
+    db.close()
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    proc = agentgolf("show", "1", cwd=workspace)
+    one_line_error(proc, "unexpected JSONDecodeError")
+    log = Path(proc.stderr.split("traceback in ")[1].strip().rstrip(")"))
+    assert log.parent == tmp_path / "state" / "agentgolf" and "Traceback" in log.read_text()
+
+
 @pytest.mark.slow
 def test_whole_loop_run_ledger_show_pick_replay_report(workspace):
     """The foundation's path end to end: 3 experiments, 3 branches, then every morning-after command."""
@@ -158,6 +173,9 @@ def test_whole_loop_run_ledger_show_pick_replay_report(workspace):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     if best["id"] != 1:
+        one_line_error(
+            agentgolf("pick", str(best["id"]), "--onto", "my branch", cwd=workspace), "not a valid git branch"
+        )
         agentgolf("pick", str(best["id"]), "--onto", "winner", cwd=workspace, check=True)
         picked = repo.commit("winner").tree["train_gpt.py"].data_stream.read()
         assert picked == repo.commit(best["commit"]).tree["train_gpt.py"].data_stream.read()

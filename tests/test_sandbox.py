@@ -16,23 +16,18 @@ import sentencepiece as spm
 import torch
 
 from agentgolf.baseline.shards import read_shard
+from agentgolf.sandbox.bwrap import bwrap_works, find_bwrap, resolve_isolation
 from agentgolf.sandbox.classify import classify_phase
-from agentgolf.sandbox.isolation import (
-    READY_LINE,
-    Limits,
-    LogCapture,
-    PhaseSpec,
-    SandboxedProcess,
-    bwrap_works,
-    find_bwrap,
-    resolve_isolation,
-)
+from agentgolf.sandbox.limits import Limits
+from agentgolf.sandbox.logs import READY_LINE, LogCapture
 from agentgolf.sandbox.metrics import (
     MetricPatternError,
     compile_patterns,
     parse_self_report,
     parse_steps,
 )
+from agentgolf.sandbox.phase import PhaseSpec
+from agentgolf.sandbox.process import SandboxedProcess
 from agentgolf.sandbox.result import SandboxResult, Status
 from agentgolf.sandbox.runner import SandboxInputError, TrainerNotFoundError, run_sandboxed
 from agentgolf.sandbox.score_worker import FrameError, read_frame, write_frame

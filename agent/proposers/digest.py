@@ -11,14 +11,23 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+from pydantic import BaseModel, Field
+
 from agentgolf.experiments.ledger import Experiment, lineage
 
 DIGEST_MAX_CHARS = 6_000  # ~1,500 tokens
-RECENT = 8
-SIMILAR = 3
 REASON_CHARS = 90
 SUMMARY_RESERVE = 300  # room kept for the "... and N more" line
 WORD = re.compile(r"[a-z0-9_]+")
+
+
+class DigestConfig(BaseModel):
+    """How much of the ledger a proposer reads."""
+
+    max_chars: int = Field(
+        DIGEST_MAX_CHARS, ge=500, description="the digest's fixed size bound (~4 chars/token)"
+    )
+    recent: int = Field(8, ge=0, description="most recent results always shown")
 
 
 def line(e: Experiment) -> str:
@@ -35,8 +44,10 @@ def line(e: Experiment) -> str:
 
 
 def build_digest(
-    history: list[Experiment], parent: Experiment | None, max_chars: int = DIGEST_MAX_CHARS
+    history: list[Experiment], parent: Experiment | None, cfg: DigestConfig | None = None
 ) -> str:
+    cfg = cfg or DigestConfig()
+    max_chars = cfg.max_chars
     proposals = [e for e in history if e.kind in ("baseline", "proposal")]
     by_id = {e.id: e for e in proposals}
     chain = lineage(parent, by_id.get) if parent is not None else []
@@ -45,7 +56,7 @@ def build_digest(
         ("Current best chain (baseline first; you are patching the last one)", [line(e) for e in chain])
     )
     in_chain = {e.id for e in chain}
-    recent = [e for e in proposals if e.id not in in_chain][-RECENT:]
+    recent = [e for e in proposals if e.id not in in_chain][-cfg.recent :] if cfg.recent else []
     sections.append(("Most recent results", [line(e) for e in recent]))
     shown = in_chain | {e.id for e in recent}
     negatives = [e for e in proposals if e.id not in shown and not e.kept and e.kind == "proposal"]
@@ -85,9 +96,9 @@ def _words(text: str) -> set[str]:
 
 
 def similar(
-    history: list[Experiment], title: str, hypothesis: str = "", k: int = SIMILAR
+    history: list[Experiment], title: str, hypothesis: str = "", k: int = 3, threshold: float = 0.3
 ) -> list[Experiment]:
-    """Past experiments whose title/hypothesis share the most words with a new idea (Jaccard >= 0.3)."""
+    """Past experiments whose title/hypothesis share the most words with a new idea (Jaccard >= threshold)."""
     query = _words(f"{title} {hypothesis}")
     if not query:
         return []
@@ -97,7 +108,7 @@ def similar(
             continue
         words = _words(f"{e.title} {e.hypothesis}")
         score = len(query & words) / max(1, len(query | words))
-        if score >= 0.3:
+        if score >= threshold:
             scored.append((score, e.id, e))
     scored.sort(key=lambda t: (-t[0], -t[1]))
     return [e for _, _, e in scored[:k]]

@@ -46,6 +46,10 @@ class LLMConfig(BaseModel):
     max_output_tokens: int = 4096
     usd_per_mtok_in: float = Field(2.0, ge=0, description="price per million prompt tokens")
     usd_per_mtok_out: float = Field(8.0, ge=0, description="price per million completion tokens")
+    similar_threshold: float = Field(
+        0.3, ge=0, le=1, description="word overlap (Jaccard) above which a past idea is shown as similar"
+    )
+    similar_shown: int = Field(3, ge=0, description="similar past ideas shown before a proposal is run")
 
 
 NAME = "openai"
@@ -134,7 +138,13 @@ class LLMProposer:
             try:
                 proposal = parse_proposal(text)
                 if not warned_similar:
-                    near = similar(ctx.history, proposal.title, proposal.hypothesis)
+                    near = similar(
+                        ctx.history,
+                        proposal.title,
+                        proposal.hypothesis,
+                        self.config.similar_shown,
+                        self.config.similar_threshold,
+                    )
                     if near:
                         warned_similar = True
                         note = "\n".join(line(e) for e in near)

@@ -39,7 +39,7 @@ def prepare_proposal(lab: Lab, parent: Experiment, history: list[Experiment], pr
         trainer=ws.config.trainer,
         parent=parent,
         history=history,
-        digest=build_digest(history, parent),
+        digest=build_digest(history, parent, ws.config.digest),
         trainer_env=ws.config.trainer_env,
         budget=lab.budget,
     )

@@ -108,7 +108,7 @@ def apply_edits(root: Path, edits: list[Edit]) -> list[Path]:
 
 def check_trainer(path: Path, budget: Budget, work_dir: Path) -> None:
     """Byte-compile, then import it in the sandbox: catches errors before any training time is spent."""
-    from agentgolf.sandbox.runner import check_import
+    from agentgolf.sandbox.import_check import check_import
 
     if not path.is_file():
         raise ProposalError(f"the trainer {path.name} is missing")

@@ -1,0 +1,183 @@
+"""Bubblewrap: choosing the isolation mode, and the bwrap command line that builds a phase's sandbox.
+
+"bwrap": bubblewrap gives the process its own user, PID, network, IPC and UTS namespaces, a root made of
+read-only system binds plus exactly the host paths the caller names, and no network. Killing the outer
+bwrap kills the namespace's init and with it every process inside. "none": the same limits and the same
+kill (sandbox/process.py), but no filesystem or network isolation.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from agentgolf.errors import AgentgolfError
+from agentgolf.sandbox.limits import Limits
+from agentgolf.sandbox.phase import PhaseSpec
+
+ISOLATION_ENV = "AGENTGOLF_ISOLATION"  # "bwrap" (default when available) or "none"
+BWRAP_CANDIDATES = ("/usr/bin/bwrap", "/usr/local/bin/bwrap")
+
+SANDBOX_HOME = "/tmp"  # HOME inside the sandbox: a private tmpfs
+SANDBOX_HOSTNAME = "sandbox"
+HOSTS_TEXT = f"127.0.0.1 localhost {SANDBOX_HOSTNAME}\n::1 localhost ip6-localhost {SANDBOX_HOSTNAME}\n"
+SYSTEM_RO_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt")
+# Readable by uid 0 inside the sandbox because host root owns them; hidden behind /dev/null or an empty dir.
+SECRET_FILES = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/sudoers")
+SECRET_DIRS = ("/etc/ssh", "/etc/ssl/private", "/etc/sudoers.d")
+MINIMAL_PATH = "/usr/local/bin:/usr/bin:/bin"
+BWRAP_PROBE_SECONDS = 10
+
+
+class IsolationError(AgentgolfError, RuntimeError):
+    """Isolation was requested but cannot be provided (for example bwrap is not installed)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Choosing the mode
+
+
+def find_bwrap() -> str | None:
+    found = shutil.which("bwrap")
+    if found:
+        return found
+    return next((p for p in BWRAP_CANDIDATES if os.access(p, os.X_OK)), None)
+
+
+def resolve_isolation(requested: str | None = None) -> tuple[str, str]:
+    """Return (mode, warning). An explicit request wins over AGENTGOLF_ISOLATION; bwrap is the default.
+
+    Asking for "bwrap" where it is missing is an error; not asking falls back to "none" with a warning.
+    """
+    wanted = (requested or os.environ.get(ISOLATION_ENV) or "").strip().lower()
+    if wanted not in ("", "bwrap", "none"):
+        raise IsolationError(f"unknown isolation mode {wanted!r}: use 'bwrap' or 'none'")
+    if wanted == "none":
+        return (
+            "none",
+            "NO ISOLATION (requested): budgets are enforced, but the trainer can read any host file, "
+            "including the validation data, and use the network",
+        )
+    bwrap = find_bwrap()
+    problem = bwrap_works(bwrap) if bwrap else "bubblewrap is not installed (apt install bubblewrap)"
+    if not problem:
+        return "bwrap", ""
+    if wanted == "bwrap":
+        raise IsolationError(f"isolation 'bwrap' requested but unusable: {problem}")
+    return (
+        "none",
+        f"NO ISOLATION ({problem}): budgets are enforced, but the trainer can read any host file, "
+        "including the validation data, and use the network",
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# The command line
+
+
+def python_ro_paths() -> list[Path]:
+    """Where this interpreter and its packages live, so the sandbox can run the same Python and torch."""
+    import site
+    import sysconfig
+
+    candidates = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
+    candidates += [sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")]
+    candidates += list(site.getsitepackages())
+    user_site = site.getusersitepackages()
+    if isinstance(user_site, str) and os.path.isdir(user_site):
+        candidates.append(user_site)
+    candidates.append(os.path.dirname(os.path.realpath(sys.executable)))
+    return _outermost([Path(c) for c in candidates if c and os.path.isdir(c)])
+
+
+def _outermost(paths: list[Path]) -> list[Path]:
+    """Drop paths nested inside others so each tree is bound once, parents before children."""
+    resolved = sorted({p.absolute() for p in paths}, key=lambda p: len(p.parts))
+    kept: list[Path] = []
+    for p in resolved:
+        if not any(p == k or k in p.parents for k in kept):
+            kept.append(p)
+    return kept
+
+
+def bwrap_command(spec: PhaseSpec, bwrap: str) -> list[str]:
+    """The bubblewrap argv for a phase: nothing of the host but read-only system paths and the named binds."""
+    cmd = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session"]
+    cmd += ["--cap-drop", "ALL", "--hostname", SANDBOX_HOSTNAME, "--clearenv"]
+    for path in SYSTEM_RO_PATHS:
+        if os.path.islink(path):
+            cmd += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            cmd += ["--ro-bind", path, path]
+    # /tmp first: a RAM-backed, size-capped scratch; binds below may land inside it (a venv under /tmp).
+    cmd += ["--size", str(spec.limits.max_file_bytes), "--tmpfs", "/tmp"]
+    for path in python_ro_paths():
+        cmd += ["--ro-bind", str(path), str(path)]
+    for path in SECRET_FILES:
+        if os.path.isfile(path):
+            cmd += ["--ro-bind", "/dev/null", path]
+    for path in SECRET_DIRS:
+        if os.path.isdir(path):
+            cmd += ["--tmpfs", path, "--remount-ro", path]
+    cmd += ["--ro-bind", str(hosts_file()), "/etc/hosts"]  # torchrun resolves its own hostname
+    cmd += ["--proc", "/proc"]
+    cmd += ["--dev", "/dev"]  # a minimal /dev (null, zero, random, tty, shm): no host disks
+    if spec.gpu:  # only the NVIDIA device nodes, and sysfs (read-only) for NVML and NCCL's topology
+        for node in gpu_device_nodes():
+            cmd += ["--dev-bind", node, node]
+        cmd += ["--ro-bind", "/sys", "/sys"]
+    for host, inside in spec.ro_binds:
+        cmd += ["--ro-bind", str(host), str(inside)]
+    for host, inside in spec.rw_binds:
+        cmd += ["--bind", str(host), str(inside)]
+    for key, value in spec.env.items():
+        cmd += ["--setenv", key, value]
+    cmd += ["--chdir", str(spec.cwd), "--"]
+    return cmd
+
+
+@functools.lru_cache(maxsize=1)
+def hosts_file() -> Path:
+    """An /etc/hosts for the sandbox (loopback only, with its hostname), written once per harness process."""
+    path = Path(tempfile.gettempdir()) / f"agentgolf-sandbox-hosts-{os.getuid()}"
+    if not path.is_file() or path.read_text() != HOSTS_TEXT:
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(HOSTS_TEXT)
+        os.replace(tmp, path)
+    return path
+
+
+def gpu_device_nodes() -> list[str]:
+    """/dev/nvidia0.., nvidiactl, nvidia-uvm(-tools), nvidia-modeset and the nvidia-caps folder, where present."""
+    return sorted(str(p) for p in Path("/dev").glob("nvidia*"))
+
+
+@functools.lru_cache(maxsize=1)
+def bwrap_works(bwrap: str) -> str:
+    """Try a throwaway sandbox once per process; returns "" if it works, else bwrap's complaint.
+
+    Catches machines where bubblewrap is installed but user namespaces are disabled or restricted.
+    """
+    spec = PhaseSpec(
+        argv=["/bin/true"],
+        cwd=Path("/"),
+        env={},
+        limits=Limits(wall_seconds=1, max_file_bytes=2**20, max_processes=1),
+        log_path=Path(os.devnull),
+        log_bytes=1,
+    )
+    try:
+        done = subprocess.run(
+            bwrap_command(spec, bwrap) + ["/bin/true"],
+            capture_output=True,
+            text=True,
+            timeout=BWRAP_PROBE_SECONDS,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return str(e)
+    return "" if done.returncode == 0 else (done.stderr.strip() or f"exit code {done.returncode}")

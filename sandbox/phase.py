@@ -1,0 +1,38 @@
+"""One sandboxed phase: what it is given to run (PhaseSpec) and how it ended (PhaseOutcome)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from agentgolf.sandbox.limits import Limits
+
+
+class PhaseSpec(BaseModel):
+    """One sandboxed process: argv and cwd as seen inside, host paths bound in, its whole environment."""
+
+    argv: list[str]
+    cwd: Path
+    env: dict[str, str]
+    ro_binds: list[tuple[Path, Path]] = []  # (host path, path inside)
+    rw_binds: list[tuple[Path, Path]] = []
+    gpu: bool = False
+    limits: Limits
+    log_path: Path
+    log_bytes: int
+    protocol: bool = False  # stdin/stdout become pipes to the caller; only stderr goes to the log
+
+
+class PhaseOutcome(BaseModel):
+    """How one sandboxed process ended: its exit, whether we killed it, and what it ran into."""
+
+    returncode: int | None
+    ready: bool  # the sandbox was set up and the candidate's command started
+    timed_out: bool
+    aborted: bool = False  # killed by the harness before it finished, for a reason already decided
+    wall_seconds: float
+    signal: int | None = None  # the signal that ended the candidate's top process, if any
+    limit_hit: bool = False  # the pids cgroup refused a fork
+    survivors: int = 0  # processes that could not be killed (should be 0)
+    log_error: str | None = None  # harness-side I/O error while writing the log

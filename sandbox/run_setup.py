@@ -1,0 +1,101 @@
+"""One run's setup: its settings, its folders on the host, and how they look from inside the sandbox.
+
+Shared by both phases (sandbox/train_phase.py, sandbox/score_phase.py): where the trainer and its artifact
+live, the base environment every phase starts from, and the limits a phase runs under.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from agentgolf.sandbox.budget import Budget
+from agentgolf.sandbox.bwrap import MINIMAL_PATH, SANDBOX_HOME
+from agentgolf.sandbox.limits import Limits
+from agentgolf.sandbox.result import DataSpec
+
+TRAINER_NAME = "train_gpt.py"
+ARTIFACT_NAME = "final_model.int8.ptz"
+TRAIN_LOG, SCORE_LOG = "train.log", "score.log"
+
+INSIDE_TRAIN = Path("/sandbox/train")
+INSIDE_SCORE = Path("/sandbox/score")
+INSIDE_SHARDS = Path("/data/shards")
+INSIDE_TOKENIZERS = Path("/data/tokenizers")
+
+LOG_TAIL_CHARS = 4000
+
+
+class RunSetup:
+    """One experiment's folders, environment and phases' shared settings."""
+
+    def __init__(
+        self, source, run_dir, data, budget, user_env, seed, gpus, self_reported, patterns, on_start, mode
+    ):
+        self.source: bytes = source
+        self.run_dir: Path = run_dir.absolute()
+        self.data: DataSpec = data
+        self.budget: Budget = budget
+        self.user_env: dict[str, str] = user_env
+        self.seed: int = seed
+        self.gpus: list[int] | None = gpus
+        self.self_reported: bool = self_reported
+        self.patterns = patterns
+        self.on_start = on_start
+        self.mode: str = mode
+        self.train_dir = self.run_dir / "train"
+        self.score_dir = self.run_dir / "score"
+
+    def inside(self, host: Path, inside: Path) -> Path:
+        """Where a host path appears to the candidate: its bind target, or itself without isolation."""
+        return inside if self.mode == "bwrap" else host
+
+    def home(self) -> Path:
+        """The candidate's HOME: the sandbox's private /tmp, or run_dir/home without isolation."""
+        return Path(SANDBOX_HOME) if self.mode == "bwrap" else self.run_dir / "home"
+
+    def base_env(self, home: Path) -> dict[str, str]:
+        venv_bin = Path(sys.executable).parent
+        return {
+            "PATH": f"{venv_bin}:{MINIMAL_PATH}",
+            "HOME": str(home),
+            "TMPDIR": SANDBOX_HOME if self.mode == "bwrap" else str(home),
+            "LANG": "C.UTF-8",
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+
+    def limits(self, wall: float) -> Limits:
+        b = self.budget
+        return Limits(
+            wall_seconds=wall,
+            max_file_bytes=b.max_file_bytes,
+            memory_bytes=None if self.gpus else b.memory_bytes,
+            max_processes=b.max_processes,
+        )
+
+    def prepare(self) -> None:
+        for sub in ("train", "score", "data", "home"):
+            shutil.rmtree(self.run_dir / sub, ignore_errors=True)
+        self.train_dir.mkdir()
+        (self.train_dir / TRAINER_NAME).write_bytes(self.source)
+        if self.mode == "none":
+            (self.run_dir / "home").mkdir()
+
+    def missing_data(self) -> str | None:
+        d = self.data
+        if not d.train_files:
+            return "the data spec lists no training shards"
+        if not d.val_files:
+            return "the data spec lists no validation shards"
+        for path in [*d.train_files, *d.val_files, d.tokenizer]:
+            if not Path(path).is_file():
+                return f"missing data file on the host: {path}"
+        names = [Path(p).name for p in [*d.train_files, *d.val_files]]
+        if len(set(names)) != len(names):
+            return "two data shards share a file name"
+        return None
+
+    def artifact_path(self) -> Path:
+        return self.train_dir / ARTIFACT_NAME
