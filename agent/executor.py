@@ -25,7 +25,9 @@ class Executor(Protocol):
     def slots(self, gpus: list[int] | None, per_experiment: int | None) -> list[Slot]:
         """The experiments that may be in flight at once, each with what it holds."""
 
-    def run(self, trainer: Path, run_dir: Path, seed: int, env: dict[str, str], slot: Slot) -> SandboxResult:
+    def run(
+        self, trainer: Path, run_dir: Path, seed: int, env: dict[str, str], slot: Slot, budget: Budget
+    ) -> SandboxResult:
         """Train and score one experiment; blocks (in a worker thread) until it has a result."""
 
     def in_flight(self, run_dir: Path) -> bool:
@@ -41,8 +43,8 @@ class Executor(Protocol):
 class LocalExecutor:
     """Both phases as subprocesses of this machine, one experiment per GPU group (or one CPU slot)."""
 
-    def __init__(self, data: DataSpec, budget: Budget):
-        self.data, self.budget = data, budget
+    def __init__(self, data: DataSpec):
+        self.data = data
 
     def slots(self, gpus: list[int] | None, per_experiment: int | None) -> list[Slot]:
         if not gpus:
@@ -52,12 +54,14 @@ class LocalExecutor:
             raise AgentgolfError(f"--gpus-per-experiment {k} must divide the {len(gpus)} configured GPU(s)")
         return [gpus[i : i + k] for i in range(0, len(gpus), k)]
 
-    def run(self, trainer: Path, run_dir: Path, seed: int, env: dict[str, str], slot: Slot) -> SandboxResult:
+    def run(
+        self, trainer: Path, run_dir: Path, seed: int, env: dict[str, str], slot: Slot, budget: Budget
+    ) -> SandboxResult:
         return run_sandboxed(
             trainer,
             run_dir,
             self.data,
-            self.budget,
+            budget,
             env=env,
             seed=seed,
             gpus=slot,
@@ -77,15 +81,17 @@ class LocalExecutor:
 class SlurmExecutor:
     """Each experiment as a SLURM job running the same sandboxed phases on a node; jobs outlive the loop."""
 
-    def __init__(self, data: DataSpec, budget: Budget, config: slurm.SlurmConfig, stopping: threading.Event):
-        self.data, self.budget, self.config, self.stopping = data, budget, config, stopping
+    def __init__(self, data: DataSpec, config: slurm.SlurmConfig, stopping: threading.Event):
+        self.data, self.config, self.stopping = data, config, stopping
 
     def slots(self, gpus: list[int] | None, per_experiment: int | None) -> list[Slot]:
         return [None] * self.config.max_concurrent  # SLURM places each job; we bound how many are in flight
 
-    def run(self, trainer: Path, run_dir: Path, seed: int, env: dict[str, str], slot: Slot) -> SandboxResult:
+    def run(
+        self, trainer: Path, run_dir: Path, seed: int, env: dict[str, str], slot: Slot, budget: Budget
+    ) -> SandboxResult:
         job = slurm.reusable_job(run_dir) or slurm.submit(
-            trainer, run_dir, self.data, self.budget, env, seed, self.config
+            trainer, run_dir, self.data, budget, env, seed, self.config
         )
         return slurm.wait(job, run_dir, self.stopping, self.config)
 
@@ -109,9 +115,7 @@ def cancel(run_dir: Path) -> None:
         kill_leftovers(run_dir)
 
 
-def executor_for(
-    kind: str, data: DataSpec, budget: Budget, config: slurm.SlurmConfig, stopping: threading.Event
-) -> Executor:
+def executor_for(kind: str, data: DataSpec, config: slurm.SlurmConfig, stopping: threading.Event) -> Executor:
     if kind == "slurm":
-        return SlurmExecutor(data, budget, config, stopping)
-    return LocalExecutor(data, budget)
+        return SlurmExecutor(data, config, stopping)
+    return LocalExecutor(data)

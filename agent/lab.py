@@ -38,9 +38,7 @@ class Lab:
         self.repo = wt.open_repo(ws.root)
         self.data: DataSpec = ws.data_spec()
         self.stopping = threading.Event()  # set when the loop goes down: SLURM waits return, jobs live on
-        self.executor: Executor = executor_for(
-            ws.config.executor, self.data, budget, ws.config.slurm, self.stopping
-        )
+        self.executor: Executor = executor_for(ws.config.executor, self.data, ws.config.slurm, self.stopping)
         self._data_hashes: dict[str, str] | None = None
 
     def seed_of(self, exp: Experiment) -> int:
@@ -82,7 +80,7 @@ class Lab:
         """Runs in a worker thread: no ledger access here, only the executor."""
         run_dir = self.ws.run_dir(exp.id)
         env = dict(self.ws.config.trainer_env)
-        return self.executor.run(run_dir / TRAINER_FILE, run_dir, self.seed_of(exp), env, slot)
+        return self.executor.run(run_dir / TRAINER_FILE, run_dir, self.seed_of(exp), env, slot, self.budget)
 
     def record(self, exp: Experiment, result: SandboxResult, slot: Slot) -> Experiment:
         facts = self.executor.facts(self.ws.run_dir(exp.id))

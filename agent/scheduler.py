@@ -137,6 +137,9 @@ class Scheduler:
     def drive(self) -> str:
         """Schedule until a cap is reached or nothing is left; returns why it stopped."""
         self.best = self.current_best()
+        base = next((e for e in self.rows() if e.kind == Kind.baseline and e.status == RowStatus.ok), None)
+        if base is not None:  # resumed: the allowance the baseline measured holds for the whole run
+            self._bound_overhead(base)
         while True:
             stop = self._stop_reason()
             if not stop:
@@ -349,6 +352,7 @@ class Scheduler:
         if exp.kind == Kind.baseline:
             if exp.status == RowStatus.ok:
                 exp = self._promote(exp, reason=exp.reason)
+                self._bound_overhead(exp)
             self._announce(exp)
         elif exp.kind == Kind.calibration:
             self._announce(exp)
@@ -383,6 +387,11 @@ class Scheduler:
         wt.set_branch(self.lab.repo, wt.best_branch(self.run.id), exp.commit_sha)
         self.best = exp
         return exp
+
+    def _bound_overhead(self, base: Experiment) -> None:
+        """No candidate may buy training time in the start-up allowance: cut it to what the baseline needed."""
+        if base.train_seconds is not None:
+            self.lab.budget = self.lab.budget.with_measured_overhead(base.train_seconds)
 
     def _announce(self, exp: Experiment) -> None:
         self.view.log(describe(exp))

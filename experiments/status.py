@@ -35,6 +35,7 @@ class RowStatus(str, Enum):
     oom = Status.oom.value
     nan = Status.nan.value
     timeout = Status.timeout.value
+    over_time = Status.over_time.value
     over_size = Status.over_size.value
     metric_mismatch = Status.metric_mismatch.value
     violation = Status.violation.value
@@ -55,6 +56,7 @@ FAILURE_CAUSES = {
     RowStatus.oom: "out of host or GPU memory",
     RowStatus.nan: "non-finite loss or logits",
     RowStatus.timeout: "a phase ran past its wall-clock limit",
+    RowStatus.over_time: "trained longer than the budget allows (shown, never promoted)",
     RowStatus.over_size: "code + model bytes above the size limit",
     RowStatus.metric_mismatch: "the trainer's own score beat the harness's",
     RowStatus.violation: "broke a rule (non-causal model, forbidden access, limits)",

@@ -124,6 +124,8 @@ def bwrap_command(spec: PhaseSpec, bwrap: str) -> list[str]:
     for path in SECRET_DIRS:
         if os.path.isdir(path):
             cmd += ["--tmpfs", path, "--remount-ro", path]
+    for path in masks(spec.hidden):  # a workspace under /opt or inside the venv must not show through
+        cmd += ["--tmpfs", str(path), "--remount-ro", str(path)]
     cmd += ["--ro-bind", str(hosts_file()), "/etc/hosts"]  # torchrun resolves its own hostname
     cmd += ["--proc", "/proc"]
     cmd += ["--dev", "/dev"]  # a minimal /dev (null, zero, random, tty, shm): no host disks
@@ -139,6 +141,13 @@ def bwrap_command(spec: PhaseSpec, bwrap: str) -> list[str]:
         cmd += ["--setenv", key, value]
     cmd += ["--chdir", str(spec.cwd), "--"]
     return cmd
+
+
+def masks(hidden: list[Path]) -> list[Path]:
+    """The hidden paths that a system or interpreter bind would expose, outermost first (to cover with tmpfs)."""
+    bound = [Path(p).resolve() for p in SYSTEM_RO_PATHS if os.path.isdir(p)] + python_ro_paths()
+    exposed = [p for p in {Path(h).resolve() for h in hidden} if any(p == b or b in p.parents for b in bound)]
+    return [p for p in _outermost(exposed) if p.is_dir()]
 
 
 @functools.lru_cache(maxsize=1)

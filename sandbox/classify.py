@@ -39,10 +39,17 @@ def last_error_line(log_text: str) -> str:
 
 
 def classify_phase(
-    phase: PhaseOutcome, log_text: str, *, name: str, limit_seconds: float, max_processes: int
+    phase: PhaseOutcome,
+    log_text: str,
+    *,
+    name: str,
+    limit_seconds: float,
+    max_processes: int,
+    quote_log: bool = True,
 ) -> tuple[Status, str] | None:
-    """None when the phase exited 0 on its own; else (status, reason)."""
-    detail = last_error_line(log_text)
+    """None when the phase exited 0 on its own; else (status, reason). Without `quote_log` the reason is the
+    harness's own words only: the scoring log is written by the candidate's code and must not reach a prompt."""
+    detail = last_error_line(log_text) if quote_log else ""
     suffix = f": {detail}" if detail else ""
     if phase.log_error:
         return Status.infra_error, f"{name}: the harness could not write the log ({phase.log_error})"

@@ -22,6 +22,7 @@ class PhaseSpec(BaseModel):
     log_path: Path
     log_bytes: int
     protocol: bool = False  # stdin/stdout become pipes to the caller; only stderr goes to the log
+    hidden: list[Path] = []  # host paths that must not show through a system bind (data, other runs)
 
 
 class PhaseOutcome(BaseModel):

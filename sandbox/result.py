@@ -14,6 +14,7 @@ class Status(str, Enum):
     oom = "oom"  # out of host or GPU memory
     nan = "nan"  # non-finite loss or logits
     timeout = "timeout"  # a phase ran past its wall-clock limit and was killed
+    over_time = "over_time"  # training finished, but later than train_seconds + its overhead allowance
     over_size = "over_size"  # code + model bytes above the size budget
     metric_mismatch = (
         "metric_mismatch"  # the trainer's printed score beats the harness's by more than tolerance
@@ -54,3 +55,4 @@ class SandboxResult(BaseModel):
     trust: str = "harness"  # "harness" or "self_reported"
     log_tail: str = ""
     run_dir: Path | None = None
+    verification: dict | None = None  # sandbox.verify.Verification: the cross-check's numbers

@@ -6,7 +6,10 @@ live, the base environment every phase starts from, and the limits a phase runs 
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import stat
 import sys
 from pathlib import Path
 
@@ -96,6 +99,26 @@ class RunSetup:
         if len(set(names)) != len(names):
             return "two data shards share a file name"
         return None
+
+    def hidden(self) -> list[Path]:
+        """What no phase may see through a system bind: the data's folders and every run folder."""
+        d = self.data
+        folders = {Path(f).absolute().parent for f in [*d.train_files, *d.val_files, d.tokenizer]}
+        runs = self.run_dir.parent
+        state = runs.parent if runs.parent.name == ".agentgolf" else runs  # the ledger and config too
+        return sorted(folders | {state})
+
+    def reclaim(self) -> None:
+        """Give the harness back what the candidate locked: a folder it chmod 000ed is its own failure to
+        deliver an artifact (`crash`), not the machine's. Links are left alone, never followed."""
+        with contextlib.suppress(OSError):
+            os.chmod(self.train_dir, stat.S_IRWXU)
+        for folder, dirs, files in os.walk(self.train_dir, onerror=lambda e: None):  # top-down: parents first
+            for name in [*dirs, *files]:
+                path = os.path.join(folder, name)
+                if not os.path.islink(path):
+                    with contextlib.suppress(OSError):
+                        os.chmod(path, stat.S_IMODE(os.lstat(path).st_mode) | stat.S_IRWXU)
 
     def artifact_path(self) -> Path:
         return self.train_dir / ARTIFACT_NAME

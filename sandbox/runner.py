@@ -154,4 +154,12 @@ def _execute(run: RunSetup) -> SandboxResult:
     train = train_candidate(run)
     if train.status is not Status.ok or run.self_reported:
         return train
-    return score_artifact(run, train)
+    result = score_artifact(run, train)
+    allowed = run.budget.train_allowed_seconds
+    if result.status is Status.ok and (result.train_seconds or 0.0) > allowed:
+        result.status = Status.over_time
+        result.reason = (
+            f"training took {result.train_seconds:.1f} s: more than train_seconds "
+            f"{run.budget.train_seconds:g} s plus its {allowed - run.budget.train_seconds:g} s overhead allowance"
+        )
+    return result

@@ -1,8 +1,10 @@
-"""The scoring phase of a run: the trained artifact scored by trusted code, in a fresh sandbox without data.
+"""The scoring phase of a run: the artifact scored by trusted code in a sandbox without data, then verified.
 
-The worker runs in run_dir/score/, which holds a pristine copy of the trainer as it was before training (so
-a trainer that edits its own file changes nothing), the artifact, and the worker; no data files at all. The
-parent streams validation windows to it and computes val_bpb itself (sandbox/score.py).
+Two workers, one after the other, each in its own folder under run_dir/ with a pristine copy of the trainer
+as it was before training (so a trainer that edits its own file changes nothing), the artifact and the
+worker script; no data files at all. The first scores every validation window (sandbox/score.py); once it
+has exited, a fresh second one re-scores a random sample of positions without their continuations
+(sandbox/verify.py). Neither folder is writable from inside, so nothing passes from the first to the second.
 """
 
 from __future__ import annotations
@@ -14,102 +16,74 @@ import stat
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from agentgolf.baseline.shards import ShardError
 from agentgolf.sandbox.bpb import ByteTable, ByteTableError
 from agentgolf.sandbox.classify import classify_phase
 from agentgolf.sandbox.phase import PhaseSpec
 from agentgolf.sandbox.process import SandboxedProcess
 from agentgolf.sandbox.result import SandboxResult, Status
-from agentgolf.sandbox.run_setup import (
-    ARTIFACT_NAME,
-    INSIDE_SCORE,
-    LOG_TAIL_CHARS,
-    SCORE_LOG,
-    TRAINER_NAME,
-    RunSetup,
+from agentgolf.sandbox.run_setup import ARTIFACT_NAME, INSIDE_SCORE, LOG_TAIL_CHARS, TRAINER_NAME, RunSetup
+from agentgolf.sandbox.score import (
+    BATCH_TOKENS_CPU,
+    BATCH_TOKENS_GPU,
+    ScoreOutcome,
+    Windows,
+    drive,
+    load_val_tokens,
+    score_stream,
 )
-from agentgolf.sandbox.score import BATCH_TOKENS_CPU, BATCH_TOKENS_GPU, load_val_tokens, run_scoring
+from agentgolf.sandbox.verify import cross_check, sample_positions
 
 WORKER_SOURCE = Path(__file__).with_name("score_worker.py")
 WORKER_NAME = "score_worker.py"
 COPY_CHUNK = 1 << 20
+SCORE_LOG, VERIFY_LOG = "score.log", "verify.log"
 
 
 def score_artifact(run: RunSetup, train: SandboxResult) -> SandboxResult:
     """Score the artifact of a successful training phase; returns `train`, completed with the score."""
-    b = run.budget
-    result = train
+    b, result = run.budget, train
     try:
         val = load_val_tokens([Path(f) for f in run.data.val_files])
         table = ByteTable.from_model(Path(run.data.tokenizer), run.data.vocab_size)
     except (ShardError, ByteTableError) as e:
         result.status, result.reason = Status.infra_error, f"cannot read the validation data: {e}"
         return result
-    run.score_dir.mkdir()
-    (run.score_dir / TRAINER_NAME).write_bytes(run.source)  # pristine: as measured before training
-    shutil.copyfile(WORKER_SOURCE, run.score_dir / WORKER_NAME)
     try:
-        _copy_artifact(run, run.score_dir / ARTIFACT_NAME)
+        scorer = _worker(run, run.score_dir, SCORE_LOG)
+        verifier = _worker(run, run.run_dir / "verify", VERIFY_LOG)
     except OSError as e:
-        result.status, result.reason = Status.crash, f"the artifact could not be read: {e.strerror or e}"
+        result.status, result.reason = Status.crash, f"the artifact could not be read ({type(e).__name__})"
         return result
-    device = "cuda:0" if run.gpus else "cpu"
-    cwd = run.inside(run.score_dir, INSIDE_SCORE)
-    env = {
-        **run.base_env(run.home()),
-        **run.user_env,
-        "CUDA_VISIBLE_DEVICES": str(run.gpus[0]) if run.gpus else "",
-    }
-    spec = PhaseSpec(
-        argv=[
-            sys.executable,
-            "-I",
-            "-B",
-            WORKER_NAME,
-            "--trainer",
-            TRAINER_NAME,
-            "--artifact",
-            ARTIFACT_NAME,
-            "--device",
-            device,
-        ],
-        cwd=cwd,
-        env=env,
-        ro_binds=[(run.score_dir, INSIDE_SCORE)] if run.mode == "bwrap" else [],
-        gpu=bool(run.gpus),
-        limits=run.limits(b.score_seconds),
-        log_path=run.run_dir / SCORE_LOG,
-        log_bytes=b.log_bytes,
-        protocol=True,
-    )
-    proc = SandboxedProcess(spec, run.mode)
-    outcome, phase = run_scoring(
-        proc,
-        val,
-        table,
-        run.data.vocab_size,
-        batch_tokens=BATCH_TOKENS_GPU if run.gpus else BATCH_TOKENS_CPU,
-        on_start=run.on_start,
-    )
+    batch = BATCH_TOKENS_GPU if run.gpus else BATCH_TOKENS_CPU
+    layout: list[Windows] = []
+
+    def checked(windows: Windows) -> set[int]:
+        layout.append(windows)
+        return set(sample_positions(windows, b.verify))
+
+    outcome, phase = drive(scorer, lambda s: score_stream(s, val, table, batch, checked), run.on_start)
     result.score_seconds = phase.wall_seconds
-    text = proc.capture.text()
-    failed = classify_phase(
-        phase, text, name="scoring", limit_seconds=b.score_seconds, max_processes=b.max_processes
-    )
-    if failed and (outcome is None or failed[0] in (Status.timeout, Status.infra_error)):
-        result.status, result.reason = failed
-        result.log_tail = proc.capture.tail(LOG_TAIL_CHARS)
-        return result
-    if outcome is None:
-        result.status, result.reason = Status.crash, "scoring worker exited before finishing"
-        result.log_tail = proc.capture.tail(LOG_TAIL_CHARS)
+    if _failed(result, outcome, phase, scorer, "scoring", b.score_seconds):
         return result
     result.val_tokens, result.val_bytes = outcome.val_tokens, outcome.val_bytes
-    if outcome.status is not Status.ok:
-        result.status, result.reason = outcome.status, outcome.reason
-        result.log_tail = proc.capture.tail(LOG_TAIL_CHARS)
-        return result
     result.val_bpb, result.val_loss = outcome.val_bpb, outcome.val_loss
+    stream = val[: layout[0].n * layout[0].seq_len + 1].astype(np.int64)
+    found = []
+
+    def verify(session) -> ScoreOutcome:
+        checked_outcome, verification = cross_check(session, stream, layout[0], outcome, b.verify)
+        found.append(verification)
+        return checked_outcome
+
+    verified, phase = drive(verifier, verify, run.on_start)
+    result.score_seconds += phase.wall_seconds
+    if _failed(result, verified, phase, verifier, "verification", b.score_seconds):
+        result.val_bpb = result.val_loss = None  # a score that could not be verified is no score
+        return result
+    result.verification = found[0].model_dump()
     claimed = result.self_val_bpb
     if claimed is not None and math.isfinite(claimed) and claimed < outcome.val_bpb - b.metric_tolerance_bpb:
         result.status = Status.metric_mismatch
@@ -118,6 +92,63 @@ def score_artifact(run: RunSetup, train: SandboxResult) -> SandboxResult:
             f"{outcome.val_bpb:.6f} (tolerance {b.metric_tolerance_bpb})"
         )
     return result
+
+
+def _failed(
+    result: SandboxResult,
+    outcome: ScoreOutcome | None,
+    phase,
+    proc: SandboxedProcess,
+    name: str,
+    limit: float,
+) -> bool:
+    """Record why a worker's phase failed, in the harness's own words; False if it ended `ok`."""
+    failed = classify_phase(
+        phase,
+        proc.capture.text(),
+        name=name,
+        limit_seconds=limit,
+        max_processes=proc.spec.limits.max_processes,
+        quote_log=False,
+    )
+    if failed and (outcome is None or failed[0] in (Status.timeout, Status.infra_error)):
+        result.status, result.reason = failed
+    elif outcome is None:
+        result.status, result.reason = Status.crash, f"the {name} worker exited before finishing"
+    elif outcome.status is not Status.ok:
+        result.status, result.reason = outcome.status, outcome.reason
+    else:
+        return False
+    result.log_tail = proc.capture.tail(LOG_TAIL_CHARS)
+    return True
+
+
+def _worker(run: RunSetup, folder: Path, log_name: str) -> SandboxedProcess:
+    """A scoring worker in its own read-only folder: the pristine trainer, the artifact, the worker script."""
+    folder.mkdir()
+    (folder / TRAINER_NAME).write_bytes(run.source)  # pristine: as measured before training
+    shutil.copyfile(WORKER_SOURCE, folder / WORKER_NAME)
+    _copy_artifact(run, folder / ARTIFACT_NAME)
+    device = "cuda:0" if run.gpus else "cpu"
+    env = {
+        **run.base_env(run.home()),
+        **run.user_env,
+        "CUDA_VISIBLE_DEVICES": str(run.gpus[0]) if run.gpus else "",
+    }
+    argv = [sys.executable, "-I", "-B", WORKER_NAME, "--trainer", TRAINER_NAME]
+    spec = PhaseSpec(
+        argv=[*argv, "--artifact", ARTIFACT_NAME, "--device", device],
+        cwd=run.inside(folder, INSIDE_SCORE),
+        env=env,
+        ro_binds=[(folder, INSIDE_SCORE)] if run.mode == "bwrap" else [],
+        gpu=bool(run.gpus),
+        limits=run.limits(run.budget.score_seconds),
+        log_path=run.run_dir / log_name,
+        log_bytes=run.budget.log_bytes,
+        protocol=True,
+        hidden=run.hidden(),
+    )
+    return SandboxedProcess(spec, run.mode)
 
 
 def _copy_artifact(run: RunSetup, dest: Path) -> None:

@@ -4,10 +4,12 @@ Copied into the scoring folder and run there as a standalone script (it imports 
 inside a sandbox that holds no data: token windows arrive over stdin, answers leave over stdout, both as
 length-prefixed numpy frames. The candidate's prints are sent to stderr (the log) so they cannot corrupt
 the protocol. This process runs the candidate's code, so the parent trusts nothing it says: it validates
-every frame and re-derives spot checks from raw logits (see sandbox/score.py).
+every frame and verifies a sample of its answers in a fresh process (see sandbox/verify.py).
 
-Requests: "nll" (tokens [B, T+1] -> float64 NLL [B, T] of each next token, from a float64 log-softmax over
-the whole vocabulary), "logits" (tokens [B, T+1], rows -> float32 logits [len(rows), T, V]), "bye".
+Requests: "nll" (inputs [B, T] and `at`, a list of (row, position) pairs -> a frame of float64 NLL [B, T-1] of
+each next token inside the block, from a float64 log-softmax over the whole vocabulary, then a frame of the
+raw float32 logits [len(at), V] at those pairs), "bye". Scoring and verification send the same request. A
+window's last target is never sent: the harness scores the last position from its logits.
 """
 
 from __future__ import annotations
@@ -120,8 +122,8 @@ def _load_candidate(trainer: str):
 
 
 def _logits(model, tokens, torch):
-    """forward_logits on the inputs of a [B, T+1] token block, checked against the contract."""
-    x = tokens[:, :-1]
+    """forward_logits on a fresh copy of a [B, T] block of inputs, checked against the contract."""
+    x = tokens.clone()  # the model gets its own tensor, not the one we keep reading
     logits = model.forward_logits(x)
     if not isinstance(logits, torch.Tensor) or logits.dim() != 3 or tuple(logits.shape[:2]) != tuple(x.shape):
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
@@ -141,20 +143,20 @@ def serve(model, device: str, proto_in: IO[bytes], proto_out: IO[bytes], torch) 
         kind = header["kind"]
         if kind == "bye":
             return
-        if array is None or array.dtype != np.int64 or array.ndim != 2:
-            raise ValueError(f"request {kind!r} needs an int64 [B, T+1] token array")
+        if kind != "nll":
+            raise ValueError(f"unknown request {kind!r}")
+        if array is None or array.dtype != np.int64 or array.ndim != 2 or array.shape[1] < 2:
+            raise ValueError("request 'nll' needs an int64 [B, T] token array")
         tokens = torch.from_numpy(array.copy()).to(device)
+        at = header.get("at") or []
         with torch.inference_mode():
             logits = _logits(model, tokens, torch)
-            if kind == "nll":
-                logp = torch.log_softmax(logits.double(), dim=-1)
-                nll = -logp.gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1)
-                write_frame(proto_out, "nll", nll.cpu().numpy().astype(np.float64))
-            elif kind == "logits":
-                rows = torch.tensor(header.get("rows", list(range(tokens.shape[0]))), device=logits.device)
-                write_frame(proto_out, "logits", logits[rows].float().cpu().numpy())
-            else:
-                raise ValueError(f"unknown request {kind!r}")
+            logp = torch.log_softmax(logits[:, :-1].double(), dim=-1)
+            nll = -logp.gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1)
+            write_frame(proto_out, "nll", nll.cpu().numpy().astype(np.float64))
+            rows = torch.tensor([int(r) for r, _ in at], dtype=torch.long, device=logits.device)
+            cols = torch.tensor([int(c) for _, c in at], dtype=torch.long, device=logits.device)
+            write_frame(proto_out, "logits", logits[rows, cols].float().cpu().numpy())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         message = f"{type(e).__name__}: {e}"[:ERROR_MESSAGE_CHARS]
         try:
-            write_frame(proto_out, "error", message=message)
+            write_frame(proto_out, "error", message=message, type=type(e).__name__)
         except OSError:
             pass
         return 1

@@ -72,6 +72,7 @@ def train_candidate(run: RunSetup) -> SandboxResult:
         limits=run.limits(b.train_kill_seconds),
         log_path=run.run_dir / TRAIN_LOG,
         log_bytes=b.log_bytes,
+        hidden=run.hidden(),
     )
     proc = SandboxedProcess(spec, run.mode)
     phase = proc.run(run.on_start)
@@ -108,6 +109,7 @@ def _after_training(run: RunSetup, phase: PhaseOutcome, capture: LogCapture) -> 
     if failed:
         result.status, result.reason = failed
         return result
+    run.reclaim()
     artifact, problem = _artifact_size(run)
     if problem:
         result.status, result.reason = Status.crash, problem
@@ -132,6 +134,8 @@ def _artifact_size(run: RunSetup) -> tuple[int, str | None]:
         st = os.lstat(run.artifact_path())
     except FileNotFoundError:
         return 0, f"training wrote no artifact at ARTIFACT_PATH ({ARTIFACT_NAME})"
+    except OSError as e:  # whatever the candidate did to its own folder is its own failure
+        return 0, f"the artifact could not be read ({type(e).__name__})"
     if not stat.S_ISREG(st.st_mode):
         return 0, "the artifact is not a regular file (a link, folder or device)"
     return st.st_size, None

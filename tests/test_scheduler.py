@@ -26,12 +26,12 @@ class FlakyMachine:
     def slots(self, gpus, per_experiment):
         return [None] * self.n_slots
 
-    def run(self, trainer: Path, run_dir: Path, seed, env, slot):
+    def run(self, trainer: Path, run_dir: Path, seed, env, slot, budget):
         exp_id = int(run_dir.name)
         self.tries[exp_id] = self.tries.get(exp_id, 0) + 1
         if exp_id in self.flaky and self.tries[exp_id] <= self.failures:
             raise OSError("node lost")
-        return self.real.run(trainer, run_dir, seed, env, slot)
+        return self.real.run(trainer, run_dir, seed, env, slot, budget)
 
     def __getattr__(self, name):
         return getattr(self.real, name)

@@ -1,0 +1,149 @@
+"""Verified scoring under attack: one small hostile trainer per class of forgery, and the honest controls.
+
+Each attack is the toy bigram trainer with a few hostile lines appended (tests/sandbox_trainers/). They run
+the real sandbox (bubblewrap) on real subprocesses. A forged score must end `violation` with the forged and
+the verified numbers in the reason; a closed channel must give the attacker nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+
+from agentgolf.sandbox import run_setup
+from agentgolf.sandbox.bwrap import find_bwrap, masks
+from agentgolf.sandbox.result import DataSpec, Status
+from agentgolf.sandbox.runner import run_sandboxed
+from agentgolf.sandbox.verify import VerifyConfig, detectable_fraction
+from tests.sandbox_support import TEST_BUDGET, TOY, compose, data_spec
+
+pytestmark = pytest.mark.skipif(find_bwrap() is None, reason="bubblewrap is not installed")
+
+# Enough checked positions that a 1-in-10 peeker escapes with probability 0.9^300 (about 1e-14).
+THOROUGH = TEST_BUDGET.model_copy(update={"verify": VerifyConfig(min_positions=300)})
+
+
+@pytest.fixture(scope="module")
+def data(tiny_dataset):
+    return data_spec(tiny_dataset)
+
+
+@pytest.fixture(scope="module")
+def honest(data, tmp_path_factory):
+    result = run_sandboxed(TOY, tmp_path_factory.mktemp("honest"), data, THOROUGH)
+    assert result.status is Status.ok, result.reason
+    return result
+
+
+def _forged(result) -> None:
+    """A violation whose one-line reason shows both what the scoring process said and what was verified."""
+    assert result.status is Status.violation, (result.status, result.reason)
+    assert "\n" not in result.reason and "unverifiable score" in result.reason, result.reason
+    assert "the scoring process reported" in result.reason and "fresh process" in result.reason
+    assert result.val_bpb is None  # an unverified score is no score
+
+
+def test_the_honest_model_verifies_exactly(honest):
+    v = honest.verification
+    assert v["positions"] == 300 and v["max_gap_nats"] <= 1e-9  # the same model, the same numbers
+    assert v["reported_mean_nats"] == pytest.approx(v["verified_mean_nats"], abs=1e-9)
+    assert v["detectable_fraction"] == pytest.approx(detectable_fraction(300))
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "shape_peek.py",  # peeks only in batches larger than a probe's
+        "memo.py",  # peeks once per prefix and replays that answer to every later probe
+        "worker_patch.py",  # patches the worker's frame writer: NLL 0, logits forged to match
+        "noncausal.py",  # peeks everywhere
+        "cross_row.py",  # reads the next row of the batch for a window's last target
+        "sparse_peek.py",  # peeks in one window in ten
+    ],
+)
+def test_a_forged_score_is_a_violation(data, tmp_path, honest, attack):
+    result = run_sandboxed(compose(attack, tmp_path), tmp_path / "run", data, THOROUGH)
+    _forged(result)
+
+
+def test_a_small_bias_at_every_position_is_caught_by_the_mean(data, tmp_path):
+    result = run_sandboxed(compose("small_bias.py", tmp_path), tmp_path / "run", data, THOROUGH)
+    _forged(result)
+    assert "systematically better while scored than when verified" in result.reason
+
+
+def test_no_last_target_is_left_in_the_worker(data, tmp_path, honest):
+    """The storage and gc attack finds no last target to peek at: it gains nothing over the honest model (with
+    the targets it would gain about 50 nats at every last position)."""
+    result = run_sandboxed(compose("storage_peek.py", tmp_path), tmp_path / "run", data, THOROUGH)
+    assert result.status in (Status.ok, Status.violation), result.reason
+    assert result.status is Status.violation or result.val_bpb >= honest.val_bpb - 1e-12
+
+
+def test_training_into_the_allowance_is_over_time_and_shows_its_numbers(data, tmp_path):
+    budget = THOROUGH.model_copy(
+        update={"train_seconds": 2.0, "train_overhead_seconds": 3.0, "train_grace_seconds": 30.0}
+    )
+    result = run_sandboxed(compose("overtime.py", tmp_path), tmp_path / "run", data, budget)
+    assert result.status is Status.over_time, result.reason
+    assert "more than train_seconds 2 s plus its 3 s overhead allowance" in result.reason
+    assert result.train_seconds > 5.0 and math.isfinite(result.val_bpb)  # shown, with its numbers
+
+
+def test_the_honest_trainer_is_within_its_allowance(data, tmp_path):
+    budget = THOROUGH.model_copy(
+        update={"train_seconds": 2.0, "train_overhead_seconds": 20.0, "train_grace_seconds": 30.0}
+    )
+    result = run_sandboxed(TOY, tmp_path / "run", data, budget)
+    assert result.status is Status.ok, result.reason
+
+
+def test_a_locked_run_folder_is_the_candidates_failure(data, tmp_path):
+    result = run_sandboxed(compose("lock_folder.py", tmp_path), tmp_path / "run", data, THOROUGH)
+    assert result.status is Status.crash, (result.status, result.reason)
+    assert "no artifact" in result.reason or "could not be read" in result.reason
+
+
+@pytest.fixture
+def data_under_opt(tiny_dataset):
+    """The tiny dataset copied under /opt, a path the sandbox binds read-only for system software."""
+    root = Path("/opt") / f"agentgolf-test-{uuid.uuid4().hex[:8]}"
+    try:
+        shutil.copytree(tiny_dataset.root, root)
+    except OSError:
+        pytest.skip("/opt is not writable here")
+    rel = lambda p: root / Path(p).relative_to(tiny_dataset.root)  # noqa: E731
+    yield DataSpec(
+        train_files=[rel(f) for f in tiny_dataset.train_files],
+        val_files=[rel(f) for f in tiny_dataset.val_files],
+        tokenizer=rel(tiny_dataset.tokenizer),
+        vocab_size=tiny_dataset.vocab_size,
+    )
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_data_under_a_system_path_is_masked(data_under_opt, tmp_path, monkeypatch):
+    exposed = {p.parent for p in data_under_opt.val_files}
+    assert exposed <= set(masks(sorted(exposed)))  # it would show through the /opt bind
+    result = run_sandboxed(compose("find_val.py", tmp_path), tmp_path / "run", data_under_opt, THOROUGH)
+    assert result.status is Status.ok, result.reason
+    assert "FOUND" not in (tmp_path / "run" / "train.log").read_text()
+    # The positive control: the same attack, with the mask switched off, does find them.
+    monkeypatch.setattr(run_setup.RunSetup, "hidden", lambda self: [])
+    bare = run_sandboxed(compose("find_val.py", tmp_path), tmp_path / "bare", data_under_opt, THOROUGH)
+    assert (
+        bare.status is Status.crash
+        and "FOUND validation shards" in (tmp_path / "bare" / "train.log").read_text()
+    )
+
+
+def test_the_guarantee_in_numbers():
+    """The README's statement: 921 checked positions catch a 0.5% forger with 99% probability."""
+    assert detectable_fraction(921) <= 0.005 < detectable_fraction(900)
+    assert 1 - (1 - 0.005) ** 921 >= 0.99
+    assert os.path.exists(run_setup.__file__)
