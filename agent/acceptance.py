@@ -1,12 +1,31 @@
-"""When is a win real? Pure functions over ledger rows: samples, the noise floor, and the decision.
+"""When is a win real? Pure functions over ledger rows: samples, the noise, and a sequential decision.
 
-The noise floor is the seed-to-seed standard deviation of the baseline, measured at the start of a
-run at the fidelity being judged (short proxy runs are far noisier than full ones). A candidate is:
-- a dead end if it is no better than its parent;
-- inconclusive if it beats its parent by less than `noise_k` noise floors;
-- otherwise re-run with another seed (when `confirm` is on), and promoted only if a one-sided t-test
-  says it beats the parent by more than the margin at level `alpha`. By default the margin is the
-  challenge's 0.005 nats per token, turned into bpb with the run's own tokens per byte.
+A hill-climbing step is not a record. The challenge's record rule (beat the previous record by 0.005
+nats at p < 0.01) belongs to `agentgolf submit` and to the optional `record_mode`; by default a step
+only has to show, against measured noise, that it beats its parent at all.
+
+The rule: a group-sequential test with a bounded number of looks.
+- Noise: the seed-to-seed standard deviation, pooled over every commit the run measured more than once
+  (the baseline and its calibration seeds, each candidate and its re-measurements), with
+  sum(n_i - 1) degrees of freedom. A user-given `known_sigma_bpb` is taken as known: a z-test.
+- Look n (the candidate's n-th run, n <= max_runs): gain = mean(parent) - mean(candidate) - margin,
+  statistic T = gain / (sigma * sqrt(1/n + 1/m)) with m the parent's runs.
+  - promote when T crosses a constant boundary c (Pocock's shape), from the second run on;
+  - stop when the candidate is no better than its parent (a dead end) or when the likelihood ratio
+    favours "no gain" over "a gain of `design_gain_sigma` noise floors" by `futility_odds` to one
+    (Wald's lower line, inconclusive);
+  - otherwise measure it again with a new seed; at the cap it is inconclusive.
+- c is computed, not tabled: the looks' z statistics are a Brownian motion observed at information
+  1/(1/n + 1/m) (the parent's noise is shared by every look), and c is set so that a change with no
+  real gain crosses it with probability exactly `alpha` over all looks, given the stops above
+  (stats.efficacy_boundary). With an estimated sigma each boundary is turned into a p-value and the
+  look's t statistic (pooled degrees of freedom) is compared on that scale.
+
+Why this design: a one-shot test at alpha would need many runs of every candidate; an open-ended SPRT
+has no cap and, with the parent's noise fixed after its last run, rarely reaches its upper line. Looks
+at every run with a constant boundary stop early on clear wins, the futility line stops early on clear
+losers, and the cap bounds the cost. `bench/acceptance_power.py` measures the promotion rate and the
+runs per candidate this gives, with this module's own code.
 
 Nothing here trains or writes: the scheduler, the report and `replay` all call these on rows.
 """
@@ -16,39 +35,91 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from typing import Literal
+from functools import lru_cache
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field
 
 from agentgolf import challenge
-from agentgolf.agent.stats import student_t_sf
+from agentgolf.agent.stats import efficacy_boundary, normal_sf, student_t_sf, t_isf
 from agentgolf.experiments.ledger import Experiment
-from agentgolf.experiments.status import NOISE_KINDS, Kind, RowStatus
+from agentgolf.experiments.status import SCORED_KINDS, Kind, RowStatus
 
 Decision = Literal["dead_end", "inconclusive", "confirm", "promote"]
 MEASURED = frozenset({RowStatus.ok, RowStatus.inconclusive, RowStatus.confirming})  # a score that counts
+REMEASURE_KINDS = frozenset({Kind.confirm, Kind.calibration})  # the same commit again, another seed
+RULE = "group-sequential test: Pocock promotion boundary, SPRT futility line, capped runs"
 
 
 class AcceptanceConfig(BaseModel):
-    """When a candidate counts as better than its parent."""
+    """When a candidate counts as better than its parent (see the module's docstring for the rule)."""
 
-    noise_seeds: int = Field(3, ge=1, description="baseline runs with distinct seeds at the start of a run")
-    fallback_sigma_bpb: float = Field(0.0, ge=0, description="noise floor used when noise_seeds < 2")
-    noise_k: float = Field(1.0, ge=0, description="wins within noise_k noise floors are inconclusive")
-    confirm: bool = Field(True, description="re-run a candidate that looks better with another seed")
-    confirm_seeds: int = Field(1, ge=1, description="extra seeds for a confirmation")
-    confirm_seed_stride: int = Field(
-        1000, ge=1, description="the k-th confirmation of a row trains with seed + k x this"
+    noise_seeds: int = Field(10, ge=1, description="baseline runs with distinct seeds at the start of a run")
+    known_sigma_bpb: float = Field(
+        0.0,
+        ge=0,
+        validation_alias=AliasChoices("known_sigma_bpb", "fallback_sigma_bpb"),
+        description="seed noise you know (bpb): tested as known (z-test) instead of the run's pooled estimate",
+    )
+    alpha: float = Field(
+        0.01, gt=0, lt=1, description="chance that a change with no real gain is promoted, over all its runs"
+    )
+    confirm: bool = Field(True, description="promote only after a re-measurement (off: decide on one run)")
+    max_runs: int = Field(
+        6, ge=1, description="the most runs of one candidate before it is left inconclusive"
+    )
+    design_gain_sigma: float = Field(
+        2.5, gt=0, description="the gain, in noise floors, that the futility line weighs against no gain"
+    )
+    futility_odds: float = Field(
+        5.0, gt=1, description="drop a candidate once the evidence favours no gain by these odds"
+    )
+    record_mode: bool = Field(
+        False, description="every step must beat its parent by the challenge's record margin (0.005 nats)"
     )
     min_delta_bpb: float | None = Field(
-        None,
-        ge=0,
-        description="promotion margin in bpb; None: the challenge's 0.005 nats at the run's tokens per byte",
+        None, ge=0, description="the margin a step must beat its parent by; None: 0, or the record margin"
     )
-    alpha: float = Field(challenge.RECORD_ALPHA, gt=0, lt=1, description="one-sided test level for promotion")
+    confirm_seed_stride: int = Field(
+        1000, ge=1, description="the k-th re-measurement of a row trains with seed + k x this"
+    )
     replay_noise_k: float = Field(
         2.0, ge=0, description="a replay within this many noise floors of the original reproduces it"
     )
+
+    @property
+    def fallback_sigma_bpb(self) -> float:
+        """The old name of `known_sigma_bpb`."""
+        return self.known_sigma_bpb
+
+    @property
+    def runs_cap(self) -> int:
+        return self.max_runs if self.confirm else 1
+
+    @property
+    def first_promotion(self) -> int:
+        """The run from which a candidate may be promoted: the second (a confirmation), or the first."""
+        return 2 if self.confirm and self.max_runs >= 2 else 1
+
+
+class Evidence(BaseModel):
+    """What a decision was made on, stored on the row (`decision` column) for the ledger and the report."""
+
+    rule: str
+    decision: Decision
+    runs: int  # the candidate's runs so far
+    max_runs: int
+    samples: list[float]  # the candidate's val_bpb, one per seed
+    parent_samples: list[float]
+    delta_bpb: float  # candidate mean - parent mean (negative is better)
+    margin_bpb: float
+    sigma_bpb: float  # the noise the test used
+    noise: Literal["pooled", "known", "none"]
+    dof: int | None  # pooled degrees of freedom; None for a known sigma (or none)
+    statistic: float | None = None  # t (pooled) or z (known)
+    p_value: float | None = None  # one-sided, at this look
+    promote_below: float | None = None  # promoted when p_value <= this
+    drop_above: float | None = None  # dropped when p_value >= this
 
 
 class Verdict(BaseModel):
@@ -56,13 +127,19 @@ class Verdict(BaseModel):
     delta_bpb: float  # candidate mean - parent mean (negative is better)
     p_value: float | None = None
     reason: str
+    evidence: Evidence | None = None
+
+    def record(self) -> dict[str, Any]:
+        """The evidence as the ledger's `decision` column stores it."""
+        return self.evidence.model_dump() if self.evidence else {}
 
 
 class Noise(BaseModel):
-    """The seed-to-seed standard deviation of a run's baseline and the degrees of freedom behind it."""
+    """The seed-to-seed standard deviation the run has measured, and what it rests on."""
 
     sigma: float  # 0.0 when unknown
-    dof: int
+    dof: float  # pooled degrees of freedom; math.inf when known; 0 when unknown
+    source: Literal["pooled", "known", "none"] = "pooled"
 
 
 def samples(rows: Sequence[Experiment], exp: Experiment) -> list[float]:
@@ -72,79 +149,169 @@ def samples(rows: Sequence[Experiment], exp: Experiment) -> list[float]:
         for e in rows
         if e.val_bpb is not None
         and e.status in MEASURED
-        and (e.id == exp.id or (e.kind in (Kind.confirm, Kind.calibration) and e.replay_of == exp.id))
+        and (e.id == exp.id or (e.kind in REMEASURE_KINDS and e.replay_of == exp.id))
     ]
 
 
-def noise_floor(rows: Sequence[Experiment], fallback_sigma: float = 0.0) -> Noise:
-    """The std of the baseline's seeds (baseline + calibration rows); `fallback_sigma` below two seeds."""
-    seeds = [e.val_bpb for e in rows if e.kind in NOISE_KINDS and e.status == RowStatus.ok and e.val_bpb]
-    sigma = statistics.stdev(seeds) if len(seeds) >= 2 else fallback_sigma
-    return Noise(sigma=sigma, dof=max(1, len(seeds) - 1))
+def noise_floor(rows: Sequence[Experiment], known_sigma: float = 0.0) -> Noise:
+    """The pooled seed noise of `rows` (one run's): sum of squares within each commit measured more than
+    once (baseline + calibration seeds, candidate + re-measurements) over sum(n_i - 1) degrees of freedom.
+    A `known_sigma` wins over the estimate and has infinite degrees of freedom."""
+    if known_sigma > 0:
+        return Noise(sigma=known_sigma, dof=math.inf, source="known")
+    groups: dict[int, list[float]] = {}
+    for e in rows:
+        if e.val_bpb is None or e.status not in MEASURED:
+            continue
+        if e.kind in SCORED_KINDS:
+            groups.setdefault(e.id, []).append(e.val_bpb)
+        elif e.kind in REMEASURE_KINDS and e.replay_of is not None:
+            groups.setdefault(e.replay_of, []).append(e.val_bpb)
+    spread = [(sum((x - statistics.fmean(g)) ** 2 for x in g), len(g) - 1) for g in groups.values()]
+    dof = sum(d for _, d in spread)
+    if dof == 0:
+        return Noise(sigma=0.0, dof=0, source="none")
+    return Noise(sigma=math.sqrt(sum(s for s, _ in spread) / dof), dof=dof)
 
 
 def margin_bpb(rows: Sequence[Experiment], cfg: AcceptanceConfig) -> float:
-    """The promotion margin: the configured bpb, or the record margin at the baseline's tokens per byte."""
+    """The margin a step must beat its parent by: the configured bpb; 0; or, in record mode, the record
+    margin at the baseline's tokens per byte."""
     if cfg.min_delta_bpb is not None:
         return cfg.min_delta_bpb
+    if not cfg.record_mode:
+        return 0.0
     base = next((e for e in rows if e.kind == Kind.baseline and e.status == RowStatus.ok), None)
     return challenge.margin_bpb(challenge.tokens_per_byte(base.val_loss, base.val_bpb) if base else None)
+
+
+# Pooled degrees of freedom are rounded down to one of these before the boundaries are computed (fewer
+# dof: wider boundaries, so the rounding only ever makes the test stricter); beyond the last, the last.
+DOF_STEPS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 64, 80, 96, 128, 192, 256)
+
+
+def boundaries(parent_runs: int, dof: float, cfg: AcceptanceConfig) -> tuple[float, tuple[float, ...]]:
+    """The boundaries on the look statistic's scale (z for a known sigma, else t) for a parent measured
+    `parent_runs` times and noise on `dof` degrees of freedom: (promote at, drop at each look)."""
+    steps = math.inf if math.isinf(dof) else max(d for d in DOF_STEPS if d <= max(dof, 1))
+    return _boundaries(
+        parent_runs,
+        steps,
+        cfg.runs_cap,
+        cfg.first_promotion,
+        cfg.alpha,
+        cfg.design_gain_sigma,
+        cfg.futility_odds,
+    )
+
+
+@lru_cache(maxsize=1024)
+def _boundaries(
+    parent_runs: int, dof: float, cap: int, first: int, alpha: float, gain: float, odds: float
+) -> tuple[float, tuple[float, ...]]:
+    info = [1.0 / (1.0 / n + 1.0 / parent_runs) for n in range(1, cap + 1)]
+    # Wald's lower line for "gain 0" against "gain g": drop when g*sqrt(I)*Z - g^2*I/2 <= -log(odds);
+    # never lower than 0, where the candidate is no better than its parent. On the t scale: the same tail.
+    drop = [max(0.0, -math.log(odds) / (gain * math.sqrt(i)) + gain * math.sqrt(i) / 2) for i in info]
+    drop_t = tuple(t_isf(normal_sf(z), dof) for z in drop)
+    return efficacy_boundary(tuple(info), drop_t, alpha, first - 1, dof), drop_t
 
 
 def judge(
     candidate: list[float],
     parent: list[float],
     sigma: float,
-    dof: int,
+    dof: float,
     cfg: AcceptanceConfig,
     margin: float | None = None,
 ) -> Verdict:
-    """Decide on `candidate` runs (val_bpb, one per seed) against the `parent` runs."""
-    if margin is None:
-        margin = cfg.min_delta_bpb if cfg.min_delta_bpb is not None else challenge.margin_bpb()
+    """Decide on `candidate` runs (val_bpb, one per seed) against the `parent` runs, with seed noise
+    `sigma` resting on `dof` degrees of freedom (math.inf: known; 0 or sigma 0: no noise estimate)."""
+    margin = margin_bpb([], cfg) if margin is None else margin
+    n, m, cap = len(candidate), len(parent), cfg.runs_cap
     delta = statistics.fmean(candidate) - statistics.fmean(parent)
-    if delta >= 0:
-        return Verdict(
-            decision="dead_end", delta_bpb=delta, reason=f"no better than its parent ({delta:+.4f} bpb)"
-        )
-    floor = cfg.noise_k * sigma
-    if -delta <= floor:
-        return Verdict(
-            decision="inconclusive",
-            delta_bpb=delta,
-            reason=f"{delta:+.4f} bpb is inside the noise floor ({floor:.4f})",
-        )
-    if cfg.confirm and len(candidate) < 1 + cfg.confirm_seeds:
-        return Verdict(
-            decision="confirm", delta_bpb=delta, reason="looks better: confirming with another seed"
-        )
-    beyond = -delta - margin
-    if sigma <= 0:  # no measured noise (deterministic runs, no calibration): compare against the margin only
-        p = 0.0 if beyond > 0 else 1.0
-    else:
-        t = beyond / (sigma * math.sqrt(1 / len(candidate) + 1 / len(parent)))
-        p = student_t_sf(t, max(1, dof))
-    if p < cfg.alpha:
-        return Verdict(
-            decision="promote",
-            delta_bpb=delta,
-            p_value=p,
-            reason=f"{delta:+.4f} bpb, p={p:.3g} < {cfg.alpha}",
-        )
-    return Verdict(
-        decision="inconclusive",
+    gain = -delta - margin
+    source = "known" if math.isinf(dof) else ("pooled" if sigma > 0 and dof > 0 else "none")
+    evidence = Evidence(
+        rule=RULE if source != "none" else "plain comparison (no noise estimate)",
+        decision="dead_end",
+        runs=n,
+        max_runs=cap,
+        samples=candidate,
+        parent_samples=parent,
         delta_bpb=delta,
-        p_value=p,
-        reason=f"{delta:+.4f} bpb but not beyond {margin:.4f} bpb at p<{cfg.alpha} (p={p:.3g})",
+        margin_bpb=margin,
+        sigma_bpb=sigma if source != "none" else 0.0,
+        noise=source,
+        dof=int(dof) if source == "pooled" else None,
+    )
+
+    def verdict(decision: Decision, reason: str, p: float | None = None) -> Verdict:
+        evidence.decision = decision
+        return Verdict(decision=decision, delta_bpb=delta, p_value=p, reason=reason, evidence=evidence)
+
+    if delta >= 0:
+        return verdict("dead_end", f"no better than its parent ({delta:+.4f} bpb)")
+    if source == "none":  # deterministic runs, no calibration: compare the means against the margin only
+        if gain <= 0:
+            return verdict("inconclusive", f"{delta:+.4f} bpb, not beyond the {margin:.4f} bpb margin")
+        if n < cfg.first_promotion:
+            return verdict("confirm", "looks better: confirming with another seed")
+        return verdict("promote", f"{delta:+.4f} bpb (plain comparison: no noise estimate)", 0.0)
+    look = min(n, cap)
+    c, drop = boundaries(m, dof, cfg)
+    statistic = gain / (sigma * math.sqrt(1.0 / n + 1.0 / m))
+
+    def tail(t: float) -> float:
+        return normal_sf(t) if source == "known" else student_t_sf(t, dof)
+
+    p, promote_below, drop_above = tail(statistic), tail(c), tail(drop[look - 1])
+    evidence.statistic, evidence.p_value = statistic, p
+    evidence.promote_below, evidence.drop_above = promote_below, drop_above
+    test = f"{'z' if source == 'known' else 't'}={statistic:.2f}, p={p:.3g}"
+    if n >= cfg.first_promotion and statistic >= c:
+        return verdict("promote", f"{delta:+.4f} bpb after {n} runs, {test} <= {promote_below:.3g}", p)
+    if statistic <= drop[look - 1]:
+        return verdict(
+            "inconclusive", f"{delta:+.4f} bpb, likely no real gain: {test} >= {drop_above:.3g}", p
+        )
+    if n >= cap:
+        return verdict("inconclusive", f"{delta:+.4f} bpb, undecided after {n} runs: {test}", p)
+    return verdict(
+        "confirm", f"looks better ({delta:+.4f} bpb, {test}): measuring again, run {n + 1}/{cap}", p
     )
 
 
 def decide(rows: Sequence[Experiment], exp: Experiment, parent: Experiment, cfg: AcceptanceConfig) -> Verdict:
     """The verdict on `exp` against `parent`, from everything `rows` (one run's) has measured."""
-    noise = noise_floor(rows, cfg.fallback_sigma_bpb)
+    noise = noise_floor(rows, cfg.known_sigma_bpb)
     return judge(
         samples(rows, exp), samples(rows, parent), noise.sigma, noise.dof, cfg, margin_bpb(rows, cfg)
     )
+
+
+def describe_evidence(evidence: dict[str, Any]) -> str:
+    """One line for a person: what a stored decision rested on."""
+    if not evidence:
+        return ""
+    runs = ", ".join(f"{x:.4f}" for x in evidence["samples"])
+    line = (
+        f"{evidence['decision']} after {evidence['runs']}/{evidence['max_runs']} runs ({runs}) vs "
+        f"{len(evidence['parent_samples'])} parent runs: Δ {evidence['delta_bpb']:+.4f} bpb"
+    )
+    if evidence.get("margin_bpb"):
+        line += f" (margin {evidence['margin_bpb']:.4f})"
+    if evidence["noise"] == "none":
+        return line + "; no noise estimate: plain comparison"
+    dof = "known" if evidence["noise"] == "known" else f"pooled, {evidence['dof']} dof"
+    line += f"; σ {evidence['sigma_bpb']:.4f} ({dof})"
+    if evidence.get("p_value") is not None:
+        name = "z" if evidence["noise"] == "known" else "t"
+        line += (
+            f"; {name} = {evidence['statistic']:.2f}, p = {evidence['p_value']:.3g} "
+            f"(promote ≤ {evidence['promote_below']:.3g}, drop ≥ {evidence['drop_above']:.3g})"
+        )
+    return line
 
 
 def confirmation_seed(exp: Experiment, done: int, default_seed: int, cfg: AcceptanceConfig) -> int:

@@ -266,19 +266,11 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_pick(args: argparse.Namespace) -> int:
+    from agentgolf.agent.loop import pick_experiment
     from agentgolf.agent.workspace import find_workspace
-    from agentgolf.experiments import worktree as wt
 
-    ws = find_workspace()
-    ledger = ws.ledger()
-    e = ledger.get(args.id)
-    if not e.commit_sha or e.run_id is None:
-        raise AgentgolfError(f"experiment {e.id} has no commit to pick (status {e.status})")
-    run = ledger.get_run(e.run_id)
-    repo = wt.open_repo(ws.root)
-    commits = wt.chain(repo, run.base_commit, e.commit_sha)
-    branch, head = wt.pick(repo, commits, args.onto)
-    out.print(f"picked {len(commits)} commit(s) onto {branch}: now at {head[:10]}")
+    picked, branch, head = pick_experiment(find_workspace(), args.id, args.onto)
+    out.print(f"picked {picked} commit(s) onto {branch}: now at {head[:10]}")
     return 0
 
 
@@ -304,6 +296,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_sandbox(args: argparse.Namespace) -> int:
     import time
 
+    from agentgolf.agent.report.tables import sandbox_lines
     from agentgolf.agent.workspace import find_workspace
     from agentgolf.sandbox.runner import run_sandboxed
 
@@ -326,21 +319,8 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     if args.json:
         print(result.model_dump_json(indent=2))
     else:
-        for key in (
-            "status",
-            "reason",
-            "val_bpb",
-            "self_val_bpb",
-            "artifact_bytes",
-            "train_seconds",
-            "wall_seconds",
-            "isolation",
-            "trust",
-        ):
-            value = getattr(result, key)
-            if value not in (None, ""):
-                out.print(f"{key}: {value.value if hasattr(value, 'value') else value}")
-        out.print(f"run folder: {run_dir}")
+        for line in sandbox_lines(result):
+            out.print(line)
     return 0
 
 

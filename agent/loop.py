@@ -220,6 +220,19 @@ class Loop:
         return replay
 
 
+def pick_experiment(ws: Workspace, exp_id: int, onto: str | None) -> tuple[int, str, str]:
+    """The kept chain under an experiment (its run's base commit to it), as clean commits on `onto`.
+    Returns (commits picked, branch, new head)."""
+    ledger = ws.ledger()
+    e = ledger.get(exp_id)
+    if not e.commit_sha or e.run_id is None:
+        raise AgentgolfError(f"experiment {e.id} has no commit to pick (status {e.status})")
+    repo = wt.open_repo(ws.root)
+    commits = wt.chain(repo, ledger.get_run(e.run_id).base_commit, e.commit_sha)
+    branch, head = wt.pick(repo, commits, onto)
+    return len(commits), branch, head
+
+
 def latest_run_id(ledger: Ledger) -> str:
     runs = ledger.runs()
     if not runs:

@@ -1,1 +1,1 @@
-"""agentgolf.baseline."""
+"""The trainer the agent patches (train_gpt.py, standalone) and the data tools: shards, corpus, tokenizer."""

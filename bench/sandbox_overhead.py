@@ -5,7 +5,8 @@
 Bare train: the toy trainer as a plain subprocess. Bare score: a plain subprocess that imports the toy,
 loads its artifact and computes the float64 NLL of every validation window in one go. Sandboxed: the
 train_seconds and score_seconds of run_sandboxed (process start to reaped tree; scoring includes the worker
-protocol, the spot checks and the causality probes). Also the cost of an empty process in the sandbox.
+protocol). Verification: the wall time it adds after scoring (a fresh worker re-scores a secret sample of
+positions; it starts alongside the scoring worker). Also the cost of an empty process in the sandbox.
 Figures are medians; results go to stdout and bench/out/sandbox_overhead.json. Goal: < 2 s per phase.
 """
 
@@ -138,8 +139,10 @@ def main() -> None:
                 "bare_score",
                 "sandboxed_score",
                 "harness_other",
+                "verify",
             )
         }
+        checked = []
         for i in range(args.repeats):
             work = tmp / f"bare{i}"
             work.mkdir()
@@ -154,7 +157,10 @@ def main() -> None:
                 raise SystemExit(f"sandboxed run failed: {result.status.value}: {result.reason}")
             rows["sandboxed_train"].append(result.train_seconds)
             rows["sandboxed_score"].append(result.score_seconds)
-            rows["harness_other"].append(result.wall_seconds - result.train_seconds - result.score_seconds)
+            rows["verify"].append(result.verify_seconds)
+            checked.append(result.verification)
+            other = result.wall_seconds - result.train_seconds - result.score_seconds - result.verify_seconds
+            rows["harness_other"].append(other)
     med = {k: statistics.median(v) for k, v in rows.items()}
     figures = {
         "isolation": isolation,
@@ -164,6 +170,10 @@ def main() -> None:
         "overhead_train_s": med["sandboxed_train"] - med["bare_train"],
         "overhead_score_s": med["sandboxed_score"] - med["bare_score"],
         "harness_other_s": med["harness_other"],
+        "verify_s": med["verify"],
+        "verify_share_of_scoring": med["verify"] / med["sandboxed_score"],
+        "verified_positions": checked[0]["positions"],
+        "detectable_fraction_99": checked[0]["detectable_fraction"],
     }
     print(f"isolation={isolation} repeats={args.repeats} (medians, seconds)")
     for name, bare, boxed in (
@@ -176,6 +186,11 @@ def main() -> None:
         print(
             f"  {name:14s} bare {med[bare]:6.2f}  sandboxed {med[boxed]:6.2f}  overhead {over:+6.2f}  {flag}"
         )
+    print(
+        f"  verification   {med['verify']:6.2f} s after scoring ({figures['verify_share_of_scoring']:.0%} of the "
+        f"scoring phase): {figures['verified_positions']} positions re-scored by a fresh process; a forger of "
+        f">= {figures['detectable_fraction_99']:.1%} of positions is caught with 99% probability"
+    )
     print(f"  harness work outside the phases (copies, val read, result.json): {med['harness_other']:.2f}")
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(figures, indent=2) + "\n")

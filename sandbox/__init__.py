@@ -1,1 +1,1 @@
-"""agentgolf.sandbox."""
+"""The sandbox: budgets enforced from outside, isolation, the two phases, and the verified scorer."""

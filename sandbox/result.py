@@ -46,7 +46,8 @@ class SandboxResult(BaseModel):
     code_bytes: int | None = None
     model_bytes: int | None = None
     train_seconds: float | None = None  # wall time of the training phase
-    score_seconds: float | None = None
+    score_seconds: float | None = None  # the scoring worker, from start to exit
+    verify_seconds: float | None = None  # what verification adds after scoring: its requests and exit
     wall_seconds: float = 0.0
     steps: int | None = None
     val_tokens: int | None = None  # targets the harness scored (whole windows of the model's seq_len)
@@ -56,3 +57,6 @@ class SandboxResult(BaseModel):
     log_tail: str = ""
     run_dir: Path | None = None
     verification: dict | None = None  # sandbox.verify.Verification: the cross-check's numbers
+    eval_mode: dict | None = (
+        None  # sandbox.layout.EvalMode: the eval mode the model declared and was scored by
+    )

@@ -13,12 +13,13 @@ import stat
 import sys
 from pathlib import Path
 
+from agentgolf.challenge import TRAINER_FILE
 from agentgolf.sandbox.budget import Budget
 from agentgolf.sandbox.bwrap import MINIMAL_PATH, SANDBOX_HOME
 from agentgolf.sandbox.limits import Limits
 from agentgolf.sandbox.result import DataSpec
 
-TRAINER_NAME = "train_gpt.py"
+TRAINER_NAME = TRAINER_FILE
 ARTIFACT_NAME = "final_model.int8.ptz"
 TRAIN_LOG, SCORE_LOG = "train.log", "score.log"
 

@@ -1,7 +1,7 @@
 """The trusted side of scoring: stream validation windows to a worker, and compute val_bpb from its answers.
 
-This process never imports the candidate's code. It reads the validation shards, cuts them into whole
-windows of the model's seq_len (the official `eval_val` layout: non-overlapping, no context across
+This process never imports the candidate's code. It reads the validation shards, lays them out as the
+model's declared eval mode asks (sandbox/layout.py: the official non-overlapping windows, or sliding
 windows), and asks the sandboxed worker (sandbox/score_worker.py) for the NLL of every next token. Bytes
 come from the harness's own ByteTable; val_loss and val_bpb are computed here.
 
@@ -14,17 +14,18 @@ scored here is scored again by a fresh process that never sees their true contin
 
 from __future__ import annotations
 
-import math
 import re
 import secrets
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from agentgolf.baseline.shards import read_shard
+from agentgolf.errors import first_line
 from agentgolf.sandbox.bpb import ByteTable, bits_per_byte
+from agentgolf.sandbox.layout import EvalMode, Layout, build_layout, row_inputs
 from agentgolf.sandbox.phase import PhaseOutcome
 from agentgolf.sandbox.process import SandboxedProcess
 from agentgolf.sandbox.result import Status
@@ -41,21 +42,6 @@ ERROR_TYPE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
 EOF_GRACE_SECONDS = 5.0  # a worker that closed its output gets this long to exit before it is killed
 
 
-class Windows(BaseModel):
-    """The scored layout: `n` non-overlapping windows of `seq_len` over the stream, `per_batch` per request."""
-
-    seq_len: int
-    n: int
-    per_batch: int
-
-    def batches(self) -> list[list[int]]:
-        """Window ids per request, strided: window w and w+1 never share a batch, so no row holds the next
-        row's first token (a window's last target). Only the last batch's windows have a successor already
-        seen, by a model that keeps state: at most 1/(n_batches x seq_len) of the positions."""
-        k = math.ceil(self.n / self.per_batch)
-        return [list(range(j, self.n, k)) for j in range(k)]
-
-
 class ScoreOutcome(BaseModel):
     status: Status
     reason: str = ""
@@ -63,7 +49,7 @@ class ScoreOutcome(BaseModel):
     val_bpb: float | None = None
     val_tokens: int | None = None
     val_bytes: int | None = None
-    seq_len: int | None = None
+    mode: EvalMode | None = None
     reported: dict[int, float] = {}  # NLL the worker reported at the positions verify.py will check
 
 
@@ -124,12 +110,18 @@ class Session:
             raise Verdict(Status.violation, f"scoring protocol: expected {kind!r}, got {header['kind']!r}")
         return header, array
 
-    def hello(self) -> int:
+    def hello(self) -> EvalMode:
+        """The eval mode the model declares: its seq_len, and optionally eval_mode, eval_stride, eval_context."""
         hello, _ = self.receive("hello", max_payload=0)
         seq_len = hello.get("seq_len")
         if not isinstance(seq_len, int) or not 2 <= seq_len <= MAX_SEQ_LEN:
             raise Verdict(Status.crash, f"model seq_len {seq_len!r} is not an integer in [2, {MAX_SEQ_LEN}]")
-        return seq_len
+        declared = {k: hello.get(f"eval_{k}") for k in ("mode", "stride", "context")}
+        try:
+            return EvalMode(seq_len=seq_len, **{k: v for k, v in declared.items() if v is not None})
+        except ValidationError as e:
+            reason = f"the model declares an eval mode the harness cannot run: {first_line(e)}"
+            raise Verdict(Status.crash, reason) from None
 
     def nll(self, tokens: np.ndarray, at: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
         """For inputs [B, T]: the NLL [B, T-1] of each next token inside the block, and the raw logits
@@ -159,21 +151,20 @@ def _error_type(header: dict) -> str:
     return name if ERROR_TYPE.fullmatch(name) else "an exception"
 
 
-def window_inputs(stream: np.ndarray, windows: list[int], seq_len: int) -> np.ndarray:
-    """The inputs of the given windows as an int64 [n, T] block; their last targets stay here."""
-    return np.stack([stream[w * seq_len : (w + 1) * seq_len] for w in windows]).astype(np.int64)
-
-
 def drive(
-    proc: SandboxedProcess, work: Callable[[Session], ScoreOutcome], on_start: Callable[[int], None] | None
+    proc: SandboxedProcess,
+    work: Callable[[Session], ScoreOutcome],
+    on_start: Callable[[int], None] | None = None,
 ) -> tuple[ScoreOutcome | None, PhaseOutcome]:
-    """Run one worker process through `work` to the end. Returns (outcome decided by the protocol or None,
-    phase). None means the worker died or closed the pipe first: the caller classifies the phase."""
-    pid = proc.start()
+    """Run one worker process (started here, unless the caller started it already) through `work` to the
+    end. Returns (outcome decided by the protocol or None, phase). None means the worker died or closed the
+    pipe first: the caller classifies the phase."""
     outcome: ScoreOutcome | None = None
     try:
-        if on_start:
-            on_start(pid)
+        if proc.proc is None:
+            pid = proc.start()
+            if on_start:
+                on_start(pid)
         outcome = work(Session(proc))
     except Verdict as v:
         outcome = ScoreOutcome(status=v.status, reason=v.reason)
@@ -194,54 +185,56 @@ def score_stream(
     val: np.ndarray,
     table: ByteTable,
     batch_tokens: int,
-    checked: Callable[[Windows], set[int]],
+    checked: Callable[[Layout], set[int]],
 ) -> ScoreOutcome:
-    """Score every window of the stream; keep the reported NLL at the flat positions `checked` picks."""
-    seq_len = session.hello()
-    n_windows = (val.size - 1) // seq_len
-    if n_windows == 0:
-        raise Verdict(Status.crash, f"seq_len {seq_len} exceeds the {val.size} validation tokens")
-    layout = Windows(seq_len=seq_len, n=n_windows, per_batch=max(1, batch_tokens // seq_len))
-    stream = val[: n_windows * seq_len + 1].astype(np.int64)
+    """Score every position of the model's eval mode; keep the reported NLL at the positions `checked` picks."""
+    mode = session.hello()
+    try:
+        layout = build_layout(mode, val.size, batch_tokens)
+    except ValueError as e:
+        raise Verdict(Status.crash, str(e)) from None
+    stream = val[: layout.positions + 1].astype(np.int64)
     n_bytes = count_stream_bytes(table, stream)
     keep: dict[int, list[int]] = {}
     for flat in checked(layout):
-        keep.setdefault(flat // seq_len, []).append(flat)
+        keep.setdefault(layout.row_of(flat), []).append(flat)
     rng = np.random.default_rng(secrets.randbits(64))
     reported: dict[int, float] = {}
     nll_sum = 0.0
-    last = seq_len - 1
-    for windows in layout.batches():
-        block = window_inputs(stream, windows, seq_len)
-        row, pos = int(rng.integers(len(windows))), int(rng.integers(last))  # a consistency check
-        at = [(r, last) for r in range(len(windows))] + [(row, pos)]
+    for rows in layout.batches():
+        block = row_inputs(stream, layout, rows)
+        last = block.shape[1] - 1
+        row, pos = int(rng.integers(len(rows))), int(rng.integers(last))  # a consistency check
+        at = [(r, last) for r in range(len(rows))] + [(row, pos)]
         inner, logits = session.nll(block, at=at)
-        ends = nll_from_logits(logits[:-1], np.array([stream[(w + 1) * seq_len] for w in windows]))
-        nll = np.concatenate([inner, ends[:, None]], axis=1)  # [B, T]: the last positions scored here
-        if not np.isfinite(nll).all():
-            r, t = divmod(int(np.argmax(~np.isfinite(nll).ravel())), seq_len)
-            raise Verdict(Status.nan, f"non-finite NLL at validation token {windows[r] * seq_len + t}")
-        if nll.min() < -NEGATIVE_NLL_TOL:
-            raise Verdict(Status.violation, f"negative NLL {nll.min():.3g}: not a normalized distribution")
+        ends = nll_from_logits(logits[:-1], np.array([stream[layout.end[i]] for i in rows]))
+        nll = np.concatenate([inner, ends[:, None]], axis=1)  # [B, L]: the last positions scored here
         mine = float(nll_from_logits(logits[-1:], block[row, pos + 1 : pos + 2])[0])
-        if not abs(mine - inner[row, pos]) <= CONSISTENCY_ATOL:
+        if np.isfinite(inner[row, pos]) and not abs(mine - inner[row, pos]) <= CONSISTENCY_ATOL:
             raise Verdict(
                 Status.violation,
-                f"the reported NLL at validation token {windows[row] * seq_len + pos} is {inner[row, pos]:.4f}"
+                f"the reported NLL at validation token {layout.start[rows[row]] + pos} is {inner[row, pos]:.4f}"
                 f" nats, but the same call's logits give {mine:.4f}: the NLL is not the model's own",
             )
-        nll_sum += float(nll.sum())
-        for r, w in enumerate(windows):
-            for flat in keep.get(w, ()):
-                reported[flat] = float(nll[r, flat - w * seq_len])
+        for r, i in enumerate(rows):
+            scored = nll[r, nll.shape[1] - layout.scored[i] :]
+            if not np.isfinite(scored).all():
+                bad = layout.end[i] - layout.scored[i] + int(np.argmax(~np.isfinite(scored)))
+                raise Verdict(Status.nan, f"non-finite NLL at validation token {bad}")
+            if scored.min() < -NEGATIVE_NLL_TOL:
+                raise Verdict(
+                    Status.violation, f"negative NLL {scored.min():.3g}: not a normalized distribution"
+                )
+            nll_sum += float(scored.sum())
+            for flat in keep.get(i, ()):
+                reported[flat] = float(nll[r, flat - layout.start[i]])
     session.send("bye")
-    n_tokens = n_windows * seq_len
     return ScoreOutcome(
         status=Status.ok,
-        val_loss=nll_sum / n_tokens,
+        val_loss=nll_sum / layout.positions,
         val_bpb=bits_per_byte(nll_sum, n_bytes),
-        val_tokens=n_tokens,
+        val_tokens=layout.positions,
         val_bytes=n_bytes,
-        seq_len=seq_len,
+        mode=mode,
         reported=reported,
     )

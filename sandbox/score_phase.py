@@ -1,10 +1,11 @@
 """The scoring phase of a run: the artifact scored by trusted code in a sandbox without data, then verified.
 
-Two workers, one after the other, each in its own folder under run_dir/ with a pristine copy of the trainer
-as it was before training (so a trainer that edits its own file changes nothing), the artifact and the
-worker script; no data files at all. The first scores every validation window (sandbox/score.py); once it
-has exited, a fresh second one re-scores a random sample of positions without their continuations
-(sandbox/verify.py). Neither folder is writable from inside, so nothing passes from the first to the second.
+Two workers, each in its own folder under run_dir/ with a pristine copy of the trainer as it was before
+training (so a trainer that edits its own file changes nothing), the artifact and the worker script; no
+data files at all. The first scores every validation window (sandbox/score.py). The second re-scores a
+random sample of positions without their continuations (sandbox/verify.py): it starts with the first, in
+its own sandbox (its own namespaces, no writable path, nothing shared), so that its start-up overlaps the
+scoring, and is sent its requests only once the first has exited.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import shutil
 import stat
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ import numpy as np
 from agentgolf.baseline.shards import ShardError
 from agentgolf.sandbox.bpb import ByteTable, ByteTableError
 from agentgolf.sandbox.classify import classify_phase
+from agentgolf.sandbox.layout import Layout
 from agentgolf.sandbox.phase import PhaseSpec
 from agentgolf.sandbox.process import SandboxedProcess
 from agentgolf.sandbox.result import SandboxResult, Status
@@ -29,7 +32,6 @@ from agentgolf.sandbox.score import (
     BATCH_TOKENS_CPU,
     BATCH_TOKENS_GPU,
     ScoreOutcome,
-    Windows,
     drive,
     load_val_tokens,
     score_stream,
@@ -52,25 +54,33 @@ def score_artifact(run: RunSetup, train: SandboxResult) -> SandboxResult:
         result.status, result.reason = Status.infra_error, f"cannot read the validation data: {e}"
         return result
     try:
-        scorer = _worker(run, run.score_dir, SCORE_LOG)
-        verifier = _worker(run, run.run_dir / "verify", VERIFY_LOG)
+        scorer = _worker(run, run.score_dir, SCORE_LOG, b.score_seconds)
+        verifier = _worker(run, run.run_dir / "verify", VERIFY_LOG, 2 * b.score_seconds)  # waits, then checks
     except OSError as e:
         result.status, result.reason = Status.crash, f"the artifact could not be read ({type(e).__name__})"
         return result
     batch = BATCH_TOKENS_GPU if run.gpus else BATCH_TOKENS_CPU
-    layout: list[Windows] = []
+    layout: list[Layout] = []
 
-    def checked(windows: Windows) -> set[int]:
-        layout.append(windows)
-        return set(sample_positions(windows, b.verify))
+    def checked(rows: Layout) -> set[int]:
+        layout.append(rows)
+        return set(sample_positions(rows, b.verify))
 
+    # The verifier starts now, in its own sandbox, so that its start-up overlaps the scoring; it is sent
+    # nothing until the scoring worker has exited.
+    pid = verifier.start()
+    if run.on_start:
+        run.on_start(pid)
     outcome, phase = drive(scorer, lambda s: score_stream(s, val, table, batch, checked), run.on_start)
     result.score_seconds = phase.wall_seconds
     if _failed(result, outcome, phase, scorer, "scoring", b.score_seconds):
+        verifier.abort()
+        verifier.wait()
         return result
     result.val_tokens, result.val_bytes = outcome.val_tokens, outcome.val_bytes
     result.val_bpb, result.val_loss = outcome.val_bpb, outcome.val_loss
-    stream = val[: layout[0].n * layout[0].seq_len + 1].astype(np.int64)
+    stream = val[: layout[0].positions + 1].astype(np.int64)
+    result.eval_mode = outcome.mode.model_dump() if outcome.mode else None
     found = []
 
     def verify(session) -> ScoreOutcome:
@@ -78,9 +88,10 @@ def score_artifact(run: RunSetup, train: SandboxResult) -> SandboxResult:
         found.append(verification)
         return checked_outcome
 
-    verified, phase = drive(verifier, verify, run.on_start)
-    result.score_seconds += phase.wall_seconds
-    if _failed(result, verified, phase, verifier, "verification", b.score_seconds):
+    t0 = time.monotonic()
+    verified, phase = drive(verifier, verify)
+    result.verify_seconds = time.monotonic() - t0
+    if _failed(result, verified, phase, verifier, "verification", 2 * b.score_seconds):
         result.val_bpb = result.val_loss = None  # a score that could not be verified is no score
         return result
     result.verification = found[0].model_dump()
@@ -123,7 +134,7 @@ def _failed(
     return True
 
 
-def _worker(run: RunSetup, folder: Path, log_name: str) -> SandboxedProcess:
+def _worker(run: RunSetup, folder: Path, log_name: str, wall: float) -> SandboxedProcess:
     """A scoring worker in its own read-only folder: the pristine trainer, the artifact, the worker script."""
     folder.mkdir()
     (folder / TRAINER_NAME).write_bytes(run.source)  # pristine: as measured before training
@@ -142,7 +153,7 @@ def _worker(run: RunSetup, folder: Path, log_name: str) -> SandboxedProcess:
         env=env,
         ro_binds=[(folder, INSIDE_SCORE)] if run.mode == "bwrap" else [],
         gpu=bool(run.gpus),
-        limits=run.limits(run.budget.score_seconds),
+        limits=run.limits(wall),
         log_path=run.run_dir / log_name,
         log_bytes=run.budget.log_bytes,
         protocol=True,

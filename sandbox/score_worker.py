@@ -179,7 +179,13 @@ def main(argv: list[str] | None = None) -> int:
             raise TypeError(
                 "the loaded model needs an integer .seq_len (its training sequence length)"
             ) from None
-        write_frame(proto_out, "hello", seq_len=seq_len, torch=torch.__version__, device=args.device)
+        declared = {f"eval_{k}": getattr(model, f"eval_{k}", None) for k in ("mode", "stride", "context")}
+        declared = {
+            k: v for k, v in declared.items() if isinstance(v, (str, int)) and not isinstance(v, bool)
+        }
+        write_frame(
+            proto_out, "hello", seq_len=seq_len, torch=torch.__version__, device=args.device, **declared
+        )
         serve(model, args.device, proto_in, proto_out, torch)
         return 0
     except Exception as e:

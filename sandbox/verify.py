@@ -4,7 +4,7 @@ know their true continuations, with the arithmetic done by the harness.
 Why this holds when every in-process check does not: the scoring worker runs the candidate's code, which can
 patch anything in its interpreter (the frame reader, the NLL, the probes). So the evidence comes from a
 second worker, started only after the first has exited, in its own sandbox with no writable path, memory or
-process in common with it. For each checked position t of a window, it gets the window's real tokens up to
+process in common with it. For each checked position t of a row, it gets the row's real tokens up to
 t followed by other real validation text, so its prediction at t cannot use the true next token. The harness
 takes that prediction's raw logits, computes the log-softmax itself, and compares the NLL of the true next
 token with what the scoring worker reported there.
@@ -25,8 +25,9 @@ import secrets
 import numpy as np
 from pydantic import BaseModel, Field
 
+from agentgolf.sandbox.layout import Layout
 from agentgolf.sandbox.result import Status
-from agentgolf.sandbox.score import ScoreOutcome, Session, Verdict, Windows, nll_from_logits
+from agentgolf.sandbox.score import ScoreOutcome, Session, Verdict, nll_from_logits
 
 CONFIDENCE = 0.99  # the detection level the guarantee is stated at
 SPLICE_TRIES = 8  # attempts to find splice text whose first token differs from the true next one
@@ -58,11 +59,11 @@ class Verification(BaseModel):
     max_gap_nats: float  # largest verified - reported at one position
 
 
-def sample_positions(layout: Windows, cfg: VerifyConfig) -> list[int]:
-    """Flat positions (window x seq_len + t) to check, drawn uniformly with a secret seed; the last position of
-    a window is as likely as any other."""
-    total = layout.n * layout.seq_len
-    m = min(total, cfg.max_positions, max(cfg.min_positions, math.ceil(cfg.cost_fraction * layout.n)))
+def sample_positions(layout: Layout, cfg: VerifyConfig) -> list[int]:
+    """Scored positions to check, drawn uniformly with a secret seed; a row's last position is as likely as
+    any other. Each costs one row of the verifier's, so their number is a share of the scored rows."""
+    total = layout.positions
+    m = min(total, cfg.max_positions, max(cfg.min_positions, math.ceil(cfg.cost_fraction * layout.rows)))
     rng = np.random.default_rng(secrets.randbits(64))
     return sorted(int(p) for p in rng.choice(total, size=m, replace=False))
 
@@ -72,43 +73,45 @@ def detectable_fraction(m: int, confidence: float = CONFIDENCE) -> float:
     return 1.0 - (1.0 - confidence) ** (1.0 / m) if m else 1.0
 
 
-def probe_rows(stream: np.ndarray, positions: list[int], layout: Windows, rng) -> np.ndarray:
-    """One row of inputs [T] per checked position: the real window up to the position, then other real
-    text (none for a window's last position, whose next token is never in a row anyway)."""
-    t_len, total = layout.seq_len, layout.n * layout.seq_len
-    rows = np.empty((len(positions), t_len), dtype=np.int64)
-    for i, flat in enumerate(positions):
-        w, t = divmod(flat, t_len)
-        rows[i, : t + 1] = stream[w * t_len : flat + 1]
-        tail = t_len - 1 - t
-        if not tail:
-            continue
+def probe_row(stream: np.ndarray, flat: int, layout: Layout, rng) -> np.ndarray:
+    """The inputs of the row that scored `flat`, up to `flat`, then other real text: the same length as that
+    row, but without its true continuation (a row's last position has none in the row anyway)."""
+    i = layout.row_of(flat)
+    start, length = layout.start[i], layout.end[i] - layout.start[i]
+    row = np.empty(length, dtype=np.int64)
+    t = flat - start
+    row[: t + 1] = stream[start : flat + 1]
+    tail = length - 1 - t
+    if tail:
         for _ in range(SPLICE_TRIES):  # other real text, whose first token is not the true next one
-            src = int(rng.integers(0, total - tail))
-            if stream[src] != stream[flat + 1] and abs(src - (flat + 1)) > t_len:
+            src = int(rng.integers(0, layout.positions - tail))
+            if stream[src] != stream[flat + 1] and abs(src - (flat + 1)) > length:
                 break
-        rows[i, t + 1 :] = stream[src : src + tail]
-    return rows
+        row[t + 1 :] = stream[src : src + tail]
+    return row
 
 
 def cross_check(
-    session: Session, stream: np.ndarray, layout: Windows, scored: ScoreOutcome, cfg: VerifyConfig
+    session: Session, stream: np.ndarray, layout: Layout, scored: ScoreOutcome, cfg: VerifyConfig
 ) -> tuple[ScoreOutcome, Verification]:
     """Score the checked positions in this fresh worker and compare; a violation raises Verdict."""
-    seq_len = session.hello()
-    if seq_len != layout.seq_len:
-        raise Verdict(Status.violation, f"the model's seq_len changed from {layout.seq_len} to {seq_len}")
+    mode = session.hello()
+    if mode != layout.mode:
+        raise Verdict(Status.violation, f"the model declared {mode} when verified, {layout.mode} when scored")
     positions = sorted(scored.reported)
     rng = np.random.default_rng(secrets.randbits(64))
-    order = rng.permutation(len(positions))  # no structure in which window comes when
-    rows = probe_rows(stream, [positions[i] for i in order], layout, rng)
+    by_length: dict[int, list[int]] = {}  # probes in batches shaped like the scoring's, in random order
+    for k in rng.permutation(len(positions)):
+        i = layout.row_of(positions[k])
+        by_length.setdefault(layout.end[i] - layout.start[i], []).append(int(k))
     verified = np.empty(len(positions))
-    for start in range(0, len(positions), layout.per_batch):
-        block = rows[start : start + layout.per_batch]
-        at = [(r, positions[order[start + r]] % seq_len) for r in range(block.shape[0])]
-        _, logits = session.nll(block, at=at)
-        targets = np.array([stream[positions[order[start + r]] + 1] for r in range(block.shape[0])])
-        verified[order[start : start + block.shape[0]]] = nll_from_logits(logits, targets)
+    for ids in by_length.values():
+        for b in range(0, len(ids), layout.per_batch):
+            batch = ids[b : b + layout.per_batch]
+            block = np.stack([probe_row(stream, positions[k], layout, rng) for k in batch])
+            at = [(r, positions[k] - layout.start[layout.row_of(positions[k])]) for r, k in enumerate(batch)]
+            _, logits = session.nll(block, at=at)
+            verified[batch] = nll_from_logits(logits, np.array([stream[positions[k] + 1] for k in batch]))
     session.send("bye")
     reported = np.array([scored.reported[p] for p in positions])
     if not np.isfinite(verified).all():
@@ -127,10 +130,9 @@ def cross_check(
         f"nats/token, a fresh process that could not see the continuations gives {found.verified_mean_nats:.4f}"
     )
     if gaps.size and gaps[worst] > cfg.tolerance_nats:
-        w, t = divmod(positions[worst], seq_len)
         raise Verdict(
             Status.violation,
-            f"unverifiable score: at position {t} of window {w} the scoring process reported NLL "
+            f"unverifiable score: at validation token {positions[worst]} the scoring process reported NLL "
             f"{reported[worst]:.4f}, the fresh process {verified[worst]:.4f} ({evidence})",
         )
     if gaps.size and gaps.mean() > cfg.bias_nats:

@@ -189,17 +189,11 @@ def test_fork_bomb_hits_the_process_limit(data, tmp_path):
     assert time.monotonic() - t1 < 1.0  # the machine is responsive
 
 
-def test_non_causal_model_is_violation(data, tmp_path):
-    result = run_sandboxed(compose("noncausal.py", tmp_path), tmp_path / "run", data, TEST_BUDGET)
-    assert result.status is Status.violation and "non-causal" in result.reason
-    assert result.val_bpb is None
-
-
-@pytest.mark.parametrize("attack", ["tamper_scoring.py", "cross_row.py"])
-def test_scoring_spot_checks_catch_lies(data, tmp_path, attack):
-    """Patching the worker's NLL path, or peeking at the next window in the batch, fails the spot check."""
-    result = run_sandboxed(compose(attack, tmp_path), tmp_path / "run", data, TEST_BUDGET)
-    assert result.status is Status.violation and "disagrees with the model's own logits" in result.reason
+def test_a_tampered_nll_path_is_caught_in_the_same_call(data, tmp_path):
+    """The cheap in-process check: NLL 0 from a patched log_softmax disagrees with the same call's logits.
+    (Forgeries that keep the two consistent are for the fresh-process check: tests/test_verified_scoring.py.)"""
+    result = run_sandboxed(compose("tamper_scoring.py", tmp_path), tmp_path / "run", data, TEST_BUDGET)
+    assert result.status is Status.violation and "the NLL is not the model's own" in result.reason
 
 
 def test_editing_its_own_file_changes_nothing(data, tmp_path, honest_bpb):

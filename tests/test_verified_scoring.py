@@ -147,3 +147,44 @@ def test_the_guarantee_in_numbers():
     assert detectable_fraction(921) <= 0.005 < detectable_fraction(900)
     assert 1 - (1 - 0.005) ** 921 >= 0.99
     assert os.path.exists(run_setup.__file__)
+
+
+@pytest.mark.parametrize("mode", ["windows", "sliding"])
+def test_the_honest_model_verifies_in_every_mode(data, tmp_path, mode):
+    result = run_sandboxed(
+        compose("context_copy.py", tmp_path), tmp_path / mode, data, THOROUGH, env={"EVAL_MODE": mode}
+    )
+    assert result.status is Status.ok, result.reason
+    assert result.eval_mode["mode"] == mode and result.verification["max_gap_nats"] <= 1e-6
+
+
+def test_sliding_windows_score_the_same_targets_with_more_context(data, tmp_path):
+    """The same artifact (the toy is deterministic given SEED) scored both ways: sliding sees more left
+    context for the same targets, so a model that uses context does better, and the byte count is equal."""
+    runs = {
+        mode: run_sandboxed(
+            compose("context_copy.py", tmp_path), tmp_path / mode, data, THOROUGH, env={"EVAL_MODE": mode}
+        )
+        for mode in ("windows", "sliding")
+    }
+    assert all(r.status is Status.ok for r in runs.values()), {m: r.reason for m, r in runs.items()}
+    windows, sliding = runs["windows"], runs["sliding"]
+    assert sliding.val_tokens == windows.val_tokens and sliding.val_bytes == windows.val_bytes
+    assert sliding.eval_mode == {"mode": "sliding", "seq_len": 32, "stride": 4, "context": 32}
+    assert sliding.val_bpb < windows.val_bpb - 0.01, (sliding.val_bpb, windows.val_bpb)
+
+
+def test_a_peek_in_sliding_mode_is_caught(data, tmp_path):
+    trainer = compose("noncausal.py", tmp_path)  # the peeker, declaring sliding windows
+    trainer.write_text(
+        trainer.read_text().replace(
+            'if __name__ == "__main__":',
+            "_peek_load = load_model\n\n\ndef load_model(path, device='cpu'):\n"
+            "    model = _peek_load(path, device)\n"
+            "    model.eval_mode, model.eval_stride, model.eval_context = 'sliding', 4, SEQ_LEN\n"
+            "    return model\n\n\n"
+            'if __name__ == "__main__":',
+        )
+    )
+    result = run_sandboxed(trainer, tmp_path / "run", data, THOROUGH)
+    _forged(result)

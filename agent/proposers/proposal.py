@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, field_validator
 
+from agentgolf.challenge import TRAINER_FILE
 from agentgolf.errors import AgentgolfError
 from agentgolf.experiments.ledger import Experiment
 from agentgolf.sandbox.budget import Budget
@@ -29,7 +30,7 @@ class ProposalError(AgentgolfError):
 
 
 class Edit(BaseModel):
-    path: str = "train_gpt.py"
+    path: str = TRAINER_FILE
     search: str = Field(min_length=1, description="exact text to find; must occur exactly once")
     replace: str
 

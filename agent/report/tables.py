@@ -16,6 +16,7 @@ from rich.table import Table
 from agentgolf.agent.report.sections import num
 from agentgolf.experiments.ledger import Experiment
 from agentgolf.experiments.status import Kind
+from agentgolf.sandbox.result import SandboxResult
 
 TSV_HEADER = "commit\tval_bpb\tmemory_gb\tstatus\tdescription"  # autoresearch's results.tsv
 JSON_FIELDS = (
@@ -136,3 +137,26 @@ def replay_table(original: Experiment, copies: list[Experiment]) -> Table:
     table.add_row("artifact bytes", *(num(e.artifact_bytes, ",") for e in rows))
     table.add_row("train seconds", *(num(e.train_seconds, ".1f") for e in rows))
     return table
+
+
+SANDBOX_FIELDS = (
+    "status",
+    "reason",
+    "val_bpb",
+    "self_val_bpb",
+    "artifact_bytes",
+    "train_seconds",
+    "wall_seconds",
+    "isolation",
+    "trust",
+)
+
+
+def sandbox_lines(result: SandboxResult) -> list[str]:
+    """`agentgolf sandbox FILE`: the result's fields that have a value, one per line, then its folder."""
+    lines = []
+    for key in SANDBOX_FIELDS:
+        value = getattr(result, key)
+        if value not in (None, ""):
+            lines.append(f"{key}: {value.value if hasattr(value, 'value') else value}")
+    return [*lines, f"run folder: {result.run_dir}"]
