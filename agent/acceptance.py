@@ -65,9 +65,7 @@ class AcceptanceConfig(BaseModel):
         0.01, gt=0, lt=1, description="chance that a change with no real gain is promoted, over all its runs"
     )
     confirm: bool = Field(True, description="promote only after a re-measurement (off: decide on one run)")
-    max_runs: int = Field(
-        6, ge=1, description="the most runs of one candidate before it is left inconclusive"
-    )
+    max_runs: int = Field(8, ge=1, description="the most runs of one candidate; then it is inconclusive")
     design_gain_sigma: float = Field(
         2.5, gt=0, description="the gain, in noise floors, that the futility line weighs against no gain"
     )
@@ -153,20 +151,24 @@ def samples(rows: Sequence[Experiment], exp: Experiment) -> list[float]:
     ]
 
 
-def noise_floor(rows: Sequence[Experiment], known_sigma: float = 0.0) -> Noise:
+def noise_floor(rows: Sequence[Experiment], known_sigma: float = 0.0, leave_out: int | None = None) -> Noise:
     """The pooled seed noise of `rows` (one run's): sum of squares within each commit measured more than
     once (baseline + calibration seeds, candidate + re-measurements) over sum(n_i - 1) degrees of freedom.
-    A `known_sigma` wins over the estimate and has infinite degrees of freedom."""
+    A `known_sigma` wins over the estimate and has infinite degrees of freedom.
+
+    `leave_out`: the id of the candidate being judged, whose own runs are left out of the estimate. Its
+    runs are taken while it looks better, so the agreement between them is not independent of its
+    mean: counting it would promote a null change more often than alpha.
+    """
     if known_sigma > 0:
         return Noise(sigma=known_sigma, dof=math.inf, source="known")
     groups: dict[int, list[float]] = {}
     for e in rows:
         if e.val_bpb is None or e.status not in MEASURED:
             continue
-        if e.kind in SCORED_KINDS:
-            groups.setdefault(e.id, []).append(e.val_bpb)
-        elif e.kind in REMEASURE_KINDS and e.replay_of is not None:
-            groups.setdefault(e.replay_of, []).append(e.val_bpb)
+        root = e.id if e.kind in SCORED_KINDS else e.replay_of if e.kind in REMEASURE_KINDS else None
+        if root is not None and root != leave_out:
+            groups.setdefault(root, []).append(e.val_bpb)
     spread = [(sum((x - statistics.fmean(g)) ** 2 for x in g), len(g) - 1) for g in groups.values()]
     dof = sum(d for _, d in spread)
     if dof == 0:
@@ -284,7 +286,7 @@ def judge(
 
 def decide(rows: Sequence[Experiment], exp: Experiment, parent: Experiment, cfg: AcceptanceConfig) -> Verdict:
     """The verdict on `exp` against `parent`, from everything `rows` (one run's) has measured."""
-    noise = noise_floor(rows, cfg.known_sigma_bpb)
+    noise = noise_floor(rows, cfg.known_sigma_bpb, leave_out=exp.id)
     return judge(
         samples(rows, exp), samples(rows, parent), noise.sigma, noise.dof, cfg, margin_bpb(rows, cfg)
     )

@@ -70,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("run", help="run N experiments: the baseline, then proposals")
-    p.add_argument("--budget", type=int, required=True, help="number of experiments, baseline included")
+    p.add_argument(
+        "--budget", type=int, help="number of experiments, baseline included (a --resume keeps the run's own)"
+    )
     p.add_argument("--max-gpu-hours", type=float, help="stop when the run has used this many device hours")
     p.add_argument("--max-usd", type=float, help="stop when the proposer has spent this many LLM dollars")
     p.add_argument(

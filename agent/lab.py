@@ -83,9 +83,11 @@ class Lab:
         return self.executor.run(run_dir / TRAINER_FILE, run_dir, self.seed_of(exp), env, slot, self.budget)
 
     def record(self, exp: Experiment, result: SandboxResult, slot: Slot) -> Experiment:
+        # Where it ran (job id, node, queue wait), the eval mode it was scored by, and the cross-check's numbers.
         facts = self.executor.facts(self.ws.run_dir(exp.id))
-        if facts:  # job id, node and queue wait (which never counts against the time budget)
-            self.ledger.update(exp.id, manifest={**self.ledger.get(exp.id).manifest, **facts})
+        facts |= {"eval": result.eval_mode, "verification": result.verification}
+        facts |= {"train_allowed_seconds": self.budget.train_allowed_seconds}
+        self.ledger.update(exp.id, manifest={**self.ledger.get(exp.id).manifest, **facts})
         parent = self.ledger.get(exp.parent_id) if exp.parent_id else None
         delta = None
         if result.val_bpb is not None and parent is not None and parent.val_bpb is not None:
@@ -124,10 +126,12 @@ class Lab:
             raise
         return self.record(exp, result, slot)
 
-    def remeasure(self, original: Experiment, kind: Kind, seed: int, title: str = "") -> Experiment:
+    def remeasure(
+        self, original: Experiment, kind: Kind, seed: int, title: str = "", run_id: str | None = None
+    ) -> Experiment:
         """A new row that measures the same commit again with another seed: replay, confirm or calibration."""
         return self.ledger.add_experiment(
-            run_id=original.run_id,
+            run_id=run_id or original.run_id,
             kind=kind,
             status=RowStatus.running,
             parent_id=original.parent_id,

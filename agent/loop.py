@@ -7,8 +7,14 @@ Every experiment gets its ledger row before it trains, so a crash of the loop le
 
 from __future__ import annotations
 
+import os
+import signal
 import statistics
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from pydantic import BaseModel
 from rich.console import Console
@@ -17,7 +23,7 @@ from agentgolf.agent import acceptance
 from agentgolf.agent.executor import cancel
 from agentgolf.agent.lab import Lab
 from agentgolf.agent.live import LiveView
-from agentgolf.agent.processes import kill_leftovers
+from agentgolf.agent.processes import kill_leftovers, lock_owner, run_lock, stop_owner
 from agentgolf.agent.proposers import playbook
 from agentgolf.agent.proposers.registry import make_proposer
 from agentgolf.agent.scheduler import RunCaps, Scheduler
@@ -49,7 +55,7 @@ class Replay(BaseModel):
 class RunOptions(BaseModel):
     """What `agentgolf run` may override for one run; None keeps the workspace's setting."""
 
-    budget: int
+    budget: int | None = None  # experiments; a resume without it keeps the run's recorded caps
     max_gpu_hours: float | None = None
     max_usd: float | None = None
     resume: str | None = None
@@ -84,7 +90,7 @@ def start_run(ws: Workspace, options: RunOptions, console: Console) -> RunSummar
         }
     )
     proposer = options.proposer or ("command" if options.agent_cmd else cfg.proposer)
-    caps = RunCaps(experiments=options.budget, gpu_hours=options.max_gpu_hours, usd=options.max_usd)
+    caps = _caps(ws, options, console)
     loop = Loop(ws, ws.ledger(), ws.budget(options.time_budget, options.size_budget), console=console)
     return loop.run(caps, proposer, resume=options.resume, gpus_per_experiment=per_experiment)
 
@@ -95,6 +101,29 @@ def replay_experiment(ws: Workspace, exp_id: int, seeds: int, console: Console) 
     recorded = ledger.get(exp_id).manifest.get("budget")
     budget = Budget.model_validate(recorded) if recorded else ws.config.budget
     return Loop(ws, ledger, budget, console=console).replay(exp_id, seeds)
+
+
+def _caps(ws: Workspace, options: RunOptions, console: Console) -> RunCaps:
+    """The command line's caps; a resume continues under the run's recorded ones where none are given."""
+    if not options.resume:
+        if options.budget is None:
+            raise AgentgolfError("a new run needs --budget N (experiments, the baseline included)")
+        return RunCaps(experiments=options.budget, gpu_hours=options.max_gpu_hours, usd=options.max_usd)
+    ledger = ws.ledger()
+    run = ledger.get_run(latest_run_id(ledger) if options.resume == "latest" else options.resume)
+    recorded = run.settings
+    caps = RunCaps(
+        experiments=options.budget if options.budget is not None else recorded.get("experiments", 0),
+        gpu_hours=options.max_gpu_hours if options.max_gpu_hours is not None else recorded.get("gpu_hours"),
+        usd=options.max_usd if options.max_usd is not None else recorded.get("usd"),
+    )
+    console.print(
+        f"resuming run {run.id} with caps: {caps.experiments} experiment(s)"
+        + (f", {caps.gpu_hours} GPU-hours" if caps.gpu_hours is not None else "")
+        + (f", ${caps.usd}" if caps.usd is not None else "")
+        + (" (as recorded)" if options.budget is None else "")
+    )
+    return caps
 
 
 def _given(**values: object) -> dict[str, object]:
@@ -126,24 +155,31 @@ class Loop:
             raise AgentgolfError("--budget must be at least 1 (the first experiment is the baseline)")
         slots = self.lab.executor.slots(self.ws.config.gpus, gpus_per_experiment)
         propose = make_proposer(proposer, self.ws)
-        run = self._resume(resume) if resume else self._start(caps, proposer)
-        self.console.print(
-            f"[bold]run {run.id}[/] on {run.base_commit[:10]}: {caps.experiments} experiment(s), "
-            f"proposer {proposer}, {len(slots)} slot(s)"
-        )
-        scheduler = Scheduler(self.lab, self.view, run, caps, (proposer, propose), slots)
-        try:
-            with self.view:
-                stop = scheduler.drive()
-        except KeyboardInterrupt:
-            scheduler.abandon("interrupted by the user")
-            self.ledger.update_run(run.id, status="interrupted", stop_reason="interrupted by the user")
-            raise
-        except BaseException as exc:
-            scheduler.abandon(f"the loop stopped: {exc}")
-            self.ledger.update_run(run.id, status="stopped", stop_reason=str(exc))
-            raise
-        self.ledger.update_run(run.id, status="finished", stop_reason=stop)
+        run_id = (latest_run_id(self.ledger) if resume == "latest" else resume) if resume else None
+        run = self.ledger.get_run(run_id) if run_id else self._start(caps, proposer)
+        with run_lock(self.lock_path(run.id), run.id), _cancellable():
+            if run_id:
+                self._resume(run)
+            self.console.print(
+                f"[bold]run {run.id}[/] on {run.base_commit[:10]}: {caps.experiments} experiment(s), "
+                f"proposer {proposer}, {len(slots)} slot(s)"
+            )
+            scheduler = Scheduler(self.lab, self.view, run, caps, (proposer, propose), slots)
+            try:
+                with self.view:
+                    stop = scheduler.drive()
+            except Cancelled:
+                self._cancelled(scheduler, run)
+                raise
+            except KeyboardInterrupt:
+                scheduler.abandon("interrupted by the user")
+                self.ledger.update_run(run.id, status="interrupted", stop_reason="interrupted by the user")
+                raise
+            except BaseException as exc:
+                scheduler.abandon(f"the loop stopped: {exc}")
+                self.ledger.update_run(run.id, status="stopped", stop_reason=str(exc))
+                raise
+            self.ledger.update_run(run.id, status="finished", stop_reason=stop)
         best = scheduler.best
         self.console.print(f"run {run.id} stopped: {stop}")
         return RunSummary(
@@ -153,6 +189,20 @@ class Loop:
             best_bpb=best.val_bpb if best else None,
             stop_reason=stop,
         )
+
+    def lock_path(self, run_id: str) -> Path:
+        return self.ws.state / "locks" / f"{run_id}.lock"
+
+    def _cancelled(self, scheduler: Scheduler, run: Run) -> None:
+        """`agentgolf cancel` asked this loop to stop: what is in flight is stopped wherever it runs, and said so."""
+        in_flight = [exp for exp, _, _ in scheduler.running.values()]
+        scheduler.abandon("cancelled by the user")
+        for exp in in_flight:
+            cancel(self.ws.run_dir(exp.id))
+            self.ledger.update(
+                exp.id, status=RowStatus.interrupted, reason="cancelled by the user", finished_at=time.time()
+            )
+        self.ledger.update_run(run.id, status="cancelled", stop_reason="cancelled by the user")
 
     def _start(self, caps: RunCaps, proposer: str) -> Run:
         base = wt.head_commit(self.lab.repo)
@@ -170,8 +220,8 @@ class Loop:
         self.ledger.add_run(run)
         return run
 
-    def _resume(self, run_id: str) -> Run:
-        run = self.ledger.get_run(latest_run_id(self.ledger) if run_id == "latest" else run_id)
+    def _resume(self, run: Run) -> None:
+        """Before a resumed run goes on: what a dead loop left in flight is re-attached, re-run or marked."""
         executor = self.lab.executor
         for exp in self.ledger.experiments(run_id=run.id, status=RowStatus.running):
             run_dir = self.ws.run_dir(exp.id)
@@ -195,7 +245,6 @@ class Loop:
                     finished_at=time.time(),
                 )
         self.ledger.update_run(run.id, status="running", stop_reason="")
-        return run
 
     def replay(self, exp_id: int, seeds: int = 1) -> Replay:
         original = self.ledger.get(exp_id)
@@ -204,10 +253,29 @@ class Loop:
         if seeds < 1:
             raise AgentgolfError("--seeds must be at least 1")
         base_seed = self.lab.seed_of(original)
+        # The settings it ran under, not today's: its trainer_env and its GPUs (world size, accumulation).
+        recorded = original.manifest
+        self.ws.config = self.ws.config.model_copy(
+            update={
+                "trainer_env": recorded.get("env", self.ws.config.trainer_env),
+                "gpus": recorded.get("gpus") or None,
+            }
+            if "env" in recorded
+            else {}
+        )
+        # Its own run, so that a live loop of the original's run never sees (or re-launches) its rows.
+        run = Run(
+            id=f"{new_run_id()}-replay-{exp_id}-{os.getpid()}",
+            created_at=time.time(),
+            base_commit=original.commit_sha,
+            settings={"replay_of": exp_id, "seeds": seeds},
+        )
+        self.ledger.add_run(run)
         copies = []
         for k in range(seeds):
-            copy = self.lab.remeasure(original, Kind.replay, base_seed + k)
-            copies.append(self.lab.execute(copy))
+            copy = self.lab.remeasure(original, Kind.replay, base_seed + k, run_id=run.id)
+            copies.append(self.lab.execute(copy, self.ws.config.gpus))
+        self.ledger.update_run(run.id, status="finished", stop_reason="replayed")
         replay = Replay(original=original, copies=copies, drift=drift(original.manifest, copies[0].manifest))
         cfg, first = self.ws.config.acceptance, copies[0]
         if original.val_bpb is not None and first.val_bpb is not None:
@@ -234,21 +302,45 @@ def pick_experiment(ws: Workspace, exp_id: int, onto: str | None) -> tuple[int, 
 
 
 def latest_run_id(ledger: Ledger) -> str:
-    runs = ledger.runs()
-    if not runs:
+    run = ledger.latest_run()
+    if run is None:
         raise AgentgolfError("there is no run to resume")
-    return runs[-1].id
+    return run.id
 
 
-def cancel_run(ws: Workspace, ledger: Ledger, run_id: str) -> list[int]:
-    """Cancel a run's experiments in flight (SLURM jobs and local phases) and mark them; returns their ids."""
-    cancelled = []
+def cancel_run(ws: Workspace, ledger: Ledger, run_id: str, timeout: float = 60.0) -> list[int]:
+    """Cancel a run's experiments in flight and mark them; returns their ids. A live loop is asked to stop
+    (it cancels and marks its own); whatever is left (SLURM jobs, a dead loop's phases) is cancelled here."""
+    was_live = lock_owner(ws.state / "locks" / f"{run_id}.lock") is not None
+    before = {e.id for e in ledger.experiments(run_id=run_id, status=RowStatus.running)}
+    if not stop_owner(ws.state / "locks" / f"{run_id}.lock", timeout):
+        raise AgentgolfError(f"the loop of run {run_id} did not stop within {timeout:g} s; try again")
     for exp in ledger.experiments(run_id=run_id, status=RowStatus.running):
         cancel(ws.run_dir(exp.id))
         ledger.update(
             exp.id, status=RowStatus.interrupted, reason="cancelled by the user", finished_at=time.time()
         )
-        cancelled.append(exp.id)
-    if cancelled or ledger.get_run(run_id).status == "running":  # a finished run stays finished
+    if was_live or before or ledger.get_run(run_id).status == "running":  # a finished run stays finished
         ledger.update_run(run_id, status="cancelled", stop_reason="cancelled by the user")
-    return cancelled
+    return sorted(before)
+
+
+class Cancelled(AgentgolfError):
+    """`agentgolf cancel` sent this loop SIGTERM."""
+
+
+@contextmanager
+def _cancellable() -> Iterator[None]:
+    """SIGTERM (from `agentgolf cancel`) raises Cancelled in the loop's thread, so it stops cleanly."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame) -> None:
+        raise Cancelled("the run was cancelled (agentgolf cancel); its rows in flight are marked interrupted")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,14 +1,24 @@
-"""Process bookkeeping for phases the loop started: pid files, the leftover kill, and cancel.
+"""Process bookkeeping: who owns a run (its lock), the phases a loop started (pid files), and killing them.
 
 Each phase's leader pid is written to its run folder with the kernel's start time, so a restarted loop
-(or `agentgolf cancel`) kills exactly the processes it started, even after the pid was reused.
+(or `agentgolf cancel`) kills exactly the processes it started, even after the pid was reused. A live loop
+holds its run's lock file the same way, so a second `--resume` refuses and `cancel` can ask it to stop.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from pydantic import BaseModel
+
+from agentgolf.errors import AgentgolfError
 
 PID_FILE = "pids"  # in the run folder: one "pid start-time" line per phase leader
 
@@ -48,3 +58,73 @@ def kill_leftovers(run_dir: Path) -> int:
         killed += 1
     pid_file.unlink()
     return killed
+
+
+class Owner(BaseModel):
+    """Who holds a run: the live loop's pid, with the kernel's start time that makes it unique."""
+
+    pid: int
+    started: str | None
+    since: float
+    command: str = ""
+
+
+def lock_owner(lock: Path) -> Owner | None:
+    """The live process holding `lock`, or None if nobody does (no file, or its process is gone)."""
+    try:
+        owner = Owner.model_validate_json(lock.read_text())
+    except (OSError, ValueError):
+        return None
+    alive = owner.started is not None and process_start_time(owner.pid) == owner.started
+    return owner if alive else None
+
+
+@contextmanager
+def run_lock(lock: Path, run_id: str) -> Iterator[Owner]:
+    """Hold run `run_id` for this process: one live loop per run, and a clear refusal naming the other."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    me = Owner(
+        pid=os.getpid(),
+        started=process_start_time(os.getpid()),
+        since=time.time(),
+        command=" ".join(sys.argv),
+    )
+    for _ in range(2):  # a stale lock (its process died) is taken over once
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            holder = lock_owner(lock)
+            if holder is not None:
+                when = time.strftime("%Y-%m-%d %H:%M", time.localtime(holder.since))
+                raise AgentgolfError(
+                    f"run {run_id} is live in process {holder.pid} (since {when}); stop it first, or "
+                    f"`agentgolf cancel {run_id}`"
+                ) from None
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(me.model_dump_json())
+        break
+    else:
+        raise AgentgolfError(f"run {run_id}: could not take its lock {lock}; another process is starting it")
+    try:
+        yield me
+    finally:
+        if lock_owner(lock) == me:
+            lock.unlink()
+
+
+def stop_owner(lock: Path, timeout: float) -> bool:
+    """Ask the live loop holding `lock` to stop (SIGTERM: it marks its rows and exits); True once it has."""
+    owner = lock_owner(lock)
+    if owner is None:
+        return True
+    with contextlib.suppress(OSError):
+        os.kill(owner.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if lock_owner(lock) is None:
+            return True
+        time.sleep(0.2)
+    return False

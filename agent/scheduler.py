@@ -369,21 +369,26 @@ class Scheduler:
                 self._announce(exp)
 
     def _decide(self, exp: Experiment) -> None:
+        """Apply the acceptance rule's verdict; "confirm" asks for another run (see _next_measurement)."""
         parent = self.ledger.get(exp.parent_id)
         verdict = acceptance.decide(self.rows(), exp, parent, self.cfg)
+        evidence = verdict.record()  # stored with every verdict: `ledger --json` and the report show it
         if verdict.decision == "confirm":
-            self._announce(self.ledger.update(exp.id, status=RowStatus.confirming, reason=verdict.reason))
+            exp = self.ledger.update(
+                exp.id, status=RowStatus.confirming, reason=verdict.reason, decision=evidence
+            )
         elif verdict.decision == "promote" and self.best is not None and parent.id != self.best.id:
             reason = f"{verdict.reason}, but the best moved on to experiment {self.best.id} meanwhile"
-            self._announce(self.ledger.update(exp.id, status=RowStatus.inconclusive, reason=reason))
+            exp = self.ledger.update(exp.id, status=RowStatus.inconclusive, reason=reason, decision=evidence)
         elif verdict.decision == "promote":
-            self._announce(self._promote(exp, verdict.reason))
+            exp = self._promote(exp, verdict.reason, decision=evidence)
         else:
             status = RowStatus.inconclusive if verdict.decision == "inconclusive" else RowStatus.ok
-            self._announce(self.ledger.update(exp.id, status=status, reason=verdict.reason))
+            exp = self.ledger.update(exp.id, status=status, reason=verdict.reason, decision=evidence)
+        self._announce(exp)
 
-    def _promote(self, exp: Experiment, reason: str) -> Experiment:
-        exp = self.ledger.update(exp.id, status=RowStatus.ok, kept=True, reason=reason)
+    def _promote(self, exp: Experiment, reason: str, **fields: object) -> Experiment:
+        exp = self.ledger.update(exp.id, status=RowStatus.ok, kept=True, reason=reason, **fields)
         wt.set_branch(self.lab.repo, wt.best_branch(self.run.id), exp.commit_sha)
         self.best = exp
         return exp

@@ -186,6 +186,9 @@ def write_submission(
             info |= {"t_statistic": round(test.t_statistic, 4), "p_value": float(f"{test.p_value:.3g}")}
     if exp.manifest.get("gpu_model"):
         info["hardware"] = exp.manifest["gpu_model"]
+    for key in ("eval", "verification"):  # how the harness scored it, and how it checked that score
+        if exp.manifest.get(key):
+            info[key] = exp.manifest[key]
     info["agentgolf"] = {"experiment": exp.id, "run": exp.run_id, "commit": exp.commit_sha}
 
     folder.mkdir(parents=True)

@@ -1,10 +1,13 @@
 """agentgolf's Parameter Golf baseline trainer: one standalone file, read top to bottom.
 
+Re-implements the recipe of OpenAI's Parameter Golf train_gpt.py (MIT) and modded-nanogpt (MIT), its source.
+
 Trains the naive-baseline GPT (9x512, GQA, ReLU^2, tied embeddings, U-Net skips) with Muon + Adam,
 exports int8 per-row weights + zlib as a self-describing artifact, reloads it and scores val_bpb.
 
     torchrun --standalone --nproc_per_node=8 train_gpt.py      # 1..8 GPUs
     PRESET=cpu DATA_PATH=... TOKENIZER_PATH=... python train_gpt.py   # small recipe, CPU only
+    EMULATE_CUDA=1 ...                    # on a CPU, take the CUDA code path (compile, bf16, grad accumulation)
 
 Importing this file does nothing; `load_model(artifact_path)` rebuilds a trained model for scoring.
 """
@@ -80,6 +83,12 @@ class Hyperparameters:
     preset = str(os.environ.get("PRESET", ""))
     artifact_path = str(os.environ.get("ARTIFACT_PATH", "final_model.int8.ptz"))
     save_raw_model = int(os.environ.get("SAVE_RAW_MODEL", 0))
+    # where Inductor and Triton keep compiled kernels ("": torch's default); a warm one saves most compile time
+    compile_cache_dir = str(os.environ.get("COMPILE_CACHE_DIR", ""))
+    # 1: a CPU run takes the CUDA code path (compile, bf16 autocast and Newton-Schulz, grad accumulation)
+    emulate_cuda = int(os.environ.get("EMULATE_CUDA", 0))
+    # CUDA path: the residual stream in bf16, as the official trainer's (0: fp32 stream, bf16 matmuls only)
+    bf16_stream = int(os.environ.get("BF16_STREAM", 1))
 
     # validation and logging
     val_batch_size = int(os.environ.get("VAL_BATCH_SIZE", 524288))
@@ -89,7 +98,8 @@ class Hyperparameters:
     # schedule
     iterations = int(os.environ.get("ITERATIONS", 20000))
     warmdown_iters = int(os.environ.get("WARMDOWN_ITERS", 1200))
-    warmup_steps = int(os.environ.get("WARMUP_STEPS", 20))
+    # compile priming: these steps run, then weights, optimizer state and data are put back
+    warmup_steps = int(os.environ.get("WARMUP_STEPS", 3))
     train_batch_tokens = int(os.environ.get("TRAIN_BATCH_TOKENS", 524288))
     train_seq_len = int(os.environ.get("TRAIN_SEQ_LEN", 1024))
     max_wallclock_seconds = float(os.environ.get("MAX_WALLCLOCK_SECONDS", 600.0))
@@ -121,6 +131,11 @@ class Hyperparameters:
     beta2 = float(os.environ.get("BETA2", 0.95))
     adam_eps = float(os.environ.get("ADAM_EPS", 1e-8))
     grad_clip_norm = float(os.environ.get("GRAD_CLIP_NORM", 0.0))
+
+    # export: int8 steps as fine as ARTIFACT_MAX_BYTES (code + compressed model) allows; INT8_SCALE_FLOOR > 0
+    # fixes the smallest step instead, with no search (1/127 = 0.007874 is the official trainer's floor)
+    artifact_max_bytes = int(os.environ.get("ARTIFACT_MAX_BYTES", 15500000))
+    int8_scale_floor = float(os.environ.get("INT8_SCALE_FLOOR", 0.0))
 
     # export: low-dimensional "control" tensors go to Adam and stay fp32 in the artifact
     control_tensor_name_patterns = str(os.environ.get("CONTROL_TENSOR_NAME_PATTERNS", "attn_scale,mlp_scale,resid_mix,q_gain,skip_weight"))
@@ -302,23 +317,33 @@ def evaluate(
     rank: int,
     world_size: int,
     device: torch.device,
+    cuda_path: bool = False,
 ) -> tuple[float, float]:
-    """Mean CE (nats/token) and bits per byte over non-overlapping seq_len windows, split across ranks."""
+    """Mean CE (nats/token) and bits per byte over non-overlapping seq_len windows, split across ranks.
+
+    On the CUDA path the model is compiled for one input shape with gradients on: every batch, the tail too, is
+    padded to batch_seqs rows (padded targets are ignored by the loss) and run with grad mode on, so evaluation
+    reuses the training graph when batch_seqs is the training micro-batch and never recompiles."""
     luts = tuple(t.to(device) for t in luts)
     total_seqs = (val_tokens.numel() - 1) // seq_len
     first, last = total_seqs * rank // world_size, total_seqs * (rank + 1) // world_size
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss_sum, tokens, bytes
     model.eval()
-    with torch.inference_mode():
+    with torch.enable_grad() if cuda_path else torch.inference_mode():
         for s in range(first, last, batch_seqs):
             e = min(s + batch_seqs, last)
             chunk = val_tokens[s * seq_len : e * seq_len + 1].to(device, non_blocking=True)
             x, y = chunk[:-1].reshape(-1, seq_len), chunk[1:].reshape(-1, seq_len)
-            with autocast(device):
-                loss = model(x, y).detach()
-            sums[0] += loss.double() * y.numel()
-            sums[1] += y.numel()
+            n = y.numel()
+            sums[1] += n
             sums[2] += count_bytes(x.reshape(-1), y.reshape(-1), luts).sum().double()
+            if cuda_path and e - s < batch_seqs:
+                pad = batch_seqs - (e - s)
+                x = torch.cat((x, x.new_zeros(pad, seq_len)))
+                y = torch.cat((y, y.new_full((pad, seq_len), IGNORE_INDEX)))
+            with autocast(device, cuda_path):
+                loss = model(x, y).detach()  # mean over the real targets only
+            sums[0] += loss.double() * n
     if world_size > 1:
         dist.all_reduce(sums)
     model.train()
@@ -327,8 +352,12 @@ def evaluate(
     return val_loss, loss_sum / (math.log(2) * n_bytes)
 
 
-def autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+IGNORE_INDEX = -100  # F.cross_entropy's default: targets with this id count in neither the sum nor the mean
+
+
+def autocast(device: torch.device, cuda_path: bool):
+    """bf16 autocast on the CUDA path (also when emulated on a CPU); full fp32 otherwise."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if cuda_path else nullcontext()
 
 
 # -----------------------------------------------------------------------------
@@ -443,6 +472,7 @@ class GPT(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg, self.seq_len = cfg, cfg.seq_len
+        self.stream_dtype: torch.dtype | None = None  # the trainer sets bf16 on the CUDA path; None: fp32
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.model_dim)
         self.num_encoder = cfg.num_layers // 2
         self.num_decoder = cfg.num_layers - self.num_encoder
@@ -460,7 +490,10 @@ class GPT(nn.Module):
 
     def forward_logits(self, idx: Tensor) -> Tensor:
         """(B, T) token ids -> (B, T, V) float32 logits after the softcap; causal."""
-        x = x0 = rms_norm(self.tok_emb(idx))
+        x = rms_norm(self.tok_emb(idx))
+        if self.stream_dtype is not None:  # the residual stream (and x0) in this dtype; needs autocast around
+            x = x.to(self.stream_dtype)
+        x0 = x
         skips = []
         for i in range(self.num_encoder):
             x = self.blocks[i](x, x0)
@@ -485,35 +518,34 @@ class GPT(nn.Module):
 NS_COEFFS = (3.4445, -4.7750, 2.0315)  # quintic Newton-Schulz coefficients tuned for fast convergence
 
 
-def newton_schulz5(g: Tensor, steps: int, eps: float = 1e-7) -> Tensor:
-    """Approximately orthogonalize g (push its singular values towards 1); bf16 on GPU, fp32 on CPU."""
+def newton_schulz5(g: Tensor, steps: int, dtype: torch.dtype, eps: float = 1e-7) -> Tensor:
+    """Approximately orthogonalize a wide g (rows <= cols): push its singular values towards 1, in `dtype`.
+    Muon passes tall matrices transposed and contiguous, so the compiled version meets one static graph per
+    wide shape (3 for the default model) and no stride or shape-relation guard ever recompiles it."""
     a, b, c = NS_COEFFS
-    x = g.to(torch.bfloat16 if g.is_cuda else torch.float32)
+    x = g.to(dtype)
     x = x / (x.norm() + eps)
-    transposed = g.size(0) > g.size(1)
-    if transposed:
-        x = x.T
     for _ in range(steps):
         gram = x @ x.T
         x = a * x + (b * gram + c * gram @ gram) @ x
-    return x.T if transposed else x
+    return x
 
 
 class Muon(torch.optim.Optimizer):
-    """Nesterov momentum, then Newton-Schulz; with several ranks each orthogonalizes every world_size-th matrix."""
+    """Nesterov momentum, then Newton-Schulz; with several ranks each orthogonalizes every world_size-th matrix.
+    On the CUDA path Newton-Schulz runs compiled in bf16, and the update is gathered in bf16; else fp32 eager."""
 
-    def __init__(self, params, lr: float, momentum: float, backend_steps: int, rank: int, world_size: int):
+    def __init__(self, params, lr, momentum, backend_steps, rank: int, world_size: int, cuda_path: bool):
         super().__init__(params, dict(lr=lr, momentum=momentum, backend_steps=backend_steps))
         self.rank, self.world_size = rank, world_size
-        compile_ns = self.param_groups[0]["params"][0].is_cuda
-        self.orthogonalize = torch.compile(newton_schulz5) if compile_ns else newton_schulz5
+        self.dtype = torch.bfloat16 if cuda_path else torch.float32
+        self.orthogonalize = torch.compile(newton_schulz5, dynamic=False) if cuda_path else newton_schulz5
 
     @torch.no_grad()
     def step(self):
         for group in self.param_groups:
             params, momentum = group["params"], group["momentum"]
-            dtype = torch.bfloat16 if params[0].is_cuda else torch.float32
-            flat = torch.zeros(sum(p.numel() for p in params), device=params[0].device, dtype=dtype)
+            flat = torch.zeros(sum(p.numel() for p in params), device=params[0].device, dtype=self.dtype)
             offset = 0
             for i, p in enumerate(params):
                 if i % self.world_size == self.rank and p.grad is not None:
@@ -524,7 +556,10 @@ class Muon(torch.optim.Optimizer):
                     buf = state["momentum_buffer"]
                     buf.mul_(momentum).add_(g)
                     g = g.add(buf, alpha=momentum)  # Nesterov
-                    g = self.orthogonalize(g, group["backend_steps"])
+                    tall = g.size(0) > g.size(1)
+                    wide = (g.T if tall else g).to(self.dtype, memory_format=torch.contiguous_format)
+                    g = self.orthogonalize(wide, group["backend_steps"], self.dtype)
+                    g = g.T if tall else g
                     g = g * max(1.0, g.size(0) / g.size(1)) ** 0.5  # same RMS update for tall matrices
                     flat[offset : offset + p.numel()] = g.reshape(-1)
                 offset += p.numel()
@@ -536,7 +571,7 @@ class Muon(torch.optim.Optimizer):
                 offset += p.numel()
 
 
-def build_optimizers(model: GPT, args: Hyperparameters, rank: int, world_size: int, device: torch.device):
+def build_optimizers(model: GPT, args: Hyperparameters, rank: int, world_size: int, fast: bool):
     """Block matrices -> Muon; embedding, head and control tensors -> Adam, each with its own LR."""
     control = name_patterns(args.control_tensor_name_patterns)
     matrices, scalars = [], []
@@ -544,11 +579,11 @@ def build_optimizers(model: GPT, args: Hyperparameters, rank: int, world_size: i
         (matrices if p.ndim == 2 and not any(c in name for c in control) else scalars).append(p)
     if model.skip_weights.numel():
         scalars.append(model.skip_weights)
-    adam = dict(betas=(args.beta1, args.beta2), eps=args.adam_eps, fused=device.type == "cuda")
+    adam = dict(betas=(args.beta1, args.beta2), eps=args.adam_eps, fused=fast)  # fast: the CUDA path
     embed_lr = args.tied_embed_lr if args.tie_embeddings else args.embed_lr
     optimizers = [
         torch.optim.Adam([model.tok_emb.weight], lr=embed_lr, **adam),
-        Muon(matrices, args.matrix_lr, args.muon_momentum, args.muon_backend_steps, rank, world_size),
+        Muon(matrices, args.matrix_lr, args.muon_momentum, args.muon_backend_steps, rank, world_size, fast),
         torch.optim.Adam(scalars, lr=args.scalar_lr, **adam),
     ]
     if model.lm_head is not None:
@@ -580,6 +615,12 @@ def muon_momentum(args: Hyperparameters, step: int) -> float:
 
 # -----------------------------------------------------------------------------
 # Quantized export/import: int8 per-row weights + zlib, self-describing (the model config rides along)
+#
+# Each row of a large tensor is stored as int8 codes times one fp16 step: the row's clipped range over 127, but
+# never below a floor that every row shares. Without a floor every row spreads over all 255 codes whatever its
+# scale, and the default 9x512 model compresses to about 16.3 MB after a few steps: over the cap. One step size
+# for every weight is what minimizes the squared error at a given entropy, so the floor is chosen as small as
+# the byte budget allows: searched on an entropy estimate, then checked with the real compressor.
 
 ARTIFACT_FORMAT = "agentgolf_int8_per_row_v1"
 INT8_MIN_NUMEL = 65_537  # float tensors at least this large are quantized; smaller ones pass through
@@ -587,6 +628,8 @@ INT8_CLIP_QUANTILE = 0.9999984  # per-row clip of |w|, so one outlier does not b
 INT8_MAX = 127
 MIN_SCALE = 2.0**-24  # smallest positive fp16, so a zero row still gets a usable scale
 ZLIB_LEVEL = 9
+ENTROPY_SAMPLE = 1 << 16  # values per tensor that the size estimate reads
+FLOOR_SEARCH_ROUNDS = 6  # real compressions before the floor is simply raised until it fits
 
 
 def row_quantile(absw: Tensor, q: float) -> Tensor:
@@ -598,31 +641,98 @@ def row_quantile(absw: Tensor, q: float) -> Tensor:
     return s[:, lo] + (s[:, hi] - s[:, lo]) * (pos - lo)
 
 
-def quantize_state_dict(state: dict[str, Tensor], keep_fp32: tuple[str, ...]) -> dict:
-    quantized, scales, dtypes, passthrough = {}, {}, {}, {}
-    for name, t in state.items():
-        t = t.detach().cpu().contiguous()
-        if not t.is_floating_point():
-            passthrough[name] = t
-        elif t.numel() < INT8_MIN_NUMEL:
-            passthrough[name] = t.float() if any(p in name for p in keep_fp32) else t.half()
-            dtypes[name] = str(t.dtype).removeprefix("torch.")
-        else:
-            w = t.float()
-            if w.ndim == 2:
-                clip = row_quantile(w.abs(), INT8_CLIP_QUANTILE)
-                scale = (clip / INT8_MAX).clamp_min(MIN_SCALE).half()
-                s = scale.float()[:, None]
-            else:
-                clip = row_quantile(w.abs().reshape(1, -1), INT8_CLIP_QUANTILE)[0]
-                scale = (clip / INT8_MAX).clamp_min(MIN_SCALE).float()
-                s = scale
-            quantized[name] = torch.round(w / s).clamp(-INT8_MAX, INT8_MAX).to(torch.int8)
-            scales[name] = scale
-            dtypes[name] = str(t.dtype).removeprefix("torch.")
-    return dict(
-        format=ARTIFACT_FORMAT, quantized=quantized, scales=scales, dtypes=dtypes, passthrough=passthrough
-    )
+class Int8Export:
+    """A state dict split into pass-through tensors and int8 candidates, each row with its clipped range;
+    `artifact(floor)` quantizes with every step at least `floor`, `blob(floor)` is the compressed file."""
+
+    def __init__(self, state: dict[str, Tensor], keep_fp32: tuple[str, ...], config: dict):
+        self.config, self.passthrough, self.dtypes = config, {}, {}
+        self.rows: dict[str, tuple[Tensor, Tensor, torch.Size]] = {}  # 2-D values, floorless steps, shape
+        self.samples: dict[str, tuple[Tensor, Tensor]] = {}  # a strided sample: values, their rows' steps
+        for name, t in state.items():
+            t = t.detach()
+            if not t.is_floating_point():
+                self.passthrough[name] = t.cpu().contiguous()
+                continue
+            self.dtypes[name] = str(t.dtype).removeprefix("torch.")
+            if t.numel() < INT8_MIN_NUMEL:
+                keep = any(p in name for p in keep_fp32)
+                self.passthrough[name] = (t.float() if keep else t.half()).cpu().contiguous()
+                continue
+            w = t.float().reshape(t.shape[0] if t.ndim == 2 else 1, -1)  # one scale per row, or per tensor
+            steps = row_quantile(w.abs(), INT8_CLIP_QUANTILE) / INT8_MAX
+            self.rows[name] = (w, steps, t.shape)
+            index = torch.arange(0, w.numel(), max(1, w.numel() // ENTROPY_SAMPLE), device=w.device)
+            self.samples[name] = (w.reshape(-1)[index], steps[index // w.size(1)])
+
+    @staticmethod
+    def steps(floorless: Tensor, shape: torch.Size, floor: float) -> Tensor:
+        step = floorless.clamp_min(max(floor, MIN_SCALE))
+        return step.half().float() if len(shape) == 2 else step  # exactly the stored scales
+
+    def artifact(self, floor: float) -> dict:
+        quantized, scales = {}, {}
+        for name, (w, floorless, shape) in self.rows.items():
+            step = self.steps(floorless, shape, floor)
+            q = torch.round(w / step[:, None]).clamp(-INT8_MAX, INT8_MAX).to(torch.int8)
+            quantized[name] = q.reshape(shape).cpu()
+            scales[name] = (step.half() if len(shape) == 2 else step[0]).cpu()
+        return dict(
+            format=ARTIFACT_FORMAT, quantized=quantized, scales=scales, dtypes=dict(self.dtypes),
+            passthrough=self.passthrough, config=self.config,
+        )  # fmt: skip
+
+    def blob(self, floor: float) -> bytes:
+        buf = io.BytesIO()
+        torch.save(self.artifact(floor), buf)
+        self.raw_bytes = buf.tell()  # before zlib, for the log
+        return zlib.compress(buf.getvalue(), level=ZLIB_LEVEL)
+
+    def payload_bytes(self) -> int:
+        """Tensor bytes in the artifact: int8 codes, one fp16 scale per row (fp32 per tensor), pass-through."""
+        scales = sum(steps.numel() * 2 if len(shape) == 2 else 4 for _, steps, shape in self.rows.values())
+        codes = sum(w.numel() for w, _, _ in self.rows.values())
+        return codes + scales + sum(t.numel() * t.element_size() for t in self.passthrough.values())
+
+    def entropy_bits(self, floor: float) -> float:
+        """Estimated bits of all int8 codes at this floor: each tensor's sampled code entropy x its size."""
+        bits = 0.0
+        for name, (values, floorless) in self.samples.items():
+            w, _, shape = self.rows[name]
+            q = torch.round(values / self.steps(floorless, shape, floor)).clamp(-INT8_MAX, INT8_MAX)
+            p = torch.bincount((q + INT8_MAX).long(), minlength=2 * INT8_MAX + 1).double() / q.numel()
+            p = p[p > 0]
+            bits += float(-(p * p.log2()).sum()) * w.numel()
+        return bits
+
+    def fit(self, max_bytes: int) -> tuple[float, bytes, int]:
+        """The smallest floor whose blob fits max_bytes (0 if none is needed): (floor, blob, compressions).
+        Each search predicts size(f) = measured size at an anchor floor + (entropy(f) - entropy(anchor)) / 8,
+        bisects on log f, and compresses once; a miss becomes the next anchor."""
+        floor, blob = 0.0, self.blob(0.0)
+        compressions = 1
+        ceiling = 2 * max((float(w.abs().max()) for w, _, _ in self.rows.values()), default=0.0) + MIN_SCALE
+        for _ in range(FLOOR_SEARCH_ROUNDS):
+            if len(blob) <= max_bytes or floor >= ceiling:
+                return floor, blob, compressions
+            anchor_bytes, anchor_bits = len(blob), self.entropy_bits(floor)
+            lo, hi = math.log(max(floor, MIN_SCALE)), math.log(ceiling)
+            for _ in range(20):
+                mid = (lo + hi) / 2
+                if anchor_bytes + (self.entropy_bits(math.exp(mid)) - anchor_bits) / 8 <= max_bytes:
+                    hi = mid
+                else:
+                    lo = mid
+            floor = max(math.exp(hi), floor * 1.001)  # always above a floor that missed
+            blob, compressions = self.blob(floor), compressions + 1
+        while len(blob) > max_bytes and floor < ceiling:  # the estimate kept missing: step up plainly
+            floor *= 1.25
+            blob, compressions = self.blob(floor), compressions + 1
+        return floor, blob, compressions
+
+
+def quantize_state_dict(state: dict[str, Tensor], keep_fp32: tuple[str, ...], floor: float = 0.0) -> dict:
+    return Int8Export(state, keep_fp32, config={}).artifact(floor)
 
 
 def dequantize_state_dict(obj: dict) -> dict[str, Tensor]:
@@ -634,24 +744,6 @@ def dequantize_state_dict(obj: dict) -> dict[str, Tensor]:
     for name, t in obj["passthrough"].items():
         state[name] = t.to(getattr(torch, obj["dtypes"][name])) if name in obj["dtypes"] else t
     return state
-
-
-def tensor_bytes(obj: dict) -> int:
-    return sum(
-        t.numel() * t.element_size()
-        for key in ("quantized", "scales", "passthrough")
-        for t in obj[key].values()
-    )
-
-
-def serialize_artifact(model: GPT, keep_fp32: tuple[str, ...]) -> tuple[bytes, dict]:
-    obj = quantize_state_dict(model.state_dict(), keep_fp32)
-    obj["config"] = asdict(model.cfg)
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    raw = buf.getvalue()
-    blob = zlib.compress(raw, level=ZLIB_LEVEL)
-    return blob, dict(payload=tensor_bytes(obj), raw_torch=len(raw))
 
 
 def read_artifact(path: str) -> dict:
@@ -674,7 +766,6 @@ def load_model(artifact_path: str, device: str = "cpu") -> GPT:
 def write_artifact(model: GPT, args: Hyperparameters, log0) -> None:
     """Print the raw sizes for reference, then write the int8+zlib artifact that is the submission."""
     code_bytes = len(Path(__file__).read_text(encoding="utf-8").encode("utf-8"))
-    blob, stats = serialize_artifact(model, name_patterns(args.int8_keep_float_fp32_name_patterns))
     raw = io.BytesIO()
     torch.save(model.state_dict(), raw)
     if args.save_raw_model:
@@ -682,16 +773,30 @@ def write_artifact(model: GPT, args: Hyperparameters, log0) -> None:
     log0(f"Serialized model: {len(raw.getvalue())} bytes")
     log0(f"Code size: {code_bytes} bytes")
     log0(f"Total submission size: {len(raw.getvalue()) + code_bytes} bytes")
+    t0 = time.perf_counter()
+    keep_fp32 = name_patterns(args.int8_keep_float_fp32_name_patterns)
+    export = Int8Export(model.state_dict(), keep_fp32, asdict(model.cfg))
+    if args.int8_scale_floor > 0:
+        floor, blob, compressions = args.int8_scale_floor, export.blob(args.int8_scale_floor), 1
+        rule = "INT8_SCALE_FLOOR"
+    else:
+        floor, blob, compressions = export.fit(args.artifact_max_bytes - code_bytes)
+        rule = f"the finest that fits ARTIFACT_MAX_BYTES={args.artifact_max_bytes}"
+    log0(
+        f"int8_export: step_floor:{floor:.4e} ({rule}) compressions:{compressions} "
+        f"time:{time.perf_counter() - t0:.1f}s"
+    )
     artifact = Path(args.artifact_path)
     artifact.parent.mkdir(parents=True, exist_ok=True)
     tmp = artifact.with_name(artifact.name + ".tmp")
     tmp.write_bytes(blob)
     os.replace(tmp, artifact)  # never leave a half-written artifact behind
     size = artifact.stat().st_size
-    ratio = sum(t.numel() * t.element_size() for t in model.state_dict().values()) / stats["payload"]
+    payload = export.payload_bytes()
+    ratio = sum(t.numel() * t.element_size() for t in model.state_dict().values()) / payload
     log0(
         f"Serialized model int8+zlib: {size} bytes "
-        f"(payload:{stats['payload']} raw_torch:{stats['raw_torch']} payload_ratio:{ratio:.2f}x)"
+        f"(payload:{payload} raw_torch:{export.raw_bytes} payload_ratio:{ratio:.2f}x)"
     )
     log0(f"Total submission size int8+zlib: {size + code_bytes} bytes")
 
@@ -754,11 +859,55 @@ def setup_distributed() -> tuple[bool, int, int, int, torch.device]:
     return distributed, rank, world_size, local_rank, device
 
 
+def configure_attention(cfg: ModelConfig, device: torch.device, log0) -> None:
+    """Flash attention only, as the official trainer, when a probe shows it takes this shape on this GPU (head
+    dim <= 256, sm80+, bf16, GQA); otherwise PyTorch's other SDPA kernels too, and the log says why."""
+    head_dim, problems = cfg.model_dim // cfg.num_heads, []
+    major, minor = torch.cuda.get_device_capability(device)
+    if head_dim > FLASH_MAX_HEAD_DIM:
+        problems.append(f"head_dim {head_dim} > {FLASH_MAX_HEAD_DIM}")
+    if major < 8:
+        problems.append(f"compute capability {major}.{minor} < 8.0")
+    for flag, on in (("flash", True), ("mem_efficient", False), ("math", False), ("cudnn", False)):
+        getattr(torch.backends.cuda, f"enable_{flag}_sdp")(on)
+    if not problems:  # what flash cannot take fails here, with a reason, not as "No available kernel" later
+        shape = (1, cfg.num_heads, min(cfg.seq_len, 128), head_dim)
+        kv_shape = (1, cfg.num_kv_heads, *shape[2:])
+        try:
+            q = torch.randn(shape, device=device, dtype=torch.bfloat16, requires_grad=True)
+            k, v = (torch.randn(kv_shape, device=device, dtype=torch.bfloat16) for _ in range(2))
+            gqa = cfg.num_kv_heads != cfg.num_heads
+            F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa).sum().backward()
+        except RuntimeError as e:
+            problems.append(str(e).strip().splitlines()[-1][:200])
+    if problems:
+        for flag in ("mem_efficient", "math", "cudnn"):
+            getattr(torch.backends.cuda, f"enable_{flag}_sdp")(True)
+        log0(
+            f"attention: flash cannot take this config ({'; '.join(problems)}); using PyTorch's other kernels"
+        )
+    else:
+        log0(f"attention: flash (head_dim {head_dim}, heads {cfg.num_heads}, kv heads {cfg.num_kv_heads})")
+
+
+FLASH_MAX_HEAD_DIM = 256  # PyTorch's flash kernel: one head dim for q, k, v, at most 256
+
+
+def use_compile_cache(folder: str) -> None:
+    """Keep Inductor's and Triton's caches under `folder`; must run before anything is compiled."""
+    root = Path(folder).absolute()
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(root / "inductor")
+    os.environ["TRITON_CACHE_DIR"] = str(root / "triton")
+
+
 def train(args: Hyperparameters) -> None:
+    if args.compile_cache_dir:
+        use_compile_cache(args.compile_cache_dir)
     distributed, rank, world_size, _, device = setup_distributed()
     master = rank == 0
     cuda = device.type == "cuda"
-    grad_accum_steps = 8 // world_size if cuda else 1  # one big micro-batch is fastest on a CPU
+    cuda_path = cuda or bool(args.emulate_cuda)  # compile, bf16 autocast and Newton-Schulz, grad accumulation
+    grad_accum_steps = 8 // world_size if cuda_path else 1  # one big micro-batch is fastest on a CPU
     if args.train_batch_tokens % (world_size * grad_accum_steps * args.train_seq_len):
         raise SystemExit(
             "error: TRAIN_BATCH_TOKENS must be a multiple of world_size * grad_accum * TRAIN_SEQ_LEN"
@@ -781,10 +930,6 @@ def train(args: Hyperparameters) -> None:
     if cuda:
         torch.cuda.manual_seed_all(args.seed)
         torch.set_float32_matmul_precision("high")  # TF32
-        torch.backends.cuda.enable_flash_sdp(True)
-        torch.backends.cuda.enable_mem_efficient_sdp(False)
-        torch.backends.cuda.enable_math_sdp(False)
-        torch.backends.cuda.enable_cudnn_sdp(False)
 
     # data
     train_files = shard_files(args.data_path, "train")
@@ -798,17 +943,30 @@ def train(args: Hyperparameters) -> None:
     else:
         pattern = os.path.join(args.data_path, "fineweb_val_*.bin")
         log0(f"val_loader:shards pattern={pattern} tokens:{val_tokens.numel() - 1}")
+    micro_seqs = args.train_batch_tokens // (world_size * grad_accum_steps * args.train_seq_len)
     val_batch_seqs = max(1, args.val_batch_size // (world_size * grad_accum_steps * args.train_seq_len))
+    if cuda_path:  # the compiled training graph serves evaluation too: one shape, no recompile
+        val_batch_seqs = micro_seqs
 
     # model and optimizers
     base_model = GPT(ModelConfig.from_args(args)).to(device)
-    compiled = torch.compile(base_model, dynamic=False, fullgraph=True) if cuda else base_model
+    if cuda_path and args.bf16_stream:
+        base_model.stream_dtype = torch.bfloat16
+    if cuda:
+        configure_attention(base_model.cfg, device, log0)
+    compiled = torch.compile(base_model, dynamic=False, fullgraph=True) if cuda_path else base_model
     model = compiled
     if distributed:
         model = DDP(compiled, device_ids=[device.index] if cuda else None, broadcast_buffers=False)
-    optimizers = build_optimizers(base_model, args, rank, world_size, device)
+    optimizers = build_optimizers(base_model, args, rank, world_size, cuda_path)
     log0(f"model_params:{sum(p.numel() for p in base_model.parameters())}")
     log0(f"world_size:{world_size} grad_accum_steps:{grad_accum_steps}")
+    if cuda_path:
+        stream = "bf16" if base_model.stream_dtype is not None else "fp32"
+        log0(
+            f"cuda_path:{'cuda' if cuda else 'emulated on cpu'} compile:fullgraph autocast:bf16 "
+            f"residual_stream:{stream} newton_schulz:bf16 val_batch_seqs:{val_batch_seqs}"
+        )
     log0(f"seed:{args.seed}")
     log0(
         f"train_batch_tokens:{args.train_batch_tokens} train_seq_len:{args.train_seq_len} "
@@ -822,7 +980,7 @@ def train(args: Hyperparameters) -> None:
             if distributed:
                 model.require_backward_grad_sync = micro == grad_accum_steps - 1  # one all-reduce per step
             x, y = loader.next_batch(args.train_batch_tokens, args.train_seq_len, grad_accum_steps)
-            with autocast(device):
+            with autocast(device, cuda_path):
                 loss = model(x, y)
             total += loss.detach()
             (loss / grad_accum_steps).backward()
@@ -861,15 +1019,16 @@ def train(args: Hyperparameters) -> None:
     t0 = time.perf_counter()
     while True:
         last_step = step == args.iterations or (stop_after is not None and step >= stop_after)
-        periodic = args.val_loss_every > 0 and step % args.val_loss_every == 0
+        periodic = args.val_loss_every > 0 and step > 0 and step % args.val_loss_every == 0  # none at step 0
         validate = val_tokens is not None and (last_step or periodic)
         if validate or last_step:
             sync()
             training_ms += 1000.0 * (time.perf_counter() - t0)
         if validate:
             val_loss, val_bpb = evaluate(
-                compiled, val_tokens, luts, args.train_seq_len, val_batch_seqs, rank, world_size, device
-            )
+                compiled, val_tokens, luts, args.train_seq_len, val_batch_seqs, rank, world_size, device,
+                cuda_path,
+            )  # fmt: skip
             log0(
                 f"step:{step}/{args.iterations} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f} "
                 f"train_time:{training_ms:.0f}ms step_avg:{training_ms / max(step, 1):.2f}ms"
@@ -912,8 +1071,9 @@ def train(args: Hyperparameters) -> None:
         sync()
         t_eval = time.perf_counter()
         val_loss, val_bpb = evaluate(
-            compiled, val_tokens, luts, args.train_seq_len, val_batch_seqs, rank, world_size, device
-        )
+            compiled, val_tokens, luts, args.train_seq_len, val_batch_seqs, rank, world_size, device,
+            cuda_path,
+        )  # fmt: skip
         sync()
         log0(
             f"final_int8_zlib_roundtrip val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f} "

@@ -75,6 +75,10 @@ MIGRATIONS: list[str] = [
     ALTER TABLE experiments ADD COLUMN usd REAL NOT NULL DEFAULT 0;
     CREATE INDEX experiments_fingerprint ON experiments(fingerprint);
     """,
+    # v2 -> v3: the acceptance decision's evidence (samples, noise, statistic, p-value, rule), as JSON.
+    """
+    ALTER TABLE experiments ADD COLUMN decision TEXT NOT NULL DEFAULT '{}';
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -115,6 +119,7 @@ class Experiment(BaseModel):
     usd: float = 0.0  # LLM dollars spent proposing it
     replay_of: int | None = None
     manifest: dict[str, Any] = Field(default_factory=dict)
+    decision: dict[str, Any] = Field(default_factory=dict)  # the evidence of its acceptance verdict
     created_at: float
     finished_at: float | None = None
 
@@ -144,7 +149,7 @@ class Run(BaseModel):
     stop_reason: str = ""
 
 
-JSON_COLUMNS = {"manifest", "settings"}
+JSON_COLUMNS = {"manifest", "settings", "decision"}
 EXPERIMENT_LIST = TypeAdapter(list[Experiment])  # one validation call for a whole listing
 EXPERIMENT_COLUMNS = list(Experiment.model_fields)
 HEAVY_COLUMNS = {"log_tail", "manifest"}
@@ -260,6 +265,11 @@ class Ledger:
             return self.get_run(run_id)
         except LedgerError:
             return None
+
+    def latest_run(self) -> Run | None:
+        """The newest run a loop made (a replay's own run is not one)."""
+        loops = [r for r in self.runs() if "replay_of" not in r.settings]
+        return loops[-1] if loops else None
 
     def runs(self) -> list[Run]:
         return [Run(**_decode_row(r)) for r in self._query("SELECT * FROM runs ORDER BY created_at")]

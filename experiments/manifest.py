@@ -16,7 +16,16 @@ from agentgolf.sandbox.budget import Budget
 from agentgolf.sandbox.result import DataSpec
 
 # Keys that differ between any two runs by design; a replay does not call them drift.
-VOLATILE = {"hostname", "created_at", "manifest_sha256", "prompt_sha256"}
+VOLATILE = {
+    "hostname",
+    "created_at",
+    "manifest_sha256",
+    "prompt_sha256",
+    "verification",  # a fresh random sample each time
+    "slurm_job_id",
+    "slurm_node",
+    "slurm_queue_wait_s",
+}
 
 
 def data_fingerprint(data: DataSpec, cache_path: Path) -> dict[str, str]:

@@ -28,13 +28,21 @@ def proposal_messages(ctx: ProposalContext) -> list[dict[str, str]]:
     user = render(
         "propose",
         digest=ctx.digest,
+        facts=_section("The parent's run (what its training did, and the settings in force)", ctx.facts),
+        in_flight=_section("What else is in flight", ctx.in_flight),
         trainer=ctx.trainer,
         code_bytes=len(ctx.source.encode()),
         parent_id=ctx.parent.id,
         parent_bpb=parent_bpb,
         source=ctx.source,
+        notes=_section("Notes from the person running this search (follow them)", ctx.notes),
     )
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def _section(title: str, body: str) -> str:
+    """An optional part of a prompt: nothing at all when there is nothing to say."""
+    return f"\n# {title}\n\n{body.strip()}\n" if body.strip() else ""
 
 
 def proposal_prompt(ctx: ProposalContext) -> str:

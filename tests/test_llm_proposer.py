@@ -159,3 +159,73 @@ def test_parse_proposal_accepts_fenced_json_and_names_bad_fields():
         parse_proposal(json.dumps({"title": "abc", "edits": []}))
     with pytest.raises(ProposalError, match="field title"):
         parse_proposal(json.dumps({"title": "", "edits": [{"search": "a", "replace": "b"}]}))
+
+
+PRESET_TRAINER = """import os
+PRESETS = {
+    "cpu": {
+        "MATRIX_LR": 0.05,
+        "ITERATIONS": 200,
+    },
+}
+
+
+class Hyperparameters:
+    iterations = int(os.environ.get("ITERATIONS", 20000))
+    matrix_lr = float(os.environ.get("MATRIX_LR", 0.04))
+    scalar_lr = float(os.environ.get("SCALAR_LR", 0.04))
+    warmup_steps = int(os.environ.get("WARMUP_STEPS", 3))
+"""
+
+
+def _set_json(values: dict, title: str = "Lower the Muon LR") -> str:
+    return json.dumps({"title": title, "category": "opt", "set": values})
+
+
+def test_a_set_edit_changes_the_value_in_force(tmp_path, monkeypatch):
+    repo = git.Repo.init(tmp_path / "tree")
+    (tmp_path / "tree" / "train_gpt.py").write_text(PRESET_TRAINER)
+    repo.index.add(["train_gpt.py"])
+    repo.index.commit("base")
+    ctx = _ctx().model_copy(update={"source": PRESET_TRAINER, "trainer_env": {"PRESET": "cpu", "SCALAR_LR": "0.1"}})
+    script = [
+        reply(_set_json({"SCALAR_LR": 0.02})),  # the workspace's env wins over the file: refused
+        reply(_set_json({"MATRIX_LRR": 0.02})),  # no such setting: the closest names come back
+        reply(_set_json({"WARMUP_STEPS": 2.5})),  # an integer setting
+        reply(_set_json({"MATRIX_LR": 0.01, "WARMUP_STEPS": 0})),
+    ]
+    with FakeLLM(script) as llm:
+        proposal = _proposer(llm.base_url, monkeypatch, repairs=3)(ctx, tmp_path / "tree")
+        repairs = [r["messages"][-1]["content"] for r in llm.requests[1:]]
+        assert '"set": {"MATRIX_LR": 0.01}' in llm.requests[0]["messages"][0]["content"]  # the format is taught
+    assert "trainer_env sets SCALAR_LR=0.1, which wins over the file" in repairs[0]
+    assert "reads no setting MATRIX_LRR; did you mean MATRIX_LR" in repairs[1]
+    assert "WARMUP_STEPS is an integer (3), not 2.5" in repairs[2]
+    text = (tmp_path / "tree" / "train_gpt.py").read_text()
+    assert '"MATRIX_LR": 0.01,' in text  # the preset's line: that is the value in force under PRESET=cpu
+    assert 'os.environ.get("MATRIX_LR", 0.04)' in text  # the default, not in force, is left alone
+    assert 'os.environ.get("WARMUP_STEPS", 0)' in text  # not in the preset: the default is in force
+    assert proposal.set == {"MATRIX_LR": 0.01, "WARMUP_STEPS": 0}
+    assert "set: MATRIX_LR=0.01, WARMUP_STEPS=0" in proposal.commit_message()
+
+
+def test_a_failed_edit_says_why_and_shows_the_closest_lines(tree, monkeypatch):
+    script = [
+        reply(proposal_json(search='matrix_lr = float(os.environ.get("MATRIX_LR", 0.05))')),
+        reply(proposal_json(search='matrix_lr  =  float(os.environ.get("MATRIX_LR", 0.04))')),
+        reply(proposal_json()),
+    ]
+    with FakeLLM(script) as llm:
+        _proposer(llm.base_url, monkeypatch)(_ctx(), tree)
+        repairs = [r["messages"][-1]["content"] for r in llm.requests[1:]]
+    assert "search text not found in train_gpt.py (no such text)" in repairs[0]
+    assert '    2: matrix_lr = float(os.environ.get("MATRIX_LR", 0.04))' in repairs[0]
+    assert "differs from the file only in whitespace or indentation" in repairs[1]
+
+
+def test_a_search_text_found_twice_names_the_lines(tmp_path):
+    from agentgolf.agent.proposers.proposal import Edit, apply_edits
+
+    (tmp_path / "train_gpt.py").write_text("a = 1\nb = 2\na = 1\n")
+    with pytest.raises(ProposalError, match=r"found 2 times in train_gpt.py \(lines 1, 3\); it must be unique"):
+        apply_edits(tmp_path, [Edit(search="a = 1", replace="a = 2")])

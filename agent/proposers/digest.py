@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 
 from pydantic import BaseModel, Field
 
@@ -19,6 +20,7 @@ DIGEST_MAX_CHARS = 6_000  # ~1,500 tokens
 REASON_CHARS = 90
 SUMMARY_RESERVE = 300  # room kept for the "... and N more" line
 WORD = re.compile(r"[a-z0-9_]+")
+Why = Callable[[Experiment], str]  # why a result came out as it did (facts.outcome over its run folder)
 
 
 class DigestConfig(BaseModel):
@@ -28,23 +30,35 @@ class DigestConfig(BaseModel):
         DIGEST_MAX_CHARS, ge=500, description="the digest's fixed size bound (~4 chars/token)"
     )
     recent: int = Field(8, ge=0, description="most recent results always shown")
+    facts_max_chars: int = Field(
+        2_500, ge=200, description="the fixed size of the parent's run facts (steps, time, loss, bytes, ...)"
+    )
+    loss_points: int = Field(6, ge=2, description="points of the parent's train-loss curve shown")
 
 
-def line(e: Experiment) -> str:
+def line(e: Experiment, why: Why | None = None) -> str:
+    """One experiment in a line: its score, and why it came out so (`why` reads its run folder)."""
     bpb = f"val_bpb {e.val_bpb:.4f}" if e.val_bpb is not None else "no score"
     delta = f", {e.delta_bpb:+.4f} vs parent" if e.delta_bpb is not None else ""
-    if e.kept:
-        verdict = "kept"
-    elif e.status == "ok":
-        verdict = "reverted (not better than its parent)"
-    else:
-        verdict = f"{e.status}: {e.reason[:REASON_CHARS]}" if e.reason else e.status
     cat = f"[{e.category}] " if e.category else ""
-    return f"- exp {e.id} {cat}{e.title}: {bpb}{delta}; {verdict}"
+    return f"- exp {e.id} {cat}{e.title}: {bpb}{delta}; {why(e) if why else verdict(e)}"
+
+
+def verdict(e: Experiment) -> str:
+    """What the ledger row alone says: kept, reverted with the acceptance rule's reason, or the failure."""
+    reason = e.reason[:REASON_CHARS]
+    if e.kept:
+        return f"kept ({reason})" if reason else "kept"
+    if e.status == "ok":
+        return f"reverted: {reason}" if reason else "reverted (not better than its parent)"
+    return f"{e.status}: {reason}" if reason else str(e.status)
 
 
 def build_digest(
-    history: list[Experiment], parent: Experiment | None, cfg: DigestConfig | None = None
+    history: list[Experiment],
+    parent: Experiment | None,
+    cfg: DigestConfig | None = None,
+    why: Why | None = None,
 ) -> str:
     cfg = cfg or DigestConfig()
     max_chars = cfg.max_chars
@@ -53,22 +67,21 @@ def build_digest(
     chain = lineage(parent, by_id.get) if parent is not None else []
     sections: list[tuple[str, list[str]]] = []
     sections.append(
-        ("Current best chain (baseline first; you are patching the last one)", [line(e) for e in chain])
+        ("Current best chain (baseline first; you are patching the last one)", [line(e, why) for e in chain])
     )
     in_chain = {e.id for e in chain}
     recent = [e for e in proposals if e.id not in in_chain][-cfg.recent :] if cfg.recent else []
-    sections.append(("Most recent results", [line(e) for e in recent]))
+    sections.append(("Most recent results", [line(e, why) for e in recent]))
     shown = in_chain | {e.id for e in recent}
     negatives = [e for e in proposals if e.id not in shown and not e.kept and e.kind == "proposal"]
     # The most instructive first: the biggest regressions, then failures, newest first within each.
     negatives.sort(key=lambda e: (-(e.delta_bpb or 0.0) if e.delta_bpb is not None else 1.0, -e.id))
-    sections.append(("Negative results to remember (do not repeat these)", [line(e) for e in negatives]))
+    sections.append(("Negative results to remember (do not repeat these)", []))
 
-    negative_lines = sections[2][1]
-    sections[2] = (sections[2][0], [])
     room = max_chars - len(_render(sections)) - SUMMARY_RESERVE
     shown_lines = []
-    for text in negative_lines:
+    for e in negatives:  # lines made only while they fit: each may read a run folder
+        text = line(e, why)
         if len(text) + 1 > room:
             break
         shown_lines.append(text)

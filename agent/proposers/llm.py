@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field, ValidationError
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from agentgolf.agent.proposers.digest import line, similar
+from agentgolf.agent.proposers.playbook import set_edits
 from agentgolf.agent.proposers.proposal import (
     Proposal,
     ProposalContext,
@@ -150,7 +151,8 @@ class LLMProposer:
                         note = "\n".join(line(e) for e in near)
                         messages.append({"role": "user", "content": render("similar", similar=note)})
                         continue
-                check_compiles(apply_edits(tree, proposal.edits))
+                edits = set_edits(ctx.source, proposal.set, ctx.trainer_env) + proposal.edits
+                check_compiles(apply_edits(tree, edits))
                 repeat = _repeat_of(ctx, tree)
                 if repeat is not None:
                     raise ProposalError(f"this exact change was already tried as experiment {repeat}")
@@ -162,7 +164,8 @@ class LLMProposer:
             proposal.usage = spent
             return proposal
         raise ProposalError(
-            f"no usable proposal after {self.config.repairs + 1} replies; last problem: {last_reason}",
+            f"no usable proposal after {self.config.repairs + 1} replies; last problem: "
+            + last_reason.split(". The closest lines")[0],
             usage=spent,
         )
 
@@ -183,8 +186,8 @@ def parse_proposal(text: str) -> Proposal:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "object"
         raise ProposalError(f"field {where}: {first['msg']}") from exc
-    if not proposal.edits:
-        raise ProposalError("field edits: at least one edit is required")
+    if not proposal.edits and not proposal.set:
+        raise ProposalError("field edits: at least one edit (or a `set` of settings) is required")
     return proposal
 
 

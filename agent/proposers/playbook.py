@@ -9,6 +9,7 @@ that the workspace sets through `trainer_env` is skipped, since editing the file
 from __future__ import annotations
 
 import ast
+import difflib
 import re
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from agentgolf.agent.proposers.proposal import Edit, Proposal, ProposalContext, ProposalError, apply_edits
 from agentgolf.experiments.ledger import Experiment
+from agentgolf.sandbox.runner import HARNESS_ENV_KEYS
 
 NAME = "playbook"
 
@@ -146,6 +148,45 @@ def hparam_edits(source: str, changes: dict[str, float], preset: str | None) -> 
         old = ast.literal_eval(match.group(2).strip())
         edits.append(Edit(search=match.group(0), replace=match.group(1) + _format(old, value)))
     return edits
+
+
+def set_edits(source: str, values: dict[str, float | int | str], trainer_env: dict[str, str]) -> list[Edit]:
+    """A proposal's `set`: edits that make each NAME's value in force the given one, where it is in force
+    (the active preset's line, else the `Hyperparameters` default); refused where the file cannot win."""
+    preset = trainer_env.get("PRESET")
+    known = sorted(set(re.findall(r'os\.environ\.get\(\s*["\']([A-Z][A-Z0-9_]*)["\']', source)))
+    edits = []
+    for name, value in values.items():
+        if name in HARNESS_ENV_KEYS:
+            raise ProposalError(f"set {name}: the harness sets {name} itself; the file's value is never used")
+        if name in trainer_env:
+            raise ProposalError(
+                f"set {name}: the workspace's trainer_env sets {name}={trainer_env[name]}, which wins over "
+                "the file, so editing the file changes nothing; choose another setting or change the code"
+            )
+        match = _value_pattern(name, preset, source)
+        if match is None:
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ProposalError(f"set {name}: the trainer reads no setting {name}{hint}")
+        old = ast.literal_eval(match.group(2).strip())
+        edits.append(Edit(search=match.group(0), replace=match.group(1) + _literal(name, old, value)))
+    return edits
+
+
+def _literal(name: str, old: object, value: float | int | str) -> str:
+    """The new value written as the old one was: an int stays an int, a string a string."""
+    if isinstance(old, str):
+        return repr(str(value))
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ProposalError(f"set {name}: {value!r} is not a number ({name} is {old!r})") from None
+    if isinstance(old, int) and not isinstance(old, bool):
+        if not number.is_integer():
+            raise ProposalError(f"set {name}: {name} is an integer ({old}), not {value!r}")
+        return str(int(number))
+    return _format(old, number)
 
 
 def move_to_proposal(move: Move, source: str, preset: str | None) -> Proposal:

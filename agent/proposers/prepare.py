@@ -9,10 +9,9 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from agentgolf.agent.lab import Lab
-from agentgolf.agent.proposers.digest import build_digest
+from agentgolf.agent.proposers.context import build_context
 from agentgolf.agent.proposers.proposal import (
     Proposal,
-    ProposalContext,
     ProposalError,
     Proposer,
     Usage,
@@ -34,15 +33,7 @@ class Prepared(BaseModel):
 
 def prepare_proposal(lab: Lab, parent: Experiment, history: list[Experiment], propose: Proposer) -> Prepared:
     ws = lab.ws
-    ctx = ProposalContext(
-        source=lab.trainer_source(parent.commit_sha).decode(),
-        trainer=ws.config.trainer,
-        parent=parent,
-        history=history,
-        digest=build_digest(history, parent, ws.config.digest),
-        trainer_env=ws.config.trainer_env,
-        budget=lab.budget,
-    )
+    ctx = build_context(lab, parent, history)
     tree = ws.state / "worktrees" / f"pending-{parent.id}-{len(history)}"
     wt.add_worktree(lab.repo, tree, None, parent.commit_sha)
     proposal = None

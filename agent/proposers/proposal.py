@@ -3,6 +3,7 @@ before it may spend any training time."""
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import py_compile
 import re
@@ -17,6 +18,7 @@ from agentgolf.errors import AgentgolfError
 from agentgolf.experiments.ledger import Experiment
 from agentgolf.sandbox.budget import Budget
 
+CLOSEST_LINES = 8  # lines of the file shown when a search text is not found
 CATEGORIES = ("opt", "sched", "arch", "quant", "data", "eval", "size", "sys", "other")
 
 
@@ -56,6 +58,9 @@ class Proposal(BaseModel):
     category: str = "other"
     expected_effect: str = ""
     edits: list[Edit] = Field(default_factory=list, description="empty when the proposer edited files itself")
+    set: dict[str, float | int | str] = Field(
+        default_factory=dict, description="settings to change where they are in force (playbook.set_edits)"
+    )
     usage: Usage = Field(default_factory=Usage, exclude=True)
 
     @field_validator("category")
@@ -64,12 +69,15 @@ class Proposal(BaseModel):
         return value if value in CATEGORIES else "other"
 
     def commit_message(self) -> str:
-        body = "\n\n".join(part for part in (self.hypothesis, self.expected_effect) if part)
+        settings = ", ".join(f"{k}={v}" for k, v in self.set.items())
+        parts = (self.hypothesis, self.expected_effect, f"set: {settings}" if settings else "")
+        body = "\n\n".join(part for part in parts if part)
         return f"{self.title}\n\n{body}".strip() + "\n"
 
 
 class ProposalContext(BaseModel):
-    """Everything a proposer may look at: the parent's source, the ledger and its digest, the budget."""
+    """Everything a proposer may look at: the parent's source, the ledger and its digest, the budget,
+    the parent's run facts, what else is in flight, and the person's notes (context.build_context)."""
 
     source: str
     trainer: str
@@ -78,6 +86,11 @@ class ProposalContext(BaseModel):
     digest: str
     trainer_env: dict[str, str]
     budget: Budget
+    facts: str = ""  # the parent's run, a fixed-size block (facts.parent_block)
+    in_flight: str = ""  # which parent the change lands on, and what is still training
+    notes: str = ""  # `agentgolf note`: what the person running this wants every proposal to know
+    root: Path | None = None  # the workspace (git repository), for tools that show past experiments
+    runs_dir: Path | None = None  # the experiments' run folders
 
 
 # A proposer makes its change in `tree` (a worktree at the parent's commit) and describes it;
@@ -99,12 +112,50 @@ def apply_edits(root: Path, edits: list[Edit]) -> list[Path]:
         text = pending[path]
         count = text.count(edit.search)
         if count != 1:
-            where = "not found" if count == 0 else f"found {count} times (must be unique)"
-            raise ProposalError(f"edit {number}: search text {where} in {edit.path}: {edit.search[:80]!r}")
+            raise ProposalError(f"edit {number}: {why_no_match(text, edit.search, edit.path, count)}")
         pending[path] = text.replace(edit.search, edit.replace)
     for path, text in pending.items():
         path.write_text(text)
     return list(pending)
+
+
+def why_no_match(text: str, search: str, path: str, count: int) -> str:
+    """Why a search text does not pick out one place, with the file's closest lines, numbered, to copy."""
+    lines = text.splitlines()
+    if count > 1:
+        at = [text[: m.start()].count("\n") + 1 for m in re.finditer(re.escape(search), text)][:6]
+        return (
+            f"search text found {count} times in {path} (lines {', '.join(map(str, at))}); it must be "
+            f"unique: include a neighbouring line. Search text: {search[:80]!r}"
+        )
+    wanted = search.strip("\n").splitlines() or [search]
+    if " ".join(search.split()) in " ".join(text.split()):
+        cause = "it differs from the file only in whitespace or indentation"
+    else:
+        cause = "no such text"
+    start, size = _closest_window(lines, wanted)
+    shown = "\n".join(f"{i + 1:>5}: {lines[i]}" for i in range(start, min(len(lines), start + size)))
+    return (
+        f"search text not found in {path} ({cause}): {search[:80]!r}. The closest lines in the file, "
+        f"with their numbers (copy the text exactly, without the numbers):\n{shown}"
+    )
+
+
+def _closest_window(lines: list[str], wanted: list[str]) -> tuple[int, int]:
+    """Where the file is most like `wanted`: the line most like its longest line, aligned, one line of
+    context either side; returns (first line index, how many lines)."""
+    size = min(len(wanted), CLOSEST_LINES)
+    target = [w.strip() for w in wanted[:size]]
+    at = max(range(size), key=lambda k: len(target[k]))
+    best_i, best = 0, -1.0
+    for i, line in enumerate(lines):
+        match = difflib.SequenceMatcher(None, target[at], line.strip())
+        if match.real_quick_ratio() <= best or match.quick_ratio() <= best:
+            continue
+        if (ratio := match.ratio()) > best:
+            best_i, best = i, ratio
+    start = max(0, best_i - at - 1)
+    return start, size + 2
 
 
 def check_trainer(path: Path, budget: Budget, work_dir: Path) -> None:

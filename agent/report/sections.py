@@ -6,6 +6,7 @@ from collections import Counter
 
 from pydantic import BaseModel, Field
 
+from agentgolf.agent.acceptance import describe_evidence
 from agentgolf.agent.report.summary import Spend, Summary
 from agentgolf.experiments.ledger import Experiment
 from agentgolf.experiments.status import FAILURE_CAUSES, Kind
@@ -44,6 +45,7 @@ def build_sections(s: Summary) -> list[Section]:
             note="Scored, not better than the parent.",
             table=_exp_table(s.dead_ends) if s.dead_ends else None,
         ),
+        _decisions_section(s),
         _failures_section(s),
         _spend_section(s),
         _anomalies_section(s),
@@ -118,6 +120,19 @@ def _wins_section(s: Summary) -> Section:
         title="Confirmed wins",
         note="Kept: accepted as better than the parent. Re-runs: confirmation seeds and replays of the commit.",
         table=table if rows else None,
+    )
+
+
+def _decisions_section(s: Summary) -> Section:
+    decided = sorted(
+        (e for e in s.confirmed + s.inconclusive + s.dead_ends if e.decision), key=lambda e: e.id
+    )
+    return Section(
+        title="Decisions",
+        note="Why each candidate was kept or dropped: its runs against its parent's, the noise the test used "
+        "(pooled over the run's repeated measurements, or known), the statistic and its one-sided p-value "
+        "against the promotion and drop levels of the sequential test.",
+        bullets=[f"#{e.id} {_title(e)}: {describe_evidence(e.decision)}" for e in decided],
     )
 
 

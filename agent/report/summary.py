@@ -80,10 +80,10 @@ def pick_run(ledger: Ledger, run_id: str | None) -> Run:
     """The run named `run_id`, or the latest one."""
     if run_id:
         return ledger.get_run(run_id)
-    runs = ledger.runs()
-    if not runs:
+    run = ledger.latest_run()
+    if run is None:
         raise AgentgolfError("the ledger has no runs yet; start one with `agentgolf run --budget N`")
-    return runs[-1]
+    return run
 
 
 def best_chain(experiments: list[Experiment]) -> list[Experiment]:

@@ -13,6 +13,7 @@ from rich import box
 from rich.console import RenderableType
 from rich.table import Table
 
+from agentgolf.agent.acceptance import describe_evidence
 from agentgolf.agent.report.sections import num
 from agentgolf.experiments.ledger import Experiment
 from agentgolf.experiments.status import Kind
@@ -21,7 +22,8 @@ from agentgolf.sandbox.result import SandboxResult
 TSV_HEADER = "commit\tval_bpb\tmemory_gb\tstatus\tdescription"  # autoresearch's results.tsv
 JSON_FIELDS = (
     "id parent_id run_id kind status val_bpb delta_bpb self_val_bpb artifact_bytes train_seconds "
-    "wall_seconds branch commit_sha title hypothesis category proposer seed kept reason isolation trust"
+    "wall_seconds branch commit_sha title hypothesis category proposer seed kept reason isolation trust "
+    "decision"
 ).split()
 JSON_RENAMED = {"commit_sha": "commit"}
 PEAK_MEMORY = re.compile(r"peak memory allocated: (\d+) MiB")
@@ -100,6 +102,7 @@ def show_experiment(e: Experiment, diff: str | None) -> list[Line]:
     lines = [
         f"[bold]experiment {e.id}[/]: {e.title}  ({e.kind}, run {e.run_id}, proposer {e.proposer})",
         f"status: {e.status}" + (f" — {e.reason}" if e.reason else ""),
+        *([f"decision: {describe_evidence(e.decision)}"] if e.decision else []),
         f"hypothesis: {e.hypothesis or '-'}",
         f"branch: {e.branch or '-'}  commit: {e.commit_sha[:12] or '-'}  parent: {e.parent_id or '-'}",
     ]
@@ -108,8 +111,10 @@ def show_experiment(e: Experiment, diff: str | None) -> list[Line]:
         "delta vs parent": num(e.delta_bpb, "+.6f"),
         "self-reported val_bpb": num(e.self_val_bpb, ".6f"),
         "artifact bytes": num(e.artifact_bytes, ","),
-        "train seconds": num(e.train_seconds, ".1f"),
+        "train seconds": num(e.train_seconds, ".1f") + _allowed(e),
         "wall seconds": num(e.wall_seconds, ".1f"),
+        "eval": _eval(e.manifest.get("eval")),
+        "verified": _verified(e.manifest.get("verification")),
         "isolation": e.isolation,
         "trust": e.trust,
         "seed": str(e.seed),
@@ -150,6 +155,28 @@ SANDBOX_FIELDS = (
     "isolation",
     "trust",
 )
+
+
+def _allowed(e: Experiment) -> str:
+    allowed = e.manifest.get("train_allowed_seconds")
+    return f" (budget {allowed:.1f} with the start-up allowance)" if allowed and e.train_seconds else ""
+
+
+def _eval(mode: dict | None) -> str:
+    if not mode:
+        return ""
+    if mode.get("mode") == "sliding":
+        return f"sliding, stride {mode['stride']}, context {mode['context']}"
+    return f"{mode.get('mode')}, seq_len {mode.get('seq_len')}"
+
+
+def _verified(v: dict | None) -> str:
+    if not v:
+        return ""
+    return (
+        f"{v['positions']} positions re-scored by a fresh process, largest gap {v['max_gap_nats']:.2g} nats; "
+        f"a forger of >= {v['detectable_fraction']:.1%} of positions is caught with 99% probability"
+    )
 
 
 def sandbox_lines(result: SandboxResult) -> list[str]:

@@ -1,0 +1,123 @@
+"""What a proposal is asked with: the digest with reasons, the parent's run facts, what else is in flight,
+and the person's notes, gathered into one `ProposalContext` for any proposer.
+
+It runs in the proposer's thread, so it writes nothing: the parent's full ledger row is read through a
+connection of its own, and everything else comes from run folders and git.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from agentgolf.agent.notes import notes_block, read_notes
+from agentgolf.agent.proposers.digest import build_digest
+from agentgolf.agent.proposers.facts import outcome, parent_block, parent_facts
+from agentgolf.agent.proposers.proposal import ProposalContext
+from agentgolf.errors import AgentgolfError
+from agentgolf.experiments.ledger import Experiment
+from agentgolf.experiments.status import Kind, RowStatus
+
+if TYPE_CHECKING:
+    from agentgolf.agent.lab import Lab
+
+IN_FLIGHT_SHOWN = 6  # experiments listed; the rest are counted
+CHANGE_LINES = 6  # changed lines shown per experiment in flight
+CHANGE_LINE_CHARS = 110
+
+
+def build_context(lab: Lab, parent: Experiment, history: list[Experiment]) -> ProposalContext:
+    ws = lab.ws
+    source = lab.trainer_source(parent.commit_sha).decode()
+    size_limit = lab.budget.size_bytes
+
+    def why(e: Experiment) -> str:
+        return outcome(e, ws.run_dir(e.id), size_limit)
+
+    full = _full_row(lab, parent)
+    facts = parent_facts(
+        full, ws.run_dir(parent.id), source, lab.budget.train_seconds, size_limit, ws.config.trainer_env
+    )
+    try:
+        notes = notes_block(read_notes(ws.state))
+    except AgentgolfError as exc:  # a broken notes file must not stop the run; the prompt says so
+        notes = f"- (the notes file could not be read: {exc})"
+    return ProposalContext(
+        source=source,
+        trainer=ws.config.trainer,
+        parent=parent,
+        history=history,
+        digest=build_digest(history, parent, ws.config.digest, why),
+        trainer_env=ws.config.trainer_env,
+        budget=lab.budget,
+        facts=parent_block(facts, ws.config.digest.facts_max_chars, ws.config.digest.loss_points),
+        in_flight=in_flight_block(ws.root, parent, history),
+        notes=notes,
+        root=ws.root,
+        runs_dir=ws.state / "runs",
+    )
+
+
+def _full_row(lab: Lab, exp: Experiment) -> Experiment:
+    """The row with its manifest (the hardware); the scheduler's listing leaves the manifest out."""
+    if exp.manifest:
+        return exp
+    with contextlib.suppress(AgentgolfError):
+        ledger = lab.ws.ledger()  # this thread's own connection: SQLite's are not shared across threads
+        try:
+            return ledger.get(exp.id)
+        finally:
+            ledger.close()
+    return exp
+
+
+def in_flight_block(root: Path, parent: Experiment, history: list[Experiment]) -> str:
+    """Which parent the change lands on, and what each experiment still training changes."""
+    bpb = f", val_bpb {parent.val_bpb:.4f}" if parent.val_bpb is not None else ""
+    head = f"Your change will be applied to experiment {parent.id} ({parent.title}{bpb}), the current best."
+    busy = [
+        e
+        for e in history
+        if e.kind == Kind.proposal
+        and e.status in (RowStatus.running, RowStatus.confirming)
+        and e.commit_sha
+        and e.id != parent.id
+    ]
+    if not busy:
+        return head + " Nothing else is training."
+    lines = [head, "Still training or being confirmed, not yet decided:"]
+    for e in busy[:IN_FLIGHT_SHOWN]:
+        state = "training" if e.status == RowStatus.running else "looked better, re-run with another seed"
+        change = change_summary(root, e.parent_commit, e.commit_sha)
+        lines.append(f"- exp {e.id} on experiment {e.parent_id} ({state}): {e.title}; changes: {change}")
+    if len(busy) > IN_FLIGHT_SHOWN:
+        lines.append(f"- ... and {len(busy) - IN_FLIGHT_SHOWN} more")
+    lines.append(
+        "If one of these becomes the new best before your change starts, your change is carried over onto it "
+        f"when it still applies cleanly; otherwise it runs on experiment {parent.id}. Do not duplicate them."
+    )
+    return "\n".join(lines)
+
+
+def change_summary(root: Path, parent_commit: str, commit: str) -> str:
+    """The lines a commit removes and adds against its parent, compacted: `- old | + new | ...`."""
+    if not parent_commit or not commit or parent_commit == commit:
+        return "nothing"
+    proc = subprocess.run(
+        ["git", "diff", "--unified=0", "--no-color", parent_commit, commit],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        return "(diff unavailable)"
+    changed = [
+        f"{line[0]} {' '.join(line[1:].split())}"[:CHANGE_LINE_CHARS]
+        for line in proc.stdout.splitlines()
+        if line[:1] in "+-" and not line.startswith(("+++", "---")) and line[1:].strip()
+    ]
+    shown = " | ".join(changed[:CHANGE_LINES])
+    more = f" | (+{len(changed) - CHANGE_LINES} more changed lines)" if len(changed) > CHANGE_LINES else ""
+    return (shown + more) or "whitespace only"
