@@ -7,25 +7,27 @@ only has to show, against measured noise, that it beats its parent at all.
 The rule: a group-sequential test with a bounded number of looks.
 - Noise: the seed-to-seed standard deviation, pooled over every commit the run measured more than once
   (the baseline and its calibration seeds, each candidate and its re-measurements), with
-  sum(n_i - 1) degrees of freedom. A user-given `known_sigma_bpb` is taken as known: a z-test.
+  sum(n_i - 1) degrees of freedom; the candidate being judged is left out of its own estimate (see
+  `noise_floor`). A user-given `known_sigma_bpb` is taken as known: a z-test.
 - Look n (the candidate's n-th run, n <= max_runs): gain = mean(parent) - mean(candidate) - margin,
   statistic T = gain / (sigma * sqrt(1/n + 1/m)) with m the parent's runs.
-  - promote when T crosses a constant boundary c (Pocock's shape), from the second run on;
-  - stop when the candidate is no better than its parent (a dead end) or when the likelihood ratio
+  - promote when T reaches a constant boundary c (Pocock's shape), from the second run on;
+  - stop when the candidate is no better than its parent (a dead end), or when the likelihood ratio
     favours "no gain" over "a gain of `design_gain_sigma` noise floors" by `futility_odds` to one
-    (Wald's lower line, inconclusive);
+    (Wald's lower line; inconclusive);
   - otherwise measure it again with a new seed; at the cap it is inconclusive.
 - c is computed, not tabled: the looks' z statistics are a Brownian motion observed at information
   1/(1/n + 1/m) (the parent's noise is shared by every look), and c is set so that a change with no
-  real gain crosses it with probability exactly `alpha` over all looks, given the stops above
-  (stats.efficacy_boundary). With an estimated sigma each boundary is turned into a p-value and the
-  look's t statistic (pooled degrees of freedom) is compared on that scale.
+  real gain reaches it with probability exactly `alpha` over all looks, given the stops above
+  (stats.efficacy_boundary). With an estimated sigma, T is a t statistic: the futility line keeps its
+  tail probability, and c is computed for t by averaging over the estimate's sampling distribution.
 
-Why this design: a one-shot test at alpha would need many runs of every candidate; an open-ended SPRT
-has no cap and, with the parent's noise fixed after its last run, rarely reaches its upper line. Looks
-at every run with a constant boundary stop early on clear wins, the futility line stops early on clear
-losers, and the cap bounds the cost. `bench/acceptance_power.py` measures the promotion rate and the
-runs per candidate this gives, with this module's own code.
+Why this design: a one-shot test at alpha would need many runs of every candidate, and an open-ended
+SPRT has no cap and, with the parent's noise fixed after its last run, rarely reaches its upper line.
+Looking after every run with a constant boundary stops early on clear wins, the futility line stops
+early on clear losers, and the cap bounds the cost; both boundaries and the p-values are plain to
+show. The parent's own runs bound the power: the baseline gets `noise_seeds` of them.
+`bench/acceptance_power.py` measures the promotion rate and the runs per candidate, with this code.
 
 Nothing here trains or writes: the scheduler, the report and `replay` all call these on rows.
 """
@@ -49,6 +51,12 @@ Decision = Literal["dead_end", "inconclusive", "confirm", "promote"]
 MEASURED = frozenset({RowStatus.ok, RowStatus.inconclusive, RowStatus.confirming})  # a score that counts
 REMEASURE_KINDS = frozenset({Kind.confirm, Kind.calibration})  # the same commit again, another seed
 RULE = "group-sequential test: Pocock promotion boundary, SPRT futility line, capped runs"
+SAID = {
+    "promote": "promoted",
+    "dead_end": "dead end",
+    "inconclusive": "inconclusive",
+    "confirm": "re-measuring",
+}
 
 
 class AcceptanceConfig(BaseModel):
@@ -298,7 +306,7 @@ def describe_evidence(evidence: dict[str, Any]) -> str:
         return ""
     runs = ", ".join(f"{x:.4f}" for x in evidence["samples"])
     line = (
-        f"{evidence['decision']} after {evidence['runs']}/{evidence['max_runs']} runs ({runs}) vs "
+        f"{SAID[evidence['decision']]} after {evidence['runs']}/{evidence['max_runs']} runs ({runs}) vs "
         f"{len(evidence['parent_samples'])} parent runs: Δ {evidence['delta_bpb']:+.4f} bpb"
     )
     if evidence.get("margin_bpb"):

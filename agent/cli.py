@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from agentgolf.agent.cli_steering import add_commands as add_steering_commands
 from agentgolf.errors import AgentgolfError, first_line
 
 EXIT_USAGE = 2
@@ -178,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--source", help="base URL or a local folder with the same layout")
     d.set_defaults(func=cmd_data_fetch)
     p.set_defaults(func=lambda a: p.print_help() or EXIT_USAGE)
+    add_steering_commands(sub)  # note, status
     return parser
 
 

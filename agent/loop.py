@@ -90,9 +90,9 @@ def start_run(ws: Workspace, options: RunOptions, console: Console) -> RunSummar
         }
     )
     proposer = options.proposer or ("command" if options.agent_cmd else cfg.proposer)
-    caps = _caps(ws, options, console)
+    caps, note = _caps(ws, options)
     loop = Loop(ws, ws.ledger(), ws.budget(options.time_budget, options.size_budget), console=console)
-    return loop.run(caps, proposer, resume=options.resume, gpus_per_experiment=per_experiment)
+    return loop.run(caps, proposer, resume=options.resume, gpus_per_experiment=per_experiment, note=note)
 
 
 def replay_experiment(ws: Workspace, exp_id: int, seeds: int, console: Console) -> Replay:
@@ -103,12 +103,12 @@ def replay_experiment(ws: Workspace, exp_id: int, seeds: int, console: Console) 
     return Loop(ws, ledger, budget, console=console).replay(exp_id, seeds)
 
 
-def _caps(ws: Workspace, options: RunOptions, console: Console) -> RunCaps:
+def _caps(ws: Workspace, options: RunOptions) -> tuple[RunCaps, str]:
     """The command line's caps; a resume continues under the run's recorded ones where none are given."""
     if not options.resume:
         if options.budget is None:
             raise AgentgolfError("a new run needs --budget N (experiments, the baseline included)")
-        return RunCaps(experiments=options.budget, gpu_hours=options.max_gpu_hours, usd=options.max_usd)
+        return RunCaps(experiments=options.budget, gpu_hours=options.max_gpu_hours, usd=options.max_usd), ""
     ledger = ws.ledger()
     run = ledger.get_run(latest_run_id(ledger) if options.resume == "latest" else options.resume)
     recorded = run.settings
@@ -117,13 +117,13 @@ def _caps(ws: Workspace, options: RunOptions, console: Console) -> RunCaps:
         gpu_hours=options.max_gpu_hours if options.max_gpu_hours is not None else recorded.get("gpu_hours"),
         usd=options.max_usd if options.max_usd is not None else recorded.get("usd"),
     )
-    console.print(
-        f"resuming run {run.id} with caps: {caps.experiments} experiment(s)"
+    note = (
+        f"resuming with caps: {caps.experiments} experiment(s)"
         + (f", {caps.gpu_hours} GPU-hours" if caps.gpu_hours is not None else "")
         + (f", ${caps.usd}" if caps.usd is not None else "")
         + (" (as recorded)" if options.budget is None else "")
     )
-    return caps
+    return caps, note
 
 
 def _given(**values: object) -> dict[str, object]:
@@ -150,6 +150,7 @@ class Loop:
         *,
         resume: str | None = None,
         gpus_per_experiment: int | None = None,
+        note: str = "",
     ) -> RunSummary:
         if caps.experiments < 1:
             raise AgentgolfError("--budget must be at least 1 (the first experiment is the baseline)")
@@ -158,6 +159,8 @@ class Loop:
         run_id = (latest_run_id(self.ledger) if resume == "latest" else resume) if resume else None
         run = self.ledger.get_run(run_id) if run_id else self._start(caps, proposer)
         with run_lock(self.lock_path(run.id), run.id), _cancellable():
+            if note:
+                self.console.print(note)
             if run_id:
                 self._resume(run)
             self.console.print(

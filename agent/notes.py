@@ -40,7 +40,9 @@ def read_notes(state: Path) -> list[Note]:
     except FileNotFoundError:
         return []
     except (OSError, ValueError, TypeError, ValidationError) as exc:
-        raise AgentgolfError(f"the notes file {path} is unreadable ({type(exc).__name__}); remove it") from exc
+        raise AgentgolfError(
+            f"the notes file {path} is unreadable ({type(exc).__name__}); remove it"
+        ) from exc
 
 
 def _write(state: Path, notes: list[Note]) -> None:
@@ -54,7 +56,7 @@ def _write(state: Path, notes: list[Note]) -> None:
 def add_note(state: Path, text: str) -> Note:
     text = " ".join(text.split())
     if not text:
-        raise AgentgolfError("a note needs some text: agentgolf note \"what every later proposal should know\"")
+        raise AgentgolfError('a note needs some text: agentgolf note "what every later proposal should know"')
     if len(text) > NOTE_CHARS:
         raise AgentgolfError(f"a note is at most {NOTE_CHARS} characters ({len(text)} given)")
     notes = read_notes(state)

@@ -7,7 +7,9 @@ upgrade and nothing is rewritten by hand.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +23,7 @@ from agentgolf.errors import AgentgolfError
 from agentgolf.experiments.status import Kind, RowStatus
 
 BUSY_TIMEOUT_MS = 10_000
+CORRUPTION = ("file is not a database", "malformed", "disk image", "file is encrypted", "not a database")
 
 MIGRATIONS: list[str] = [
     # v0 -> v1: the first schema.
@@ -202,13 +205,26 @@ class Ledger:
             raise LedgerError(self._explain(exc)) from exc
 
     def _explain(self, exc: sqlite3.DatabaseError) -> str:
+        """Only real corruption is called corruption (with a copy kept and the recovery command): a user who
+        is told to move a healthy ledger aside loses it."""
         text = str(exc)
         if "locked" in text or "busy" in text:
             return f"ledger {self.path} is locked by another process ({text}); nothing was changed, try again"
-        return (
-            f"ledger {self.path} is not a readable SQLite database ({text}); it was left untouched: "
-            "move it aside to start a new one, or restore it from a copy"
-        )
+        if any(sign in text for sign in CORRUPTION):
+            copy = self._keep_copy()
+            return (
+                f"ledger {self.path} is not a readable SQLite database ({text}); it was left untouched and "
+                f"a copy is at {copy}: recover what it holds with `sqlite3 {copy} .recover | sqlite3 "
+                f"{self.path.with_name('recovered.db')}`, or move it aside to start a new one"
+            )
+        return f"ledger {self.path}: the database refused an operation ({type(exc).__name__}: {text})"
+
+    def _keep_copy(self) -> Path:
+        copy = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+        if not copy.exists():
+            with contextlib.suppress(OSError):
+                shutil.copyfile(self.path, copy)
+        return copy
 
     def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]

@@ -198,14 +198,14 @@ def test_decide_uses_every_measurement_of_both_sides():
         1.498,
     ]
     assert verdict.evidence.dof == 2
-    # t = 10.4 crosses the boundary, which is t = 8.2 on 2 dof (2.6 were sigma known)
+    # t = 10.4 crosses the boundary, which is t = 8.4 on 2 dof (2.7 were sigma known)
     assert verdict.decision == "promote"
-    assert acceptance.boundaries(3, 2, cfg)[0] == pytest.approx(8.23, abs=0.01)
+    assert acceptance.boundaries(3, 2, cfg)[0] == pytest.approx(8.41, abs=0.01)
     assert acceptance.decide(rows[:5], rows[4], rows[0], cfg).decision == "confirm"  # one run: a confirmation
     recorded = verdict.record()
     assert recorded["decision"] == "promote" and recorded["rule"] == acceptance.RULE
     line = acceptance.describe_evidence(recorded)
-    assert "promote after 2/8 runs (1.4800, 1.4820) vs 3 parent runs" in line and "pooled, 2 dof" in line
+    assert "promoted after 2/8 runs (1.4800, 1.4820) vs 3 parent runs" in line and "pooled, 2 dof" in line
 
 
 def test_replay_reproduction_rule():

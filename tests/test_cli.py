@@ -14,7 +14,7 @@ from pathlib import Path
 import git
 import pytest
 
-from tests.tiny import make_workspace
+from tests.tiny import alive, make_workspace, phase_pids, training_row
 
 
 def agentgolf(
@@ -196,28 +196,14 @@ def test_resume_after_kill_9_mid_experiment(workspace):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    db = workspace / ".agentgolf" / "ledger.db"
-    deadline = time.monotonic() + 240
-    victim = None
-    while time.monotonic() < deadline and victim is None:
-        time.sleep(0.5)
-        if not db.exists():
-            continue
-        with sqlite3.connect(db) as conn:
-            for exp_id, status in conn.execute("SELECT id, status FROM experiments"):
-                log = workspace / ".agentgolf" / "runs" / str(exp_id) / "train.log"
-                if status == "running" and log.exists() and "step:2/" in log.read_text():
-                    victim = exp_id
+    victim = training_row(workspace)
     assert victim is not None, "no experiment reached its second training step in time"
-    pids = [
-        int(line.split()[0])
-        for line in (workspace / ".agentgolf" / "runs" / str(victim) / "pids").read_text().splitlines()
-    ]
+    pids = phase_pids(workspace, victim)
     loop.send_signal(signal.SIGKILL)
     loop.wait()
     time.sleep(1.0)
     for pid in pids:  # bubblewrap's --die-with-parent takes the whole sandbox down with the loop
-        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+        assert not alive(pid)
 
     # The budget is already spent by the row in flight: resume must still finish it, in place.
     agentgolf("run", "--budget", "1", "--resume", cwd=workspace, check=True)

@@ -84,9 +84,23 @@ def test_corrupt_file_gives_clear_error_and_is_untouched(tmp_path):
     path = tmp_path / "ledger.db"
     path.write_bytes(b"this is not sqlite at all" * 100)
     before = path.read_bytes()
-    with pytest.raises(LedgerError, match="not a readable SQLite database"):
+    with pytest.raises(LedgerError, match="not a readable SQLite database") as err:
         Ledger(path)
     assert path.read_bytes() == before
+    copies = list(tmp_path.glob("ledger.db.corrupt-*"))
+    assert len(copies) == 1 and copies[0].read_bytes() == before and ".recover" in str(err.value)
+
+
+def test_an_ordinary_database_error_is_not_called_corruption(tmp_path):
+    """A duplicate run id (or any refused statement) on a healthy ledger must not say `move it aside`."""
+    ledger = Ledger(tmp_path / "ledger.db", create=True)
+    _fill(ledger)
+    run = ledger.runs()[0]
+    with pytest.raises(LedgerError) as err:
+        ledger.add_run(run)
+    assert "refused an operation (IntegrityError" in str(err.value)
+    assert "not a readable" not in str(err.value) and "move it aside" not in str(err.value)
+    assert not list(tmp_path.glob("ledger.db.corrupt-*")) and ledger.get_run(run.id) == run
 
 
 def test_truncated_file_loses_nothing(tmp_path):
@@ -137,3 +151,30 @@ def test_ledger_written_by_an_older_schema_opens_after_migration(tmp_path):
     assert ledger.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 2
     updated = ledger.update(1, tokens=1200, usd=0.5, gpu_seconds=30.0)
     assert (updated.tokens, updated.usd, updated.gpu_seconds) == (1200, 0.5, 30.0)
+
+
+def test_a_v2_ledger_gains_the_decision_column(tmp_path):
+    """v2 -> v3: every row gets an empty decision; a decision's evidence round-trips as JSON, in listings too."""
+    from agentgolf.experiments.ledger import MIGRATIONS
+
+    path = tmp_path / "ledger.db"
+    old = sqlite3.connect(path)
+    old.executescript(MIGRATIONS[0] + MIGRATIONS[1])
+    old.execute("PRAGMA user_version = 2")
+    old.execute(
+        "INSERT INTO experiments (kind, status, val_bpb, created_at) VALUES ('proposal', 'ok', 2.0, 1.0)"
+    )
+    old.commit()
+    old.close()
+    ledger = Ledger(path)
+    assert ledger.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 3
+    assert ledger.get(1).decision == {}
+    evidence = {
+        "decision": "promote",
+        "samples": [1.9, 1.91],
+        "dof": 12,
+        "p_value": 0.001,
+        "sigma_bpb": 0.002,
+    }
+    ledger.update(1, decision=evidence)
+    assert ledger.get(1).decision == evidence and ledger.experiments()[0].decision == evidence

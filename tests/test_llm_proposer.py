@@ -68,7 +68,7 @@ def _ctx(history: list[Experiment] | None = None) -> ProposalContext:
 
 
 def _proposer(url: str, monkeypatch, **overrides) -> LLMProposer:
-    return LLMProposer(llm_config(url, monkeypatch, repairs=2, **overrides))
+    return LLMProposer(llm_config(url, monkeypatch, **{"repairs": 2, **overrides}))
 
 
 def test_retries_transient_failures_then_applies(tree, monkeypatch):
@@ -187,7 +187,9 @@ def test_a_set_edit_changes_the_value_in_force(tmp_path, monkeypatch):
     (tmp_path / "tree" / "train_gpt.py").write_text(PRESET_TRAINER)
     repo.index.add(["train_gpt.py"])
     repo.index.commit("base")
-    ctx = _ctx().model_copy(update={"source": PRESET_TRAINER, "trainer_env": {"PRESET": "cpu", "SCALAR_LR": "0.1"}})
+    ctx = _ctx().model_copy(
+        update={"source": PRESET_TRAINER, "trainer_env": {"PRESET": "cpu", "SCALAR_LR": "0.1"}}
+    )
     script = [
         reply(_set_json({"SCALAR_LR": 0.02})),  # the workspace's env wins over the file: refused
         reply(_set_json({"MATRIX_LRR": 0.02})),  # no such setting: the closest names come back
@@ -197,7 +199,9 @@ def test_a_set_edit_changes_the_value_in_force(tmp_path, monkeypatch):
     with FakeLLM(script) as llm:
         proposal = _proposer(llm.base_url, monkeypatch, repairs=3)(ctx, tmp_path / "tree")
         repairs = [r["messages"][-1]["content"] for r in llm.requests[1:]]
-        assert '"set": {"MATRIX_LR": 0.01}' in llm.requests[0]["messages"][0]["content"]  # the format is taught
+        assert (
+            '"set": {"MATRIX_LR": 0.01}' in llm.requests[0]["messages"][0]["content"]
+        )  # the format is taught
     assert "trainer_env sets SCALAR_LR=0.1, which wins over the file" in repairs[0]
     assert "reads no setting MATRIX_LRR; did you mean MATRIX_LR" in repairs[1]
     assert "WARMUP_STEPS is an integer (3), not 2.5" in repairs[2]
@@ -227,5 +231,7 @@ def test_a_search_text_found_twice_names_the_lines(tmp_path):
     from agentgolf.agent.proposers.proposal import Edit, apply_edits
 
     (tmp_path / "train_gpt.py").write_text("a = 1\nb = 2\na = 1\n")
-    with pytest.raises(ProposalError, match=r"found 2 times in train_gpt.py \(lines 1, 3\); it must be unique"):
+    with pytest.raises(
+        ProposalError, match=r"found 2 times in train_gpt.py \(lines 1, 3\); it must be unique"
+    ):
         apply_edits(tmp_path, [Edit(search="a = 1", replace="a = 2")])

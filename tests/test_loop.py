@@ -38,9 +38,8 @@ def test_calibrate_then_confirm_then_promote(tmp_path: Path, tiny_dataset):
     repo.index.add(["train_gpt.py"])
     repo.index.commit("a short CPU baseline", author=wt.AUTHOR, committer=wt.AUTHOR)
     (tmp_path / "agent.py").write_text(LONGER)
-    ws.config.acceptance = AcceptanceConfig(
-        noise_seeds=2, confirm=True, confirm_seeds=1, min_delta_bpb=0.0, alpha=0.05
-    )
+    # Three baseline seeds (2 dof), at most two runs of a candidate: one confirmation, then a decision.
+    ws.config.acceptance = AcceptanceConfig(noise_seeds=3, max_runs=2, alpha=0.05)
     ws.config.command = CommandConfig(cmd=f"{sys.executable} {tmp_path / 'agent.py'}")
     save_config(ws.config_path, ws.config)
 
@@ -48,16 +47,22 @@ def test_calibrate_then_confirm_then_promote(tmp_path: Path, tiny_dataset):
     summary = loop.run(RunCaps(experiments=2), "command")
 
     rows = loop.ledger.experiments(run_id=summary.run_id)
-    assert [e.kind for e in rows] == ["baseline", "calibration", "proposal", "confirm"], [
-        (e.kind, e.status) for e in rows
-    ]
-    base, calibration, proposal, confirm = rows
+    kinds = ["baseline", "calibration", "calibration", "proposal", "confirm"]
+    assert [e.kind for e in rows] == kinds, [(e.kind, e.status) for e in rows]
+    base, calibration, calibration2, proposal, confirm = rows
     assert calibration.seed == base.seed + 1 and calibration.replay_of == base.id
-    assert calibration.val_bpb != base.val_bpb  # two seeds: a measured, non-zero noise floor
+    assert calibration2.seed == base.seed + 2 and calibration2.replay_of == base.id
+    assert calibration.val_bpb != base.val_bpb  # distinct seeds: a measured, non-zero noise floor
     assert confirm.replay_of == proposal.id and confirm.seed != proposal.seed
     assert confirm.commit_sha == proposal.commit_sha
     assert proposal.status == "ok" and proposal.kept, proposal.reason
     assert "p=" in proposal.reason
+    # The evidence is on the row: both runs against the three seeds, the noise pooled over the seeds.
+    decision = proposal.decision
+    assert decision["decision"] == "promote" and decision["noise"] == "pooled" and decision["dof"] == 2
+    assert decision["samples"] == [proposal.val_bpb, confirm.val_bpb]
+    assert decision["parent_samples"] == [base.val_bpb, calibration.val_bpb, calibration2.val_bpb]
+    assert decision["p_value"] <= decision["promote_below"]
     assert summary.best_id == proposal.id and summary.stop_reason == "budget spent"
     assert repo.commit(wt.best_branch(summary.run_id)).hexsha == proposal.commit_sha
 

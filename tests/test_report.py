@@ -398,10 +398,10 @@ def test_each_decision_shows_its_evidence(tmp_path):
     md = write_report(ledger, "r3", tmp_path / "out").markdown.read_text()
     decisions = md.split("## Decisions")[1].split("##")[0]
     assert (
-        f"- #3 Wider: promote after 2/8 runs (1.2800, 1.2795) vs 2 parent runs: Δ -0.0213 bpb; "
+        f"- #3 Wider: promoted after 2/8 runs (1.2800, 1.2795) vs 2 parent runs: Δ -0.0213 bpb; "
         f"σ 0.0010 (pooled, 2 dof); t = 21.25, p = {kept.p_value:.3g} (promote ≤ " in decisions
     )
-    assert "- #5 Deeper: dead_end after 1/8 runs (1.3015) vs 2 parent runs: Δ +0.0005 bpb" in decisions
+    assert "- #5 Deeper: dead end after 1/8 runs (1.3015) vs 2 parent runs: Δ +0.0005 bpb" in decisions
     rows = {r["id"]: r for r in json.loads(ledger_json(ledger.experiments(run_id="r3")))}
     assert rows[3]["decision"]["p_value"] == pytest.approx(kept.p_value)
     assert rows[3]["decision"]["dof"] == 2 and rows[3]["decision"]["samples"] == [1.28, 1.2795]

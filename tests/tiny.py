@@ -34,3 +34,33 @@ def make_workspace(root: Path, dataset: DatasetInfo, env: dict[str, str] | None 
     ws.config.acceptance = AcceptanceConfig(noise_seeds=1, confirm=False, min_delta_bpb=0.0)
     save_config(ws.config_path, ws.config)
     return ws
+
+
+def training_row(workspace: Path, timeout: float = 240, step: str = "step:2/") -> int | None:
+    """Wait until a row is `running` and its trainer has logged `step`; its id, or None at the deadline."""
+    import sqlite3
+    import time
+
+    db = workspace / ".agentgolf" / "ledger.db"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        if not db.exists():
+            continue
+        with sqlite3.connect(db) as conn:
+            for exp_id, status in conn.execute("SELECT id, status FROM experiments"):
+                log = workspace / ".agentgolf" / "runs" / str(exp_id) / "train.log"
+                if status == "running" and log.exists() and step in log.read_text():
+                    return exp_id
+    return None
+
+
+def phase_pids(workspace: Path, exp_id: int) -> list[int]:
+    """The phase leaders a run folder recorded (see agent/processes.py)."""
+    pid_file = workspace / ".agentgolf" / "runs" / str(exp_id) / "pids"
+    return [int(line.split()[0]) for line in pid_file.read_text().splitlines()] if pid_file.exists() else []
+
+
+def alive(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "zombie" not in status.read_text()

@@ -280,5 +280,7 @@ def parent_facts(
         train_seconds=train_seconds,
         size_limit=size_limit,
         trainer_env=dict(trainer_env),
-        preset={k: v.strip() for k, v in values.items() if k not in trainer_env and k not in HARNESS_ENV_KEYS},
+        preset={
+            k: v.strip() for k, v in values.items() if k not in trainer_env and k not in HARNESS_ENV_KEYS
+        },
     )

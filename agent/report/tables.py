@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from rich import box
 from rich.console import RenderableType
@@ -18,6 +18,9 @@ from agentgolf.agent.report.sections import num
 from agentgolf.experiments.ledger import Experiment
 from agentgolf.experiments.status import Kind
 from agentgolf.sandbox.result import SandboxResult
+
+if TYPE_CHECKING:
+    from agentgolf.agent.run_status import RunStatus
 
 TSV_HEADER = "commit\tval_bpb\tmemory_gb\tstatus\tdescription"  # autoresearch's results.tsv
 JSON_FIELDS = (
@@ -187,3 +190,29 @@ def sandbox_lines(result: SandboxResult) -> list[str]:
         if value not in (None, ""):
             lines.append(f"{key}: {value.value if hasattr(value, 'value') else value}")
     return [*lines, f"run folder: {result.run_dir}"]
+
+
+def status_lines(status: RunStatus) -> list[str]:
+    """`agentgolf status`: the run's state in a few lines (`--json` prints the same as one object)."""
+    alive = f"live (pid {status.pid})" if status.live else "no loop running"
+    caps = status.caps
+    lines = [f"run {status.run_id}: {status.status}, {alive}, proposer {status.proposer or '-'}"]
+    lines.append(
+        f"experiments: {status.experiments}/{caps.experiments if caps.experiments is not None else '-'}"
+        f" charged, {status.finished} with a verdict ("
+        + ", ".join(f"{k} {v}" for k, v in status.statuses.items())
+        + ")"
+    )
+    for e in status.in_flight:
+        lines.append(f"in flight: #{e.id} {e.title} ({e.kind}, {e.status}, {e.seconds:,.0f} s)")
+    if status.best is not None:
+        b = status.best
+        gain = f", {b.delta_vs_baseline:+.4f} vs baseline" if b.delta_vs_baseline is not None else ""
+        bpb = f"{b.val_bpb:.4f}" if b.val_bpb is not None else "-"
+        lines.append(f"best: #{b.id} {b.title}, val_bpb {bpb}{gain}")
+    s = status.spend
+    lines.append(f"spend: {s.device_hours:.3f} device hours, ${s.usd:.2f} LLM ({s.tokens:,} tokens)")
+    if status.stop_reason:
+        lines.append(f"stopped: {status.stop_reason}")
+    lines.extend(f"note {n.id}: {n.text}" for n in status.notes)
+    return lines

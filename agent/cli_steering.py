@@ -1,0 +1,65 @@
+"""The commands that steer a run from outside while it goes: `note` (what every later proposal must know)
+and `status` (the live run's state, `--json` for scripts and for agents that drive agentgolf).
+
+They only parse, call and print, like `cli.py`, which registers them; the state itself is built by
+`run_status.py` and the notes are kept by `notes.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from rich.console import Console
+
+out = Console(highlight=False, soft_wrap=True)
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("note", help="tell every later proposal something (no text: list the notes)")
+    p.add_argument("text", nargs="*", help="the note, e.g. \"try shorter warmdown; the width changes are done\"")
+    p.add_argument("--clear", action="store_true", help="remove every note")
+    p.add_argument("--remove", type=int, metavar="ID", help="remove one note")
+    p.set_defaults(func=cmd_note)
+
+    p = sub.add_parser("status", help="a run's state: done, in flight, best, spend, stop reason")
+    p.add_argument("run", nargs="?", help="run id (default: the latest)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_status)
+
+
+def cmd_note(args: argparse.Namespace) -> int:
+    from agentgolf.agent.notes import add_note, read_notes, remove_notes
+    from agentgolf.agent.workspace import find_workspace
+
+    state = find_workspace().state
+    if args.clear or args.remove is not None:
+        gone = remove_notes(state, None if args.clear else args.remove)
+        out.print(f"removed {len(gone)} note(s)")
+    if args.text:
+        note = add_note(state, " ".join(args.text))
+        out.print(f"note {note.id} added: every proposal prepared from now on carries it")
+    if not (args.text or args.clear or args.remove is not None):
+        notes = read_notes(state)
+        for note in notes:
+            out.print(f"{note.id}: {note.text}")
+        if not notes:
+            out.print('no notes; add one with agentgolf note "..."')
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from agentgolf.agent.report.summary import pick_run
+    from agentgolf.agent.report.tables import status_lines
+    from agentgolf.agent.run_status import run_status
+    from agentgolf.agent.workspace import find_workspace
+
+    ws = find_workspace()
+    ledger = ws.ledger()
+    status = run_status(ws.state, ledger, pick_run(ledger, args.run).id)
+    if args.json:
+        print(json.dumps(status.model_dump(mode="json"), indent=2))
+    else:
+        for line in status_lines(status):
+            out.print(line, markup=False)
+    return 0
