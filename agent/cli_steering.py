@@ -17,7 +17,9 @@ out = Console(highlight=False, soft_wrap=True)
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("note", help="tell every later proposal something (no text: list the notes)")
-    p.add_argument("text", nargs="*", help="the note, e.g. \"try shorter warmdown; the width changes are done\"")
+    p.add_argument(
+        "text", nargs="*", help='the note, e.g. "try shorter warmdown; the width changes are done"'
+    )
     p.add_argument("--clear", action="store_true", help="remove every note")
     p.add_argument("--remove", type=int, metavar="ID", help="remove one note")
     p.set_defaults(func=cmd_note)

@@ -25,6 +25,7 @@ HEADER_BYTES = HEADER_INTS * 4
 TOKEN_DTYPE = np.dtype("<u2")
 MAX_VOCAB = 1 << 16  # uint16 tokens
 MAX_SHARD_TOKENS = (1 << 31) - 1  # the header stores the count as int32
+BOS_ID = 1  # every document in a shard starts with this token (no EOS): the stream's document boundaries
 
 
 class ShardError(AgentgolfError, ValueError):

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import sentencepiece as spm
 
-from agentgolf.baseline.shards import MAX_VOCAB
+from agentgolf.baseline.shards import BOS_ID, MAX_VOCAB
 from agentgolf.errors import AgentgolfError
 
 # Official SentencePiece settings (challenge `download_hf_docs_and_tokenize.py`).
-PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
+PAD_ID, EOS_ID, UNK_ID = 0, 2, 3  # BOS_ID (1) is the shard format's, in shards.py
 CHARACTER_COVERAGE = 0.999
 NORMALIZATION = "nmt_nfkc"
 TOKENIZER_TRAIN_MAX_BYTES = 200_000_000  # cap on text fed to the tokenizer trainer (the first train docs)

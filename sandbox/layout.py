@@ -5,7 +5,10 @@ hold by construction (../shared/reference/parameter-golf-facts.md, section 1.3):
 - `windows` (the default, the official baseline's): non-overlapping windows of `seq_len`, every position
   scored, no context across windows;
 - `sliding`: each target scored exactly once, with up to `context` tokens of left context, `stride` new
-  targets per row (the leaderboard's sliding-window evaluation).
+  targets per row (the leaderboard's sliding-window evaluation);
+- `stream` (score-first test-time training): the same rows, `stride` being the chunk, sent one at a time in
+  order; only after the harness has a chunk's predictions is the chunk revealed to the model's `adapt`
+  (sandbox/stream.py).
 
 Both score the same targets, positions 0..n*seq_len-1 of the stream (position p predicts token p+1 from the
 tokens before it), so their val_bpb compare directly. A row's last target is never sent: it is the first
@@ -27,7 +30,7 @@ MAX_CONTEXT = 1 << 20
 class EvalMode(BaseModel):
     """What the model declared (`eval_mode`, `eval_stride`, `eval_context` on its object) and the harness ran."""
 
-    mode: Literal["windows", "sliding"] = "windows"
+    mode: Literal["windows", "sliding", "stream"] = "windows"
     seq_len: int = Field(ge=2, le=MAX_CONTEXT)
     stride: int | None = Field(None, ge=1)
     context: int | None = Field(None, ge=2, le=MAX_CONTEXT)
@@ -61,11 +64,13 @@ class Layout(BaseModel):
 
     def row_of(self, p: int) -> int:
         """The row that scores position p."""
-        return p // self.mode.stride if self.mode.mode == "sliding" else p // self.mode.seq_len
+        return p // self.mode.stride
 
     def batches(self) -> list[list[int]]:
         """Row ids per request: rows of one length together, strided so that no two rows of a request
         overlap or touch (a row's next token is the first token of the row after it)."""
+        if self.mode.mode == "stream":
+            return [[i] for i in range(self.rows)]  # one chunk at a time, in order
         groups: dict[int, list[int]] = {}
         for i in range(self.rows):
             groups.setdefault(self.end[i] - self.start[i], []).append(i)

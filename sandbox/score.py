@@ -50,7 +50,8 @@ class ScoreOutcome(BaseModel):
     val_tokens: int | None = None
     val_bytes: int | None = None
     mode: EvalMode | None = None
-    reported: dict[int, float] = {}  # NLL the worker reported at the positions verify.py will check
+    reported: dict[int, float] = {}
+    probes: int = 0  # stream mode: the in-stream purity and causality probes made  # NLL the worker reported at the positions verify.py will check
 
 
 class Verdict(Exception):
@@ -186,6 +187,8 @@ def score_stream(
     table: ByteTable,
     batch_tokens: int,
     checked: Callable[[Layout], set[int]],
+    stream_probes: float = 0.1,
+    stream_tolerance: float = 0.02,
 ) -> ScoreOutcome:
     """Score every position of the model's eval mode; keep the reported NLL at the positions `checked` picks."""
     mode = session.hello()
@@ -195,6 +198,21 @@ def score_stream(
         raise Verdict(Status.crash, str(e)) from None
     stream = val[: layout.positions + 1].astype(np.int64)
     n_bytes = count_stream_bytes(table, stream)
+    if mode.mode == "stream":  # stateful: checked inside the stream, not by a fresh process
+        from agentgolf.sandbox.stream import score_chunks
+
+        rng = np.random.default_rng(secrets.randbits(64))
+        nll_sum, probes = score_chunks(session, stream, layout, rng, stream_probes, stream_tolerance)
+        session.send("bye")
+        return ScoreOutcome(
+            status=Status.ok,
+            val_loss=nll_sum / layout.positions,
+            val_bpb=bits_per_byte(nll_sum, n_bytes),
+            val_tokens=layout.positions,
+            val_bytes=n_bytes,
+            mode=mode,
+            probes=probes,
+        )
     keep: dict[int, list[int]] = {}
     for flat in checked(layout):
         keep.setdefault(layout.row_of(flat), []).append(flat)

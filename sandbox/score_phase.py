@@ -22,6 +22,7 @@ import numpy as np
 
 from agentgolf.baseline.shards import ShardError
 from agentgolf.sandbox.bpb import ByteTable, ByteTableError
+from agentgolf.sandbox.budget import Budget
 from agentgolf.sandbox.classify import classify_phase
 from agentgolf.sandbox.layout import Layout
 from agentgolf.sandbox.phase import PhaseSpec
@@ -71,7 +72,12 @@ def score_artifact(run: RunSetup, train: SandboxResult) -> SandboxResult:
     pid = verifier.start()
     if run.on_start:
         run.on_start(pid)
-    outcome, phase = drive(scorer, lambda s: score_stream(s, val, table, batch, checked), run.on_start)
+    v = b.verify
+    outcome, phase = drive(
+        scorer,
+        lambda s: score_stream(s, val, table, batch, checked, v.stream_probe_fraction, v.tolerance_nats),
+        run.on_start,
+    )
     result.score_seconds = phase.wall_seconds
     if _failed(result, outcome, phase, scorer, "scoring", b.score_seconds):
         verifier.abort()
@@ -79,8 +85,13 @@ def score_artifact(run: RunSetup, train: SandboxResult) -> SandboxResult:
         return result
     result.val_tokens, result.val_bytes = outcome.val_tokens, outcome.val_bytes
     result.val_bpb, result.val_loss = outcome.val_bpb, outcome.val_loss
-    stream = val[: layout[0].positions + 1].astype(np.int64)
     result.eval_mode = outcome.mode.model_dump() if outcome.mode else None
+    if outcome.mode is not None and outcome.mode.mode == "stream":  # checked inside the stream instead
+        verifier.abort()
+        verifier.wait()
+        result.verification = {"positions": 0, "in_stream_probes": outcome.probes, "fresh_process": False}
+        return _mismatch(result, outcome.val_bpb, b)
+    stream = val[: layout[0].positions + 1].astype(np.int64)
     found = []
 
     def verify(session) -> ScoreOutcome:
@@ -95,12 +106,17 @@ def score_artifact(run: RunSetup, train: SandboxResult) -> SandboxResult:
         result.val_bpb = result.val_loss = None  # a score that could not be verified is no score
         return result
     result.verification = found[0].model_dump()
+    return _mismatch(result, outcome.val_bpb, b)
+
+
+def _mismatch(result: SandboxResult, measured: float, b: Budget) -> SandboxResult:
+    """A trainer that printed a better score than the harness measured is flagged, whatever the cause."""
     claimed = result.self_val_bpb
-    if claimed is not None and math.isfinite(claimed) and claimed < outcome.val_bpb - b.metric_tolerance_bpb:
+    if claimed is not None and math.isfinite(claimed) and claimed < measured - b.metric_tolerance_bpb:
         result.status = Status.metric_mismatch
         result.reason = (
             f"the trainer printed val_bpb {claimed:.6f} but the harness measured "
-            f"{outcome.val_bpb:.6f} (tolerance {b.metric_tolerance_bpb})"
+            f"{measured:.6f} (tolerance {b.metric_tolerance_bpb})"
         )
     return result
 

@@ -8,8 +8,9 @@ every frame and verifies a sample of its answers in a fresh process (see sandbox
 
 Requests: "nll" (inputs [B, T] and `at`, a list of (row, position) pairs -> a frame of float64 NLL [B, T-1] of
 each next token inside the block, from a float64 log-softmax over the whole vocabulary, then a frame of the
-raw float32 logits [len(at), V] at those pairs), "bye". Scoring and verification send the same request. A
-window's last target is never sent: the harness scores the last position from its logits.
+raw float32 logits [len(at), V] at those pairs), "adapt" (stream mode: a chunk after it was scored, with its
+document starts, for the model's own `adapt(tokens, doc_starts)`), "bye". Scoring and verification send the
+same request. A row's last target is never sent with it: the harness scores that position from its logits.
 """
 
 from __future__ import annotations
@@ -143,6 +144,15 @@ def serve(model, device: str, proto_in: IO[bytes], proto_out: IO[bytes], torch) 
         kind = header["kind"]
         if kind == "bye":
             return
+        if kind == "adapt":  # stream mode: a chunk already scored, revealed for test-time training
+            if array is None or array.dtype != np.int64 or array.ndim != 2:
+                raise ValueError("request 'adapt' needs an int64 [1, L] token array")
+            adapt = getattr(model, "adapt", None)
+            if callable(adapt):
+                with torch.enable_grad():
+                    adapt(torch.from_numpy(array.copy()).to(device), list(header.get("doc_starts") or []))
+            write_frame(proto_out, "adapted")
+            continue
         if kind != "nll":
             raise ValueError(f"unknown request {kind!r}")
         if array is None or array.dtype != np.int64 or array.ndim != 2 or array.shape[1] < 2:
@@ -179,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             raise TypeError(
                 "the loaded model needs an integer .seq_len (its training sequence length)"
             ) from None
-        declared = {f"eval_{k}": getattr(model, f"eval_{k}", None) for k in ("mode", "stride", "context")}
+        names = ("mode", "stride", "context")
+        declared = {f"eval_{k}": getattr(model, f"eval_{k}", None) for k in names}
         declared = {
             k: v for k, v in declared.items() if isinstance(v, (str, int)) and not isinstance(v, bool)
         }

@@ -47,6 +47,9 @@ class VerifyConfig(BaseModel):
     bias_nats: float = Field(
         0.002, gt=0, description="largest honest mean (verified - reported) NLL over the checked positions"
     )
+    stream_probe_fraction: float = Field(
+        0.1, ge=0, le=1, description="stream mode: chunks predicted twice (once spliced) to check purity"
+    )
 
 
 class Verification(BaseModel):

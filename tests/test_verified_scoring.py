@@ -188,3 +188,31 @@ def test_a_peek_in_sliding_mode_is_caught(data, tmp_path):
     )
     result = run_sandboxed(trainer, tmp_path / "run", data, THOROUGH)
     _forged(result)
+
+
+def _ttt(data, tmp_path, mode: str, ttt: str = "legal"):
+    trainer = compose("ttt.py", tmp_path)
+    return run_sandboxed(
+        trainer, tmp_path / f"{mode}-{ttt}", data, THOROUGH, env={"EVAL_MODE": mode, "TTT": ttt}
+    )
+
+
+def test_score_first_ttt_is_legal_and_gains_in_stream_mode(data, tmp_path):
+    stream, windows = _ttt(data, tmp_path, "stream"), _ttt(data, tmp_path, "windows")
+    assert stream.status is Status.ok and windows.status is Status.ok, (stream.reason, windows.reason)
+    assert stream.eval_mode["mode"] == "stream" and stream.verification["in_stream_probes"] > 0
+    assert stream.val_tokens == windows.val_tokens and stream.val_bytes == windows.val_bytes
+    assert stream.val_bpb < windows.val_bpb - 0.01, (stream.val_bpb, windows.val_bpb)
+
+
+def test_stream_mode_without_adaptation_scores_as_sliding(data, tmp_path):
+    """The positive control: the same rows in order, no state change, give sliding's number exactly."""
+    frozen, sliding = _ttt(data, tmp_path, "stream", "off"), _ttt(data, tmp_path, "sliding", "off")
+    assert frozen.status is Status.ok and sliding.status is Status.ok, (frozen.reason, sliding.reason)
+    assert frozen.val_bpb == pytest.approx(sliding.val_bpb, rel=1e-9)
+
+
+def test_adapting_before_predicting_is_a_violation(data, tmp_path):
+    result = _ttt(data, tmp_path, "stream", "illegal")
+    assert result.status is Status.violation, (result.status, result.reason)
+    assert "predicting changed the model" in result.reason or "non-causal prediction" in result.reason

@@ -1,0 +1,205 @@
+"""The tools an LLM works with in a proposal session on the experiment's worktree: view, search, edit, set,
+show_experiment and submit. Each call returns text for the model, never raises for the model's mistakes:
+a bad argument, an edit that does not apply or a change that does not compile comes back as the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from agentgolf.agent.proposers.digest import line
+from agentgolf.agent.proposers.facts import outcome
+from agentgolf.agent.proposers.playbook import set_edits
+from agentgolf.agent.proposers.proposal import (
+    CATEGORIES,
+    Edit,
+    Proposal,
+    ProposalContext,
+    ProposalError,
+    apply_edits,
+    check_compiles,
+    diff_fingerprint,
+)
+
+VIEW_LINES = 200  # the most lines one view returns
+SEARCH_HITS = 40
+DIFF_CHARS = 4_000
+TEXT_SUFFIXES = (".py", ".md", ".txt", ".json", ".toml", ".cfg", ".sh", ".yaml", ".yml")
+
+
+def _function(name: str, description: str, properties: dict, required: list[str]) -> dict:
+    schema = {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
+    return {"name": name, "description": description, "parameters": schema}
+
+
+STR, INT = {"type": "string"}, {"type": "integer"}
+TOOLS = [
+    _function(
+        "view",
+        f"Show lines start..end (1-based, inclusive, at most {VIEW_LINES}) of a file, numbered.",
+        {"path": STR, "start": INT, "end": INT},
+        ["path", "start", "end"],
+    ),
+    _function(
+        "search",
+        "Find lines matching a regular expression in the trainer's folder; returns path:line: text.",
+        {"pattern": STR},
+        ["pattern"],
+    ),
+    _function(
+        "edit",
+        "Replace the exact text `search` (it must occur exactly once) with `replace` in a file. "
+        "Reports whether it applied and, if not, why, with the file's closest lines.",
+        {"path": STR, "search": STR, "replace": STR},
+        ["path", "search", "replace"],
+    ),
+    _function(
+        "set",
+        'Change settings where they are in force (the active PRESET line, else the Hyperparameters default), '
+        'e.g. {"values": {"MATRIX_LR": 0.01}}.',
+        {"values": {"type": "object", "additionalProperties": {"type": ["number", "string"]}}},
+        ["values"],
+    ),
+    _function(
+        "show_experiment",
+        "An earlier experiment's facts (status, score, why it came out so) and its diff against its parent.",
+        {"id": INT},
+        ["id"],
+    ),
+    _function(
+        "submit",
+        "Finish: describe the change you made with edit/set. It is checked (it changed something, it "
+        "compiles, it was not tried before); on a problem you are told why and may fix it.",
+        {
+            "title": STR,
+            "hypothesis": STR,
+            "category": {"type": "string", "enum": list(CATEGORIES)},
+            "expected_effect": STR,
+        },
+        ["title", "hypothesis", "category", "expected_effect"],
+    ),
+]
+NAMES = [t["name"] for t in TOOLS]
+
+
+class Workbench:
+    """One session's tools over one worktree; `submitted` is set once submit accepts the change."""
+
+    def __init__(self, ctx: ProposalContext, tree: Path):
+        self.ctx, self.tree = ctx, tree
+        self.submitted: Proposal | None = None
+        self.calls: dict[str, int] = {}
+
+    def call(self, name: str, arguments: str) -> str:
+        self.calls[name] = self.calls.get(name, 0) + 1
+        try:
+            args = json.loads(arguments or "{}")
+        except json.JSONDecodeError as exc:
+            return f"error: the arguments are not valid JSON ({exc.msg}); send an object"
+        if not isinstance(args, dict):
+            return "error: the arguments must be a JSON object"
+        handler = getattr(self, f"_{name}", None) if name in NAMES else None
+        if handler is None:
+            return f"error: no tool {name!r}; the tools are {', '.join(NAMES)}"
+        try:
+            return handler(**args)
+        except TypeError as exc:
+            return f"error: bad arguments for {name}: {exc}"
+        except ProposalError as exc:
+            return f"not applied: {exc}"
+
+    def _file(self, path: str) -> Path:
+        target = (self.tree / path).resolve()
+        if self.tree.resolve() not in target.parents or not target.is_file():
+            raise ProposalError(f"no file {path!r} in the trainer's folder")
+        return target
+
+    def _view(self, path: str, start: int = 1, end: int = VIEW_LINES) -> str:
+        lines = self._file(path).read_text().splitlines()
+        start = max(1, int(start))
+        end = min(len(lines), int(end), start + VIEW_LINES - 1)
+        shown = "\n".join(f"{i:>5}: {lines[i - 1]}" for i in range(start, end + 1))
+        return f"{path} lines {start}-{end} of {len(lines)}:\n{shown}"
+
+    def _search(self, pattern: str) -> str:
+        try:
+            regex = re.compile(pattern)
+        except re.error:
+            regex = re.compile(re.escape(pattern))
+        hits = []
+        for path in sorted(p for p in self.tree.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES):
+            if ".git" in path.parts:
+                continue
+            for number, text in enumerate(path.read_text(errors="replace").splitlines(), 1):
+                if regex.search(text):
+                    hits.append(f"{path.relative_to(self.tree)}:{number}: {text.strip()[:160]}")
+        more = f"\n... and {len(hits) - SEARCH_HITS} more" if len(hits) > SEARCH_HITS else ""
+        return "\n".join(hits[:SEARCH_HITS]) + more if hits else f"no line matches {pattern!r}"
+
+    def _edit(self, path: str, search: str, replace: str) -> str:
+        changed = apply_edits(self.tree, [Edit(path=path, search=search, replace=replace)])
+        return "applied" + _but(compile_problem(changed))
+
+    def _set(self, values: dict) -> str:
+        trainer = self.tree / self.ctx.trainer
+        edits = set_edits(trainer.read_text(), values, self.ctx.trainer_env)  # the file as edited so far
+        for edit in edits:
+            edit.path = self.ctx.trainer
+        changed = apply_edits(self.tree, edits)
+        shown = "; ".join(f"{e.search.strip()} -> {e.replace.strip()}" for e in edits)
+        return f"applied: {shown}" + _but(compile_problem(changed))
+
+    def _show_experiment(self, id: int) -> str:
+        exp = next((e for e in self.ctx.history if e.id == int(id)), None)
+        if exp is None:
+            return f"no experiment {id} in the ledger"
+        runs = self.ctx.runs_dir
+        why = outcome(exp, runs / str(exp.id) if runs else None, self.ctx.budget.size_bytes)
+        text = [line(exp, lambda e: why), f"hypothesis: {exp.hypothesis or '-'}"]
+        diff = self._git("diff", exp.parent_commit, exp.commit_sha) if exp.commit_sha else ""
+        if diff and exp.parent_commit != exp.commit_sha:
+            clipped = diff[:DIFF_CHARS] + ("\n... (diff cut)" if len(diff) > DIFF_CHARS else "")
+            text.append(f"diff against its parent:\n{clipped}")
+        return "\n".join(text)
+
+    def _git(self, *args: str) -> str:
+        root = self.ctx.root or self.tree
+        proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+        return proc.stdout if proc.returncode == 0 else ""
+
+    def _submit(self, title: str, hypothesis: str = "", category: str = "other", expected_effect: str = "") -> str:
+        try:
+            proposal = Proposal(
+                title=title[:120], hypothesis=hypothesis, category=category, expected_effect=expected_effect
+            )
+        except ValidationError as exc:
+            return f"not submitted: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}"
+        diff = subprocess.run(["git", "diff"], cwd=self.tree, capture_output=True, text=True).stdout
+        if not diff.strip():
+            return "not submitted: you have not changed anything yet; use edit or set first"
+        problem = compile_problem([p for p in self.tree.rglob("*.py") if ".git" not in p.parts])
+        if problem:
+            return f"not submitted: {problem}; fix it first"
+        fingerprint = diff_fingerprint(diff)
+        repeat = next((e for e in self.ctx.history if e.kind == "proposal" and e.fingerprint == fingerprint), None)
+        if repeat is not None:
+            return f"not submitted: this exact change was already tried as experiment {repeat.id}; change it"
+        self.submitted = proposal
+        return "submitted"
+
+
+def compile_problem(paths: list[Path]) -> str:
+    try:
+        check_compiles(paths)
+    except ProposalError as exc:
+        return str(exc)
+    return ""
+
+
+def _but(problem: str) -> str:
+    return f", but {problem}; fix it before you submit" if problem else ""
