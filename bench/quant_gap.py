@@ -88,7 +88,7 @@ def main() -> None:
         after = score()
         model.load_state_dict(state)
         gap = f"{after - before:+.4f}" if before is not None else "-"
-        fmt = (lambda v: f"{v:.4f}" if v is not None else "-")  # noqa: E731
+        fmt = lambda v: f"{v:.4f}" if v is not None else "-"  # noqa: E731
         print(f"{name:9} {floor:10.3e} {len(blob):12,} {len(blob) + code_bytes:12,} {fmt(before):>11} "
               f"{fmt(after):>11} {gap:>8}")  # fmt: skip
 

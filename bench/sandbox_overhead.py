@@ -107,6 +107,51 @@ def empty_process(work: Path, isolation: str) -> float:
     return timed(go)
 
 
+# The toy with an eval mode (tests/sandbox_trainers/): (mode, the code appended, its env).
+MODES = (
+    ("windows", None, {}),
+    ("sliding", "context_copy.py", {"EVAL_MODE": "sliding"}),
+    ("stream", "ttt.py", {"EVAL_MODE": "stream", "TTT": "legal"}),
+)
+
+
+def verification_by_mode(data: DataSpec, isolation: str) -> dict[str, dict]:
+    """What checking the score costs in each eval mode: the wall time it adds after scoring."""
+    out = {}
+    print("verification by eval mode (one run each):")
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode, attack, env in MODES:
+            trainer = TOY
+            if attack:
+                toy = TOY.read_text()
+                guard = 'if __name__ == "__main__":'
+                head, tail = toy.rsplit(guard, 1)
+                trainer = Path(tmp) / f"{mode}.py"
+                extra = (TOY.parent / attack).read_text()
+                trainer.write_text(f"{head}\n{extra}\n\n{guard}{tail}")
+            r = run_sandboxed(trainer, Path(tmp) / mode, data, BUDGET, env=env, isolation=isolation)
+            if r.status is not Status.ok:
+                raise SystemExit(f"{mode}: {r.status.value}: {r.reason}")
+            v = r.verification or {}
+            out[mode] = {
+                "score_s": r.score_seconds,
+                "verify_s": r.verify_seconds or 0.0,
+                "checked_positions": v.get("positions", 0),
+                "in_stream_probes": v.get("in_stream_probes", 0),
+                "val_bpb": r.val_bpb,
+            }
+            how = (
+                f"{v.get('positions')} positions re-scored by a fresh process"
+                if v.get("fresh_process", True)
+                else f"{v.get('in_stream_probes')} in-stream probes (no fresh process)"
+            )
+            print(
+                f"    {mode:8s} scoring {r.score_seconds:5.2f} s, verification adds {r.verify_seconds or 0.0:5.2f} s: "
+                f"{how}; val_bpb {r.val_bpb:.4f}"
+            )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -161,6 +206,7 @@ def main() -> None:
             checked.append(result.verification)
             other = result.wall_seconds - result.train_seconds - result.score_seconds - result.verify_seconds
             rows["harness_other"].append(other)
+        modes = verification_by_mode(data, isolation)
     med = {k: statistics.median(v) for k, v in rows.items()}
     figures = {
         "isolation": isolation,
@@ -192,6 +238,7 @@ def main() -> None:
         f">= {figures['detectable_fraction_99']:.1%} of positions is caught with 99% probability"
     )
     print(f"  harness work outside the phases (copies, val read, result.json): {med['harness_other']:.2f}")
+    figures["modes"] = modes
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(figures, indent=2) + "\n")
 

@@ -21,9 +21,12 @@ def render(name: str, **fields: object) -> str:
     return template(name).format(**fields)
 
 
-def proposal_messages(ctx: ProposalContext) -> list[dict[str, str]]:
-    """The chat messages that ask for one change to the parent's trainer."""
-    system = render("system", size_limit=ctx.budget.size_bytes, train_seconds=ctx.budget.train_seconds)
+def proposal_messages(ctx: ProposalContext, tools: bool = False, max_turns: int = 0) -> list[dict[str, str]]:
+    """The chat messages that ask for one change to the parent's trainer: as one JSON reply, or (`tools`)
+    as a session of tool calls that ends with `submit`."""
+    rules = render("system", size_limit=ctx.budget.size_bytes, train_seconds=ctx.budget.train_seconds)
+    reply = render("reply_tools", max_turns=max_turns) if tools else render("reply_json")
+    system = f"{rules}\n{reply}"
     parent_bpb = f"{ctx.parent.val_bpb:.4f}" if ctx.parent.val_bpb is not None else "unknown"
     user = render(
         "propose",
@@ -47,5 +50,6 @@ def _section(title: str, body: str) -> str:
 
 def proposal_prompt(ctx: ProposalContext) -> str:
     """The same request as one text, for a CLI coding agent that edits files itself."""
-    text = "\n\n".join(m["content"] for m in proposal_messages(ctx))
-    return text + "\n\n" + template("cli_agent").strip()
+    rules = render("system", size_limit=ctx.budget.size_bytes, train_seconds=ctx.budget.train_seconds)
+    request = proposal_messages(ctx)[1]["content"]
+    return f"{rules}\n{request}\n\n" + template("cli_agent").strip()

@@ -1,9 +1,14 @@
-"""The `openai` proposer: an OpenAI-compatible chat endpoint writes the next experiment as JSON edits.
+"""The `openai` proposer: an OpenAI-compatible endpoint writes the next experiment.
 
-A reply that is not valid JSON, fails validation, or whose edits do not apply goes back to the model
-with the exact reason, at most `repairs` times. Transient API failures (429, 5xx, timeouts, dropped
-connections) are retried with exponential backoff; when the endpoint stays down, LLMUnavailable ends
-the run cleanly (everything already recorded stays in the ledger).
+Where the endpoint supports function calling, the model works in a short tool session on the worktree
+(session.py: view, search, edit, set, show_experiment, submit), over the Responses API where offered,
+else chat completions. What the endpoint supports is detected once per run, on the first proposal (a
+refusal of the Responses API, then of tools, falls back to the next mode), and recorded with each
+proposal. Elsewhere, and with `tools: "off"`, it replies with one JSON object of search/replace edits
+and `set` values: a reply that is not valid JSON, fails validation, or whose edits do not apply goes
+back to the model with the exact reason, at most `repairs` times. Transient API failures (429, 5xx,
+timeouts, dropped connections) are retried with exponential backoff; when the endpoint stays down,
+LLMUnavailable ends the run cleanly (everything already recorded stays in the ledger).
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ import json
 import os
 import re
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
@@ -28,6 +35,7 @@ from agentgolf.agent.proposers.proposal import (
     check_compiles,
     diff_fingerprint,
 )
+from agentgolf.agent.proposers.session import CHAT, RESPONSES, Refused, Session
 from agentgolf.errors import AgentgolfError
 from agentgolf.prompts.render import proposal_messages, render
 
@@ -51,14 +59,35 @@ class LLMConfig(BaseModel):
         0.3, ge=0, le=1, description="word overlap (Jaccard) above which a past idea is shown as similar"
     )
     similar_shown: int = Field(3, ge=0, description="similar past ideas shown before a proposal is run")
+    tools: Literal["auto", "off"] = Field(
+        "auto", description="auto: a tool session where the endpoint supports function calling; off: JSON"
+    )
+    api: Literal["auto", "responses", "chat"] = Field(
+        "auto", description="auto: the Responses API where offered, else chat completions"
+    )
+    max_turns: int = Field(12, ge=2, description="requests in one tool session; the last offers only submit")
+    max_session_tokens: int = Field(400_000, ge=1, description="tokens one tool session may spend")
+    max_session_usd: float = Field(2.0, gt=0, description="dollars one tool session may spend")
 
 
 NAME = "openai"
+JSON_MODE = "json"
 JSON_BLOCK = re.compile(r"\{.*\}", re.S)
+
+
+UNSUPPORTED = frozenset({400, 404, 405, 422, 501})  # what an endpoint answers to an API or tools it lacks
 
 
 class LLMUnavailable(AgentgolfError):
     """The endpoint kept failing after every retry, or refuses our key: stop the run, lose nothing."""
+
+
+class LLMRefused(LLMUnavailable):
+    """A 4xx other than 429: `unsupported` when it may mean the API or the tools are not offered."""
+
+    def __init__(self, message: str, status: int | None):
+        super().__init__(message)
+        self.unsupported = status in UNSUPPORTED
 
 
 def _transient(exc: BaseException) -> bool:
@@ -85,8 +114,10 @@ class LLMProposer:
             api_key=key, base_url=config.base_url, timeout=config.request_timeout_s, max_retries=0
         )
         self.total = Usage()
+        self.endpoint: dict[str, Any] | None = None  # what the endpoint supports: detected once per run
 
-    def complete(self, messages: list[dict[str, str]]) -> tuple[str, Usage]:
+    def request(self, create: Callable[[], Any]) -> Any:
+        """One API call with retries on transient failures; a refusal is LLMRefused, an outage LLMUnavailable."""
         import openai
 
         cfg = self.config
@@ -99,35 +130,70 @@ class LLMProposer:
         try:
             for attempt in retrying:
                 with attempt:
-                    response = self.client.chat.completions.create(
-                        model=cfg.model,
-                        messages=messages,
-                        temperature=cfg.temperature,
-                        max_tokens=cfg.max_output_tokens,
-                    )
+                    return create()
         except RetryError as exc:
             last = exc.last_attempt.exception()
             raise LLMUnavailable(
                 f"LLM endpoint failed {cfg.api_attempts} times; last error: {_brief(last)}"
             ) from exc
-        except (
-            openai.APIError
-        ) as exc:  # 4xx other than 429: our request or key is wrong; retrying cannot help
-            raise LLMUnavailable(f"LLM endpoint refused the request: {_brief(exc)}") from exc
-        usage = Usage()
-        if response.usage is not None:
-            usage = Usage(
-                prompt_tokens=response.usage.prompt_tokens or 0,
-                completion_tokens=response.usage.completion_tokens or 0,
-            )
-            usage.usd = (
-                usage.prompt_tokens * cfg.usd_per_mtok_in + usage.completion_tokens * cfg.usd_per_mtok_out
-            ) / 1e6
+        except openai.APIError as exc:  # 4xx other than 429: our request or key is wrong; retrying cannot help
+            status = getattr(exc, "status_code", None)
+            raise LLMRefused(f"LLM endpoint refused the request: {_brief(exc)}", status) from exc
+        raise AssertionError("unreachable")
+
+    def price(self, prompt_tokens: int, completion_tokens: int) -> Usage:
+        cfg = self.config
+        usd = (prompt_tokens * cfg.usd_per_mtok_in + completion_tokens * cfg.usd_per_mtok_out) / 1e6
+        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, usd=usd)
         self.total = self.total + usage
+        return usage
+
+    def complete(self, messages: list[dict[str, str]]) -> tuple[str, Usage]:
+        """One chat completion (the single-shot JSON path)."""
+        cfg = self.config
+        response = self.request(
+            lambda: self.client.chat.completions.create(
+                model=cfg.model,
+                messages=messages,
+                temperature=cfg.temperature,
+                max_tokens=cfg.max_output_tokens,
+            )
+        )
+        usage = response.usage
+        spent = self.price(usage.prompt_tokens or 0, usage.completion_tokens or 0) if usage else Usage()
         text = (response.choices[0].message.content or "") if response.choices else ""
-        return text, usage
+        return text, spent
+
+    def modes(self) -> list[str]:
+        """The ways to ask, richest first: the one detected in this run, else every candidate."""
+        if self.endpoint is not None:
+            return [self.endpoint["mode"]]
+        cfg = self.config
+        if cfg.tools == "off":
+            return [JSON_MODE]
+        apis = {"auto": [RESPONSES, CHAT], "responses": [RESPONSES], "chat": [CHAT]}[cfg.api]
+        return [*apis, JSON_MODE]
 
     def __call__(self, ctx: ProposalContext, tree: Path) -> Proposal:
+        refusals = []
+        for mode in self.modes():
+            if mode == JSON_MODE:
+                proposal = self._json(ctx, tree)
+            else:
+                try:
+                    proposal = Session(self, ctx, tree, mode).run(detected=self.endpoint is not None)
+                except Refused as exc:
+                    refusals.append(f"{mode}: {exc}")
+                    _reset(tree)
+                    continue
+            if self.endpoint is None:
+                self.endpoint = {"mode": mode, "model": self.config.model, "refused": refusals}
+            proposal.session = {**proposal.session, "endpoint": self.endpoint}
+            return proposal
+        raise AssertionError("the JSON mode always answers or raises")
+
+    def _json(self, ctx: ProposalContext, tree: Path) -> Proposal:
+        """The single-shot JSON format, with repairs: for endpoints without tools."""
         messages = proposal_messages(ctx)
         spent = Usage()
         warned_similar = False
@@ -162,6 +228,7 @@ class LLMProposer:
                 messages.append({"role": "user", "content": render("repair", reason=last_reason)})
                 continue
             proposal.usage = spent
+            proposal.session = {"mode": JSON_MODE, "turns": len(messages) // 2}
             return proposal
         raise ProposalError(
             f"no usable proposal after {self.config.repairs + 1} replies; last problem: "

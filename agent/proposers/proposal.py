@@ -62,6 +62,7 @@ class Proposal(BaseModel):
         default_factory=dict, description="settings to change where they are in force (playbook.set_edits)"
     )
     usage: Usage = Field(default_factory=Usage, exclude=True)
+    session: dict = Field(default_factory=dict, exclude=True)  # how it was made: API mode, turns, tool calls
 
     @field_validator("category")
     @classmethod

@@ -44,7 +44,8 @@ class Session:
         self.llm, self.ctx, self.mode = llm, ctx, mode
         self.bench = Workbench(ctx, tree)
         self.tree = tree
-        system, user = (m["content"] for m in proposal_messages(ctx, tools=True))
+        messages = proposal_messages(ctx, tools=True, max_turns=llm.config.max_turns)
+        system, user = (m["content"] for m in messages)
         self.system = system
         self.items: list[Any] = [{"role": "user", "content": user}]  # Responses input, or chat messages
         if mode == CHAT:
@@ -53,27 +54,31 @@ class Session:
         self.turns = 0
 
     def run(self, detected: bool) -> Proposal:
+        """Turns until `submit` accepts a change; `detected`: this mode already worked in this run."""
+        from agentgolf.agent.proposers.llm import LLMRefused
+
         cfg = self.llm.config
+        final_sent = False
         while self.bench.submitted is None:
-            over = self.spent.prompt_tokens + self.spent.completion_tokens >= cfg.max_session_tokens or (
-                self.spent.usd >= cfg.max_session_usd
-            )
-            if self.turns >= cfg.max_turns or (over and self.turns > 0 and self._last_was_final):
+            if self.turns >= cfg.max_turns or final_sent:
                 raise ProposalError(
-                    f"the tool session ended after {self.turns} turns without a usable submit "
-                    f"(caps: {cfg.max_turns} turns, {cfg.max_session_tokens:,} tokens, ${cfg.max_session_usd:g})",
+                    f"the tool session ended after {self.turns} turns without a usable submit (caps: "
+                    f"{cfg.max_turns} turns, {cfg.max_session_tokens:,} tokens, ${cfg.max_session_usd:g})",
                     usage=self.spent,
                 )
-            final = self.turns + 1 >= cfg.max_turns or over
-            self._last_was_final = final
-            if final:
+            tokens = self.spent.prompt_tokens + self.spent.completion_tokens
+            over = tokens >= cfg.max_session_tokens or self.spent.usd >= cfg.max_session_usd
+            if self.turns + 1 >= cfg.max_turns or over:
                 self._say(LAST_TURN)
+                final_sent = True
             try:
-                calls, text = self._request(final)
-            except ProposalError as exc:
-                if not detected and self.turns == 0 and getattr(exc, "unsupported", False):
+                calls, text = self._request(final_sent)
+            except LLMRefused as exc:
+                if exc.unsupported and self.turns == 0 and not detected:
                     raise Refused(str(exc)) from exc
-                raise ProposalError(str(exc), usage=self.spent) from exc
+                if not exc.unsupported:
+                    raise
+                raise ProposalError(f"the endpoint refused turn {self.turns + 1}: {exc}", usage=self.spent) from exc
             self.turns += 1
             if not calls:
                 self._plain_reply(text)
@@ -82,9 +87,8 @@ class Session:
                 self._answer(call_id, self.bench.call(name, arguments))
         proposal = self.bench.submitted
         proposal.usage = self.spent
+        proposal.session = {"mode": self.mode, "turns": self.turns, "tool_calls": dict(self.bench.calls)}
         return proposal
-
-    _last_was_final = False
 
     def _request(self, final: bool) -> tuple[list[tuple[str, str, str]], str]:
         cfg, client = self.llm.config, self.llm.client
@@ -168,6 +172,8 @@ class Session:
         if problem := compile_problem(changed):
             self._say(f"Your JSON proposal applied, but {problem}.\n{NUDGE}")
             return
-        verdict = self.bench.call("submit", json.dumps(proposal.model_dump(include={"title", "hypothesis", "category", "expected_effect"})))
+        self.bench.settings.update(proposal.set)
+        described = proposal.model_dump(include={"title", "hypothesis", "category", "expected_effect"})
+        verdict = self.bench.call("submit", json.dumps(described))
         if self.bench.submitted is None:
             self._say(f"{verdict}\n{NUDGE}")

@@ -94,6 +94,7 @@ class Workbench:
         self.ctx, self.tree = ctx, tree
         self.submitted: Proposal | None = None
         self.calls: dict[str, int] = {}
+        self.settings: dict[str, float | int | str] = {}  # what `set` changed, for the commit message
 
     def call(self, name: str, arguments: str) -> str:
         self.calls[name] = self.calls.get(name, 0) + 1
@@ -151,6 +152,7 @@ class Workbench:
         for edit in edits:
             edit.path = self.ctx.trainer
         changed = apply_edits(self.tree, edits)
+        self.settings.update(values)
         shown = "; ".join(f"{e.search.strip()} -> {e.replace.strip()}" for e in edits)
         return f"applied: {shown}" + _but(compile_problem(changed))
 
@@ -175,7 +177,11 @@ class Workbench:
     def _submit(self, title: str, hypothesis: str = "", category: str = "other", expected_effect: str = "") -> str:
         try:
             proposal = Proposal(
-                title=title[:120], hypothesis=hypothesis, category=category, expected_effect=expected_effect
+                title=title[:120],
+                hypothesis=hypothesis,
+                category=category,
+                expected_effect=expected_effect,
+                set=self.settings,
             )
         except ValidationError as exc:
             return f"not submitted: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}"
