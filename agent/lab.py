@@ -73,7 +73,8 @@ class Lab:
             tokens=exp.tokens,
             usd=exp.usd,
         )
-        self.ledger.update(exp.id, manifest=manifest)
+        kept = {k: v for k, v in self.ledger.get(exp.id).manifest.items() if k == "proposer_session"}
+        self.ledger.update(exp.id, manifest={**manifest, **kept})  # how the proposer made it: kept
         return run_dir
 
     def sandbox(self, exp: Experiment, slot: Slot) -> SandboxResult:
@@ -103,7 +104,7 @@ class Lab:
             artifact_bytes=result.artifact_bytes,
             train_seconds=result.train_seconds,
             wall_seconds=result.wall_seconds,
-            gpu_seconds=result.wall_seconds * max(1, len(slot or [])),
+            gpu_seconds=result.wall_seconds * max(1, len(slot or []) or facts.get("slurm_gpus", 0)),
             isolation=result.isolation,
             trust=result.trust,
             log_tail=result.log_tail,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import subprocess
 import threading
 import time
@@ -27,7 +26,17 @@ from agentgolf.sandbox.result import DataSpec, SandboxResult, Status
 
 JOB_FILE = "slurm_job.json"  # {"job_id", "submitted_at"}, written right after submission
 STARTED_FILE = "slurm_started"  # written by the job when it starts on its node
-ALIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING"}
+ALIVE = {
+    "PENDING",
+    "CONFIGURING",
+    "RUNNING",
+    "COMPLETING",
+    "SUSPENDED",
+    "REQUEUED",
+    "RESIZING",
+    "UNREACHABLE",
+}
+RESULT_FILE = "result.json"  # written by run_sandboxed on the node, into the shared run folder
 
 
 class SlurmConfig(BaseModel):
@@ -79,6 +88,7 @@ def submit(
 ) -> str:
     import submitit
 
+    (run_dir / RESULT_FILE).unlink(missing_ok=True)  # only this job's own result may be read back
     executor = submitit.AutoExecutor(folder=run_dir / "slurm", cluster="slurm")
     params: dict[str, Any] = {
         "timeout_min": int((budget.train_kill_seconds + budget.score_seconds + cfg.grace_seconds) / 60) + 1,
@@ -102,17 +112,24 @@ def submit(
         seed,
         cfg.gpus_per_experiment,
     )
-    (run_dir / JOB_FILE).write_text(json.dumps({"job_id": str(job.job_id), "submitted_at": time.time()}))
+    record = {"job_id": str(job.job_id), "submitted_at": time.time(), "gpus": cfg.gpus_per_experiment}
+    (run_dir / JOB_FILE).write_text(json.dumps(record))
     return str(job.job_id)
 
 
-def job_state(job_id: str) -> str:
-    """SLURM's state of a job ('RUNNING', 'COMPLETED', 'CANCELLED', ...), or 'UNKNOWN' once forgotten."""
-    proc = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True)
-    for field in proc.stdout.split():
-        if field.startswith("JobState="):
-            return field.split("=", 1)[1]
-    return "UNKNOWN"
+def job_state(job_id: str, tries: int = 3, pause: float = 2.0) -> str:
+    """SLURM's state of a job ('RUNNING', 'COMPLETED', 'CANCELLED', ...); 'UNKNOWN' once SLURM has forgotten
+    it; 'UNREACHABLE' when the controller does not answer (a brief outage is not the end of a job)."""
+    for attempt in range(tries):
+        proc = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True)
+        for field in proc.stdout.split():
+            if field.startswith("JobState="):
+                return field.split("=", 1)[1]
+        if "Invalid job id" in proc.stderr:
+            return "UNKNOWN"
+        if attempt + 1 < tries:
+            time.sleep(pause)
+    return "UNREACHABLE"
 
 
 def live_job(run_dir: Path) -> str | None:
@@ -135,11 +152,7 @@ def reusable_job(run_dir: Path) -> str | None:
     if state in ALIVE:
         return job_id
     finished = state in ("COMPLETED", "UNKNOWN")  # UNKNOWN: SLURM forgot it (MinJobAge); the file tells
-    return job_id if finished and _result_path(run_dir / "slurm", job_id).exists() else None
-
-
-def _result_path(folder: Path, job_id: str) -> Path:
-    return folder / f"{job_id}_0_result.pkl"
+    return job_id if finished and (run_dir / RESULT_FILE).exists() else None
 
 
 def wait(
@@ -158,7 +171,7 @@ def wait(
             time.sleep(cfg.poll_seconds)
     if state not in ("COMPLETED", "UNKNOWN"):  # SLURM ended it: even a result written while dying is void
         return SandboxResult(status=Status.infra_error, reason=f"SLURM job {job_id} ended {state}")
-    result = _read_result(run_dir / "slurm", job_id, cfg)
+    result = _read_result(run_dir, job_id, cfg)
     if result is not None:
         result.reason = (result.reason + f" [slurm job {job_id}]").strip()
         return result
@@ -167,18 +180,17 @@ def wait(
     )
 
 
-def _read_result(folder: Path, job_id: str, cfg: SlurmConfig) -> SandboxResult | None:
-    path = _result_path(folder, job_id)
+def _read_result(run_dir: Path, job_id: str, cfg: SlurmConfig) -> SandboxResult | None:
+    """The job's result.json, parsed as data: never unpickled, since on a node without bubblewrap a
+    candidate's leftover process could have rewritten anything in the shared run folder."""
+    path = run_dir / RESULT_FILE
     deadline = time.monotonic() + cfg.result_wait_seconds  # shared filesystems can show the file late
     while not path.exists() and time.monotonic() < deadline and job_state(job_id) == "COMPLETED":
         time.sleep(cfg.poll_seconds)
-    if not path.exists():
+    try:
+        return SandboxResult.model_validate_json(path.read_text())
+    except (OSError, ValueError):
         return None
-    with open(path, "rb") as f:
-        outcome, payload = pickle.load(f)  # written by submitit on our own node: trusted like the ledger
-    if outcome != "success":
-        return SandboxResult(status=Status.infra_error, reason=f"SLURM job {job_id} failed in the harness")
-    return SandboxResult.model_validate(payload)
 
 
 def queue_facts(run_dir: Path) -> dict[str, Any]:
@@ -190,6 +202,7 @@ def queue_facts(run_dir: Path) -> dict[str, Any]:
         started, node = (run_dir / STARTED_FILE).read_text().splitlines()[-1].split()
         facts["slurm_node"] = node
         facts["slurm_queue_wait_s"] = round(float(started) - float(job["submitted_at"]), 3)
+        facts["slurm_gpus"] = int(job.get("gpus", 0))
     except (FileNotFoundError, ValueError, KeyError):
         pass
     return facts

@@ -6,6 +6,7 @@ Skipped, with the reason, only where no SLURM controller answers (e.g. a laptop 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import sqlite3
@@ -130,3 +131,19 @@ def test_cancel_command_cancels_the_runs_jobs(tmp_path, tiny_dataset):
             ("interrupted", "cancelled by the user")
         ]
         assert db.execute("SELECT status FROM runs").fetchall() == [("cancelled",)]
+
+
+def test_an_unreachable_controller_is_not_the_end_of_a_job(tmp_path, monkeypatch):
+    """A stand-in `scontrol` (a script on PATH, since the real controller cannot be taken down mid-suite)
+    that fails as a controller outage does: the job is still alive, not forgotten and not finished."""
+    fake = tmp_path / "bin" / "scontrol"
+    fake.parent.mkdir()
+    fake.write_text(
+        "#!/bin/sh\necho 'slurm_load_jobs error: Unable to contact slurm controller' >&2\nexit 1\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    assert slurm.job_state("12345", tries=2, pause=0.01) == "UNREACHABLE"
+    assert "UNREACHABLE" in slurm.ALIVE
+    fake.write_text("#!/bin/sh\necho 'slurm_load_jobs error: Invalid job id specified' >&2\nexit 1\n")
+    assert slurm.job_state("12345", tries=2, pause=0.01) == "UNKNOWN"  # forgotten: the run folder tells

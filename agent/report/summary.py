@@ -137,7 +137,7 @@ def run_noise(run: Run, experiments: list[Experiment]) -> float | None:
 def spend_of(experiments: list[Experiment]) -> Spend:
     spend = Spend()
     for e in experiments:
-        gpus = len(e.manifest.get("gpus") or [])
+        gpus = len(e.manifest.get("gpus") or []) or int(e.manifest.get("slurm_gpus") or 0)
         hours = (e.train_seconds or 0.0) / SECONDS_PER_HOUR
         if gpus:
             spend.gpu_hours += hours * gpus
