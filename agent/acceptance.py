@@ -51,6 +51,12 @@ Decision = Literal["dead_end", "inconclusive", "confirm", "promote"]
 MEASURED = frozenset({RowStatus.ok, RowStatus.inconclusive, RowStatus.confirming})  # a score that counts
 REMEASURE_KINDS = frozenset({Kind.confirm, Kind.calibration})  # the same commit again, another seed
 RULE = "group-sequential test: Pocock promotion boundary, SPRT futility line, capped runs"
+ROW_STATUS = {  # the row's status after each decision (a promoted row is also kept)
+    "promote": RowStatus.ok,
+    "dead_end": RowStatus.ok,
+    "inconclusive": RowStatus.inconclusive,
+    "confirm": RowStatus.confirming,
+}
 SAID = {
     "promote": "promoted",
     "dead_end": "dead end",

@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--base-url", help="openai proposer: an OpenAI-compatible endpoint, e.g. http://host:8000/v1"
     )
     p.add_argument("--agent-cmd", help="command proposer: shell command of an external coding agent")
+    p.add_argument("--agent", choices=("codex", "claude", "aider"), help="command proposer: a preset")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("cancel", help="cancel a run's experiments in flight (SLURM jobs or local phases)")

@@ -1,5 +1,6 @@
-"""The commands that steer a run from outside while it goes: `note` (what every later proposal must know)
-and `status` (the live run's state, `--json` for scripts and for agents that drive agentgolf).
+"""The commands that steer a run from outside while it goes: `note` (what every later proposal must know),
+`status` (the live run's state, `--json` for scripts and for agents that drive agentgolf) and `similar`
+(the past experiments most like an idea, for a CLI agent deciding what to try).
 
 They only parse, call and print, like `cli.py`, which registers them; the state itself is built by
 `run_status.py` and the notes are kept by `notes.py`.
@@ -24,6 +25,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--remove", type=int, metavar="ID", help="remove one note")
     p.set_defaults(func=cmd_note)
 
+    p = sub.add_parser(
+        "similar", help="the past experiments most like an idea (BM25 over title, hypothesis, diff)"
+    )
+    p.add_argument("query", nargs="+", help='the idea, e.g. "lower the Muon learning rate"')
+    p.add_argument("-k", type=int, default=5, help="how many (default 5)")
+    p.set_defaults(func=cmd_similar)
+
     p = sub.add_parser("status", help="a run's state: done, in flight, best, spend, stop reason")
     p.add_argument("run", nargs="?", help="run id (default: the latest)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -47,6 +55,24 @@ def cmd_note(args: argparse.Namespace) -> int:
             out.print(f"{note.id}: {note.text}")
         if not notes:
             out.print('no notes; add one with agentgolf note "..."')
+    return 0
+
+
+def cmd_similar(args: argparse.Namespace) -> int:
+    from agentgolf.agent.proposers.digest import line
+    from agentgolf.agent.proposers.facts import outcome
+    from agentgolf.agent.proposers.retrieval import search
+    from agentgolf.agent.workspace import find_workspace
+
+    ws = find_workspace()
+    hits = search(ws.ledger().experiments(), " ".join(args.query), ws.root, k=args.k)
+    size = ws.config.budget.size_bytes
+    for e, score in hits:
+        out.print(
+            f"{line(e, lambda e: outcome(e, ws.run_dir(e.id), size))} (similarity {score:.2f})", markup=False
+        )
+    if not hits:
+        out.print("nothing tried so far resembles it")
     return 0
 
 

@@ -69,13 +69,14 @@ class RunOptions(BaseModel):
     model: str | None = None
     base_url: str | None = None
     agent_cmd: str | None = None
+    agent: str | None = None  # a CLI-agent preset: codex, claude or aider
 
 
 def start_run(ws: Workspace, options: RunOptions, console: Console) -> RunSummary:
     """Apply the command line's overrides to a copy of the workspace's settings, then run."""
     cfg = ws.config
     llm = cfg.llm.model_copy(update=_given(model=options.model, base_url=options.base_url))
-    command = cfg.command.model_copy(update=_given(cmd=options.agent_cmd))
+    command = cfg.command.model_copy(update=_given(cmd=options.agent_cmd, agent=options.agent))
     executor = options.executor or cfg.executor
     per_experiment = options.gpus_per_experiment
     slurm_changes = _given(partition=options.partition, max_concurrent=options.max_concurrent or None)
@@ -89,7 +90,7 @@ def start_run(ws: Workspace, options: RunOptions, console: Console) -> RunSummar
             "slurm": cfg.slurm.model_copy(update=slurm_changes),
         }
     )
-    proposer = options.proposer or ("command" if options.agent_cmd else cfg.proposer)
+    proposer = options.proposer or ("command" if options.agent_cmd or options.agent else cfg.proposer)
     caps, note = _caps(ws, options)
     loop = Loop(ws, ws.ledger(), ws.budget(options.time_budget, options.size_budget), console=console)
     return loop.run(caps, proposer, resume=options.resume, gpus_per_experiment=per_experiment, note=note)

@@ -276,6 +276,7 @@ class Scheduler:
             seed=lab.ws.config.seed,
             tokens=prepared.usage.prompt_tokens + prepared.usage.completion_tokens,
             usd=prepared.usage.usd,
+            manifest={"proposer_session": proposal.session} if proposal.session else {},  # mode, turns, tools
         )
         reason = prepared.error
         if not reason:
@@ -369,22 +370,16 @@ class Scheduler:
                 self._announce(exp)
 
     def _decide(self, exp: Experiment) -> None:
-        """Apply the acceptance rule's verdict; "confirm" asks for another run (see _next_measurement)."""
         parent = self.ledger.get(exp.parent_id)
         verdict = acceptance.decide(self.rows(), exp, parent, self.cfg)
-        evidence = verdict.record()  # stored with every verdict: `ledger --json` and the report show it
-        if verdict.decision == "confirm":
-            exp = self.ledger.update(
-                exp.id, status=RowStatus.confirming, reason=verdict.reason, decision=evidence
-            )
-        elif verdict.decision == "promote" and self.best is not None and parent.id != self.best.id:
-            reason = f"{verdict.reason}, but the best moved on to experiment {self.best.id} meanwhile"
-            exp = self.ledger.update(exp.id, status=RowStatus.inconclusive, reason=reason, decision=evidence)
+        fields = {"reason": verdict.reason, "decision": verdict.record()}  # evidence: ledger --json, report
+        if verdict.decision == "promote" and self.best is not None and parent.id != self.best.id:
+            fields["reason"] += f", but the best moved on to experiment {self.best.id} meanwhile"
+            exp = self.ledger.update(exp.id, status=RowStatus.inconclusive, **fields)
         elif verdict.decision == "promote":
-            exp = self._promote(exp, verdict.reason, decision=evidence)
-        else:
-            status = RowStatus.inconclusive if verdict.decision == "inconclusive" else RowStatus.ok
-            exp = self.ledger.update(exp.id, status=status, reason=verdict.reason, decision=evidence)
+            exp = self._promote(exp, **fields)
+        else:  # "confirm" leaves it confirming: _next_measurement schedules its next run
+            exp = self.ledger.update(exp.id, status=acceptance.ROW_STATUS[verdict.decision], **fields)
         self._announce(exp)
 
     def _promote(self, exp: Experiment, reason: str, **fields: object) -> Experiment:

@@ -628,8 +628,10 @@ INT8_CLIP_QUANTILE = 0.9999984  # per-row clip of |w|, so one outlier does not b
 INT8_MAX = 127
 MIN_SCALE = 2.0**-24  # smallest positive fp16, so a zero row still gets a usable scale
 ZLIB_LEVEL = 9
-ENTROPY_SAMPLE = 1 << 16  # values per tensor that the size estimate reads
+ENTROPY_BLOCK = 1 << 14  # values per sampled block: about one deflate block of int8 codes
+ENTROPY_BLOCKS = 4  # blocks per tensor that the size estimate reads
 FLOOR_SEARCH_ROUNDS = 6  # real compressions before the floor is simply raised until it fits
+FLOOR_SEARCH_SLACK = 0.002  # aim this fraction under the budget, so one compression usually lands inside
 
 
 def row_quantile(absw: Tensor, q: float) -> Tensor:
@@ -648,7 +650,7 @@ class Int8Export:
     def __init__(self, state: dict[str, Tensor], keep_fp32: tuple[str, ...], config: dict):
         self.config, self.passthrough, self.dtypes = config, {}, {}
         self.rows: dict[str, tuple[Tensor, Tensor, torch.Size]] = {}  # 2-D values, floorless steps, shape
-        self.samples: dict[str, tuple[Tensor, Tensor]] = {}  # a strided sample: values, their rows' steps
+        sample = []  # for the size estimate: a few whole zlib-sized blocks of each tensor, as stored
         for name, t in state.items():
             t = t.detach()
             if not t.is_floating_point():
@@ -662,8 +664,23 @@ class Int8Export:
             w = t.float().reshape(t.shape[0] if t.ndim == 2 else 1, -1)  # one scale per row, or per tensor
             steps = row_quantile(w.abs(), INT8_CLIP_QUANTILE) / INT8_MAX
             self.rows[name] = (w, steps, t.shape)
-            index = torch.arange(0, w.numel(), max(1, w.numel() // ENTROPY_SAMPLE), device=w.device)
-            self.samples[name] = (w.reshape(-1)[index], steps[index // w.size(1)])
+            blocks = -(-w.numel() // ENTROPY_BLOCK)
+            for b in sorted({i * blocks // ENTROPY_BLOCKS for i in range(ENTROPY_BLOCKS)}):
+                index = torch.arange(
+                    b * ENTROPY_BLOCK, min((b + 1) * ENTROPY_BLOCK, w.numel()), device=w.device
+                )
+                weight = (
+                    w.numel() / min(blocks, ENTROPY_BLOCKS) / index.numel()
+                )  # sampled block -> its tensor
+                sample.append((w.reshape(-1)[index], steps[index // w.size(1)], len(t.shape) == 2, weight))
+        if sample:
+            self.sample_values = torch.cat([v for v, _, _, _ in sample])
+            self.sample_steps = torch.cat([st for _, st, _, _ in sample])
+            self.sample_fp16 = torch.cat([torch.full_like(v, float(fp16)) for v, _, fp16, _ in sample]) > 0
+            self.sample_block = torch.cat(
+                [torch.full_like(v, i, dtype=torch.long) for i, (v, *_) in enumerate(sample)]
+            )
+            self.block_weight = torch.tensor([wt for *_, wt in sample], dtype=torch.float64)
 
     @staticmethod
     def steps(floorless: Tensor, shape: torch.Size, floor: float) -> Tensor:
@@ -694,37 +711,44 @@ class Int8Export:
         codes = sum(w.numel() for w, _, _ in self.rows.values())
         return codes + scales + sum(t.numel() * t.element_size() for t in self.passthrough.values())
 
-    def entropy_bits(self, floor: float) -> float:
-        """Estimated bits of all int8 codes at this floor: each tensor's sampled code entropy x its size."""
-        bits = 0.0
-        for name, (values, floorless) in self.samples.items():
-            w, _, shape = self.rows[name]
-            q = torch.round(values / self.steps(floorless, shape, floor)).clamp(-INT8_MAX, INT8_MAX)
-            p = torch.bincount((q + INT8_MAX).long(), minlength=2 * INT8_MAX + 1).double() / q.numel()
-            p = p[p > 0]
-            bits += float(-(p * p.log2()).sum()) * w.numel()
-        return bits
+    def estimated_bytes(self, floor: float) -> float:
+        """The int8 codes' size at this floor as zlib's Huffman blocks see it: the code entropy of each sampled
+        block (one histogram per block, not per tensor: rows of different scales share a block) x its share."""
+        if not self.rows:
+            return 0.0
+        step = self.sample_steps.clamp_min(max(floor, MIN_SCALE))
+        step = torch.where(self.sample_fp16, step.half().float(), step)
+        codes = torch.round(self.sample_values / step).clamp(-INT8_MAX, INT8_MAX).long() + INT8_MAX
+        levels = 2 * INT8_MAX + 1
+        counts = torch.bincount(self.sample_block * levels + codes, minlength=len(self.block_weight) * levels)
+        counts = counts.view(-1, levels).double().cpu()
+        p = counts / counts.sum(1, keepdim=True)
+        bits = -(counts * torch.where(p > 0, p.log2(), torch.zeros_like(p))).sum(1)
+        return float((bits * self.block_weight).sum()) / 8
 
     def fit(self, max_bytes: int) -> tuple[float, bytes, int]:
         """The smallest floor whose blob fits max_bytes (0 if none is needed): (floor, blob, compressions).
-        Each search predicts size(f) = measured size at an anchor floor + (entropy(f) - entropy(anchor)) / 8,
-        bisects on log f, and compresses once; a miss becomes the next anchor."""
+        Real sizes are predicted from the estimate through the line across the last two measured points (one
+        point: slope 1), the floor that meets the prediction is bisected on log f, compressed and measured."""
         floor, blob = 0.0, self.blob(0.0)
-        compressions = 1
+        compressions, points = 1, [(self.estimated_bytes(0.0), len(blob))]
         ceiling = 2 * max((float(w.abs().max()) for w, _, _ in self.rows.values()), default=0.0) + MIN_SCALE
+        aim = max_bytes - FLOOR_SEARCH_SLACK * max_bytes
         for _ in range(FLOOR_SEARCH_ROUNDS):
             if len(blob) <= max_bytes or floor >= ceiling:
                 return floor, blob, compressions
-            anchor_bytes, anchor_bits = len(blob), self.entropy_bits(floor)
+            (e0, s0), (e1, s1) = points[-2:] if len(points) > 1 else (points[-1], points[-1])
+            slope = min(max((s1 - s0) / (e1 - e0), 0.5), 2.0) if e1 != e0 else 1.0
             lo, hi = math.log(max(floor, MIN_SCALE)), math.log(ceiling)
-            for _ in range(20):
+            for _ in range(24):
                 mid = (lo + hi) / 2
-                if anchor_bytes + (self.entropy_bits(math.exp(mid)) - anchor_bits) / 8 <= max_bytes:
+                if s1 + slope * (self.estimated_bytes(math.exp(mid)) - e1) <= aim:
                     hi = mid
                 else:
                     lo = mid
             floor = max(math.exp(hi), floor * 1.001)  # always above a floor that missed
             blob, compressions = self.blob(floor), compressions + 1
+            points.append((self.estimated_bytes(floor), len(blob)))
         while len(blob) > max_bytes and floor < ceiling:  # the estimate kept missing: step up plainly
             floor *= 1.25
             blob, compressions = self.blob(floor), compressions + 1
@@ -746,13 +770,16 @@ def dequantize_state_dict(obj: dict) -> dict[str, Tensor]:
     return state
 
 
+def read_artifact_bytes(blob: bytes, where: str = "artifact") -> dict:
+    obj = torch.load(io.BytesIO(zlib.decompress(blob)), map_location="cpu", weights_only=True)
+    if obj.get("format") != ARTIFACT_FORMAT:
+        raise ValueError(f"{where}: not a {ARTIFACT_FORMAT} artifact (format {obj.get('format')!r})")
+    return obj
+
+
 def read_artifact(path: str) -> dict:
     with open(path, "rb") as f:
-        raw = zlib.decompress(f.read())
-    obj = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-    if obj.get("format") != ARTIFACT_FORMAT:
-        raise ValueError(f"{path}: not a {ARTIFACT_FORMAT} artifact (format {obj.get('format')!r})")
-    return obj
+        return read_artifact_bytes(f.read(), path)
 
 
 def load_model(artifact_path: str, device: str = "cpu") -> GPT:

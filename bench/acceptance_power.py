@@ -23,7 +23,7 @@ import json
 import random
 import time
 
-from agentgolf.agent.acceptance import AcceptanceConfig, decide
+from agentgolf.agent.acceptance import ROW_STATUS, AcceptanceConfig, decide
 from agentgolf.experiments.ledger import Experiment
 from agentgolf.experiments.status import Kind, RowStatus
 
@@ -33,7 +33,6 @@ TRUE_PARENT_BPB = 1.2
 MAX_NULL_PROMOTIONS = 0.01
 MIN_POWER_AT_2_SIGMA = 0.80
 MAX_MEAN_RUNS = 3.0
-STATUS_AFTER = {"promote": RowStatus.ok, "dead_end": RowStatus.ok, "inconclusive": RowStatus.inconclusive}
 
 
 class Run:
@@ -71,10 +70,9 @@ class Run:
         runs = 1
         while True:
             verdict = decide(self.rows, exp, self.parent, cfg)
+            exp.status, exp.kept = ROW_STATUS[verdict.decision], verdict.decision == "promote"
             if verdict.decision != "confirm":
-                exp.status, exp.kept = STATUS_AFTER[verdict.decision], verdict.decision == "promote"
                 return exp.kept, runs
-            exp.status = RowStatus.confirming
             self.add(Kind.confirm, true_bpb, replay_of=exp.id, parent_id=self.parent.id)
             runs += 1
 

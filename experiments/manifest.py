@@ -21,10 +21,14 @@ VOLATILE = {
     "created_at",
     "manifest_sha256",
     "prompt_sha256",
+    "proposer_session",  # how the proposer made the change (API mode, turns): not a setting of the run
     "verification",  # a fresh random sample each time
     "slurm_job_id",
     "slurm_node",
     "slurm_queue_wait_s",
+    "slurm_gpus",
+    "tokens",  # what proposing it cost: not what decides its number
+    "usd",
 }
 
 

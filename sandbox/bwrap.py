@@ -108,6 +108,8 @@ def _outermost(paths: list[Path]) -> list[Path]:
 def bwrap_command(spec: PhaseSpec, bwrap: str) -> list[str]:
     """The bubblewrap argv for a phase: nothing of the host but read-only system paths and the named binds."""
     cmd = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session"]
+    if spec.network:
+        cmd += ["--share-net"]
     cmd += ["--cap-drop", "ALL", "--hostname", SANDBOX_HOSTNAME, "--clearenv"]
     for path in SYSTEM_RO_PATHS:
         if os.path.islink(path):

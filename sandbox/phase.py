@@ -23,6 +23,7 @@ class PhaseSpec(BaseModel):
     log_bytes: int
     protocol: bool = False  # stdin/stdout become pipes to the caller; only stderr goes to the log
     hidden: list[Path] = []  # host paths that must not show through a system bind (data, other runs)
+    network: bool = False  # only the command proposer's agent gets one (it calls its LLM API)
 
 
 class PhaseOutcome(BaseModel):

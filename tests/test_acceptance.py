@@ -79,7 +79,8 @@ def test_a_known_sigma_is_tested_as_known():
     """A user's sigma is a z-test with infinite degrees of freedom: it promotes where one measured
     degree of freedom could not (issue 12: a 0.02 gain measured twice at sigma 0.001)."""
     cfg = AcceptanceConfig(known_sigma_bpb=0.001)
-    assert AcceptanceConfig.model_validate({"fallback_sigma_bpb": 0.001}).known_sigma_bpb == 0.001  # old name
+    old_config = {"fallback_sigma_bpb": 0.001, "noise_k": 1.0, "confirm_seeds": 1}  # a workspace's old keys
+    assert AcceptanceConfig.model_validate(old_config).known_sigma_bpb == 0.001
     assert cfg.fallback_sigma_bpb == 0.001
     verdict = judge([1.48, 1.481], [1.50], 0.001, math.inf, cfg)
     z = 0.0195 / (0.001 * math.sqrt(1 / 2 + 1))

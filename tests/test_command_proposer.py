@@ -14,6 +14,7 @@ from agentgolf.agent.proposers.proposal import ProposalContext, ProposalError
 from agentgolf.errors import AgentgolfError
 from agentgolf.experiments.ledger import Experiment
 from agentgolf.sandbox.budget import Budget
+from agentgolf.sandbox.bwrap import find_bwrap
 
 TRAINER = 'import os\nmatrix_lr = float(os.environ.get("MATRIX_LR", 0.04))\n'
 
@@ -83,3 +84,39 @@ def test_failures_are_reported(setup):
     assert time.monotonic() - start < 10
     with pytest.raises(AgentgolfError, match="--agent-cmd"):
         CommandProposer(CommandConfig())
+
+
+SNOOP = """
+import os, pathlib, sys
+target = pathlib.Path(sys.argv[1])
+try:
+    data = target.read_bytes()
+    found = f"READ {len(data)} bytes of the validation shard"
+except OSError as e:
+    found = f"blocked: {type(e).__name__}"
+secrets = [k for k in os.environ if k.startswith("AGENTGOLF_TEST_SECRET")]
+pathlib.Path("train_gpt.py").write_text(pathlib.Path("train_gpt.py").read_text() + f"# {found}; env {secrets}\\n")
+"""
+
+
+@pytest.mark.skipif(find_bwrap() is None, reason="bubblewrap is not installed")
+@pytest.mark.parametrize("isolation", ["bwrap", "none"])
+def test_the_agent_cannot_read_validation_data_or_the_users_secrets(
+    setup, tmp_path, tiny_dataset, monkeypatch, isolation
+):
+    """The attack: an agent reads a val shard (to bake it into its patch) and looks for the user's secrets.
+    Sandboxed, it sees neither; the positive control, unsandboxed (isolation none), shows the attack works."""
+    tree, ctx, _ = setup
+    snoop = tmp_path / "snoop.py"
+    snoop.write_text(SNOOP)
+    shard = tiny_dataset.val_files[0]
+    monkeypatch.setenv("AGENTGOLF_TEST_SECRET", "hunter2")
+    monkeypatch.setenv("AGENTGOLF_ISOLATION", isolation)
+    config = CommandConfig(cmd=f"{sys.executable} {snoop} {shard}")
+    CommandProposer(config, hidden=[shard.parent])(ctx, tree)
+    said = (tree / "train_gpt.py").read_text()
+    if isolation == "bwrap":
+        assert "blocked: FileNotFoundError" in said and "env []" in said, said
+    else:
+        assert "READ" in said, said
+    assert "hunter2" not in said

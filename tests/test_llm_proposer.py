@@ -12,10 +12,12 @@ import pytest
 from agentgolf.agent.proposers.digest import build_digest
 from agentgolf.agent.proposers.llm import LLMConfig, LLMProposer, LLMUnavailable, parse_proposal
 from agentgolf.agent.proposers.proposal import ProposalContext, ProposalError
+from agentgolf.agent.proposers.session import LAST_TURN
+from agentgolf.agent.proposers.tools import NAMES as TOOL_NAMES
 from agentgolf.errors import AgentgolfError
 from agentgolf.experiments.ledger import Experiment
 from agentgolf.sandbox.budget import Budget
-from tests.fake_llm import FakeLLM, Stall, error, llm_config, reply
+from tests.fake_llm import FakeLLM, Stall, error, llm_config, reply, responses_reply, tool_reply
 
 TRAINER = """import os
 matrix_lr = float(os.environ.get("MATRIX_LR", 0.04))
@@ -235,3 +237,114 @@ def test_a_search_text_found_twice_names_the_lines(tmp_path):
         ProposalError, match=r"found 2 times in train_gpt.py \(lines 1, 3\); it must be unique"
     ):
         apply_edits(tmp_path, [Edit(search="a = 1", replace="a = 2")])
+
+
+def _tool_results(body: dict) -> list[str]:
+    """What our side answered to the model's tool calls, in a chat request."""
+    return [m["content"] for m in body["messages"] if m["role"] == "tool"]
+
+
+def test_a_tool_session_over_chat_reads_edits_and_submits(tree, monkeypatch):
+    submit = {"title": "Halve the Muon LR", "hypothesis": "h", "category": "opt", "expected_effect": "-0.003"}
+    script = [
+        tool_reply(
+            [("view", {"path": "train_gpt.py", "start": 1, "end": 3}), ("search", {"pattern": "MATRIX_L."})]
+        ),
+        tool_reply([("edit", {"path": "train_gpt.py", "search": "MATRIX_LR, 0.04", "replace": "x"})]),
+        tool_reply([("set", {"values": {"MATRIX_LR": 0.02}})]),
+        tool_reply([("submit", submit)]),
+    ]
+    with FakeLLM(script, tools=True) as llm:
+        proposer = _proposer(llm.base_url, monkeypatch)
+        proposal = proposer(_ctx(), tree)
+        assert [path for path, _ in llm.log] == ["/v1/responses"] + ["/v1/chat/completions"] * 4
+        first, *later = llm.requests
+        assert {t["function"]["name"] for t in first["tools"]} == set(TOOL_NAMES)
+        assert "finish with `submit`" in first["messages"][0]["content"]
+        view, search = _tool_results(later[0])
+        assert '    2: matrix_lr = float(os.environ.get("MATRIX_LR", 0.04))' in view
+        assert search.startswith('train_gpt.py:2: matrix_lr = float(os.environ.get("MATRIX_LR", 0.04))')
+        assert "not applied: edit 1: search text not found" in _tool_results(later[1])[-1]
+        assert "    2: matrix_lr" in _tool_results(later[1])[-1]  # the closest lines come back
+        assert _tool_results(later[2])[-1].startswith("applied: ")
+    assert 'get("MATRIX_LR", 0.02)' in (tree / "train_gpt.py").read_text()
+    assert proposal.title == "Halve the Muon LR" and proposal.set == {"MATRIX_LR": 0.02}
+    assert proposal.usage.prompt_tokens == 4000 and proposal.usage.completion_tokens == 200
+    assert proposal.usage.usd == pytest.approx((4000 * 2.0 + 200 * 8.0) / 1e6)
+    session = proposal.session
+    assert session["mode"] == "chat_tools" and session["turns"] == 4
+    assert session["tool_calls"] == {"view": 1, "search": 1, "edit": 1, "set": 1, "submit": 1}
+    assert session["endpoint"]["mode"] == "chat_tools" and "404" in session["endpoint"]["refused"][0]
+
+
+def test_a_tool_session_over_responses_is_capped_and_the_last_turn_offers_only_submit(tree, monkeypatch):
+    edit = {"path": "train_gpt.py", "search": 'get("MATRIX_LR", 0.04)', "replace": 'get("MATRIX_LR", 0.03)'}
+    submit = {"title": "Lower the LR", "hypothesis": "h", "category": "opt", "expected_effect": "e"}
+    script = [
+        responses_reply([("edit", edit)], text="Lowering the LR."),
+        responses_reply([("view", {"path": "train_gpt.py", "start": 1, "end": 2})]),
+        responses_reply([("submit", submit)]),
+    ]
+    with FakeLLM(script, responses=True, tools=True) as llm:
+        proposal = _proposer(llm.base_url, monkeypatch, max_turns=3)(_ctx(), tree)
+        assert [path for path, _ in llm.log] == ["/v1/responses"] * 3
+        first, second, last = llm.requests
+        assert "Rules that every change must respect" in first["instructions"]
+        assert first["tool_choice"] == "auto" and {t["name"] for t in first["tools"]} == set(TOOL_NAMES)
+        outputs = [i for i in second["input"] if i.get("type") == "function_call_output"]
+        assert outputs == [{"type": "function_call_output", "call_id": "call_0", "output": "applied"}]
+        assert last["tool_choice"] == {"type": "function", "name": "submit"}
+        assert last["input"][-1] == {"role": "user", "content": LAST_TURN}
+    assert proposal.title == "Lower the LR" and proposal.session["mode"] == "responses"
+    assert proposal.usage.prompt_tokens == 3000
+
+    # A session that never submits ends at its cap, with its cost, and sends nothing more.
+    looping = [responses_reply([("view", {"path": "train_gpt.py", "start": 1, "end": 1})])] * 5
+    with FakeLLM(looping, responses=True, tools=True) as llm:
+        with pytest.raises(ProposalError, match="ended after 3 turns without a usable submit") as info:
+            _proposer(llm.base_url, monkeypatch, max_turns=3)(_ctx(), tree)
+        assert len(llm.requests) == 3
+    assert info.value.usage.prompt_tokens == 3000
+
+
+def test_the_dollar_cap_of_a_session_forces_the_submit(tree, monkeypatch):
+    edit = {"path": "train_gpt.py", "search": 'get("MATRIX_LR", 0.04)', "replace": 'get("MATRIX_LR", 0.03)'}
+    submit = {"title": "Lower the LR", "hypothesis": "h", "category": "opt", "expected_effect": "e"}
+    script = [tool_reply([("edit", edit)], prompt_tokens=600_000), tool_reply([("submit", submit)])]
+    with FakeLLM(script, tools=True) as llm:
+        proposal = _proposer(llm.base_url, monkeypatch, max_session_usd=1.0)(_ctx(), tree)
+        assert llm.requests[1]["tool_choice"] == {"type": "function", "function": {"name": "submit"}}
+    assert proposal.usage.usd > 1.0 and proposal.session["turns"] == 2
+
+
+def test_an_endpoint_without_tools_falls_back_to_json_once_per_run(tree, monkeypatch):
+    with FakeLLM([reply(proposal_json()), reply(proposal_json(title="Again"))]) as llm:
+        proposer = _proposer(llm.base_url, monkeypatch)
+        first = proposer(_ctx(), tree)
+        _reset(tree)
+        proposer(_ctx(), tree)
+        paths = [path for path, _ in llm.log]
+        assert paths == [
+            "/v1/responses",
+            "/v1/chat/completions",
+            "/v1/chat/completions",
+            "/v1/chat/completions",
+        ]
+        assert "tools" in llm.log[1][1] and all("tools" not in r for r in llm.requests)
+        assert "Reply with one JSON object" in llm.requests[0]["messages"][0]["content"]
+    endpoint = first.session["endpoint"]
+    assert endpoint["mode"] == "json" and len(endpoint["refused"]) == 2
+    assert "404" in endpoint["refused"][0] and "400" in endpoint["refused"][1]
+
+
+def test_a_model_that_ignores_the_tools_still_gets_its_json_tried(tree, monkeypatch):
+    script = [reply("I would lower the learning rate."), reply(proposal_json())]
+    with FakeLLM(script, tools=True) as llm:
+        proposal = _proposer(llm.base_url, monkeypatch)(_ctx(), tree)
+        assert llm.requests[1]["messages"][-1]["content"].startswith("Use the tools")
+    assert proposal.title == "Halve the Muon LR" and proposal.session["mode"] == "chat_tools"
+    assert 'get("MATRIX_LR", 0.02)' in (tree / "train_gpt.py").read_text()
+
+
+def _reset(tree: Path) -> None:
+    git.Repo(tree).git.checkout("--", ".")

@@ -111,3 +111,8 @@ def test_note_and_status_on_a_live_run(tmp_path, tiny_dataset):
     assert done["stop_reason"] == "budget spent" and done["in_flight"] == [] and done["notes"] == []
     assert done["experiments"] == 3 and done["finished"] == 3 and done["best"]["id"] >= 1
     assert done["spend"]["device_hours"] > 0
+
+    # A CLI agent looks an idea up: the agent's changes are found by their diffs (their titles say nothing).
+    found = _cli("similar", "lower", "the", "TIED_EMBED_LR", cwd=ws.root).stdout
+    assert found.startswith("- exp ") and "Agent edit of train_gpt.py" in found and "(similarity " in found
+    assert "nothing tried so far" in _cli("similar", "a new tokenizer", cwd=ws.root).stdout

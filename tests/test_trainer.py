@@ -102,6 +102,8 @@ def test_tiny_run_prints_official_lines_and_writes_artifact(trained):
         r"^step:10/20 train_loss:\d+\.\d{4} train_time:\d+ms step_avg:\d+\.\d{2}ms$",
         r"^step:20/20 val_loss:\d+\.\d{4} val_bpb:\d+\.\d{4} train_time:\d+ms step_avg:\d+\.\d{2}ms$",
         r"^peak memory allocated: 0 MiB reserved: 0 MiB$",
+        r"^int8_export: step_floor:\d\.\d{4}e[-+]\d+ \(the finest that fits ARTIFACT_MAX_BYTES=15500000\) "
+        r"compressions:1 time:\d+\.\ds$",
         r"^Serialized model int8\+zlib: \d+ bytes \(payload:\d+ raw_torch:\d+ payload_ratio:\d+\.\d{2}x\)$",
         r"^final_int8_zlib_roundtrip val_loss:\d+\.\d{4} val_bpb:\d+\.\d{4} eval_time:\d+ms$",
     ):
@@ -332,3 +334,78 @@ def test_int8_export_roundtrip_is_close():
     row_max = state["w"].abs().amax(dim=1, keepdim=True)
     assert ((back["w"] - state["w"]).abs() <= row_max / 127 * 0.51 + 1e-6).all()
     assert torch.equal(back["q_gain"], state["q_gain"]) and torch.equal(back["n"], state["n"])
+
+
+# --- the export's byte budget (issue 14) ----------------------------------------------------------------
+
+SIZE_CAP = 16_000_000
+EXPORT_RE = re.compile(r"^int8_export: step_floor:(\S+) \(.*\) compressions:(\d+) ", re.M)
+
+
+def gaussian_state(seed: int) -> dict[str, torch.Tensor]:
+    """Rows like a trained model's: a spread of scales, none of them near int8's full range."""
+    g = torch.Generator().manual_seed(seed)
+    scales = torch.linspace(0.005, 0.05, 512)[:, None]
+    state = {f"blocks.{i}.w": torch.randn(512, 512, generator=g) * scales for i in range(4)}
+    state["tok_emb.weight"] = torch.randn(1024, 128, generator=g) * 0.02
+    state["blocks.0.attn_scale"] = torch.ones(512)
+    return state
+
+
+def test_export_fits_the_finest_floor_under_a_byte_budget():
+    trainer = import_trainer()
+    state = gaussian_state(0)
+    export = trainer.Int8Export(state, ("attn_scale",), config={})
+    natural = len(export.blob(0.0))
+    budget = int(natural * 0.8)
+    floor, blob, compressions = export.fit(budget)
+    assert floor > 0 and len(blob) <= budget
+    assert len(blob) >= 0.97 * budget, "the floor is coarser than the budget needs"
+    assert len(export.blob(floor * 0.9)) > budget, "a finer floor would have fitted"
+    assert compressions <= 4
+    assert export.fit(natural) == (0.0, export.blob(0.0), 1)  # no floor when none is needed
+    back = trainer.dequantize_state_dict(trainer.read_artifact_bytes(blob))
+    for name in ("blocks.0.w", "tok_emb.weight"):
+        steps = (state[name].abs().amax(dim=1) / 127).clamp_min(floor)[:, None]
+        assert ((back[name] - state[name]).abs() <= steps * 0.51 + 1e-7).all(), name
+    assert torch.equal(back["blocks.0.attn_scale"], state["blocks.0.attn_scale"])
+    official = export.blob(1 / 127)  # the official trainer's fixed floor: far coarser at these scales
+    assert len(official) < 0.6 * natural
+
+
+@pytest.mark.slow
+def test_default_recipe_after_real_steps_exports_well_under_the_cap(tiny_dataset, tmp_path):
+    """The default 9x512 recipe after a few full-LR Muon steps: about 16.3 MB with no floor, over the cap."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    for f in tiny_dataset.train_files:  # no val shards: validation is skipped, only the export matters
+        shutil.copy(f, data_dir / f.name)
+    env = {
+        **base_env(),
+        "DATA_PATH": str(data_dir),
+        "VOCAB_SIZE": "1024",
+        "ARTIFACT_PATH": str(tmp_path / "m.ptz"),
+    }
+    env.update(
+        TRAIN_SEQ_LEN="128", TRAIN_BATCH_TOKENS="256", ITERATIONS="2", WARMDOWN_ITERS="0", WARMUP_STEPS="0"
+    )
+    env["SAVE_RAW_MODEL"] = "1"
+    proc = subprocess.run(
+        [sys.executable, str(TRAINER)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "model_params:17059912" in proc.stdout
+    total = int(TOTAL_RE.search(proc.stdout).group(1))
+    assert total <= 15_500_000 < SIZE_CAP - 400_000, total  # the default ARTIFACT_MAX_BYTES, with margin
+    floor, compressions = EXPORT_RE.search(proc.stdout).groups()
+    assert float(floor) > 0 and int(compressions) >= 2, "a floorless export should not have fitted"
+    raw = torch.load(tmp_path / "final_model.pt", map_location="cpu", weights_only=True)
+    back = import_trainer().load_model(str(tmp_path / "m.ptz")).state_dict()
+    err = sum(((back[k] - raw[k]) ** 2).sum() for k in raw if raw[k].numel() > 65_536)
+    norm = sum((raw[k] ** 2).sum() for k in raw if raw[k].numel() > 65_536)
+    assert (err / norm).sqrt() < 0.01  # the floor costs little precision

@@ -1,6 +1,9 @@
 """The `command` proposer: an external coding agent edits the experiment's worktree; its change is the patch.
 
-The prompt (rules + ledger digest) arrives on stdin and in the file named by $AGENTGOLF_PROMPT. The agent
+Either any shell command (`--agent-cmd`), or a preset (`--agent codex|claude|aider`, agents.py) that runs
+that agent's documented non-interactive invocation and reads its cost and tokens from its output, so they
+count against the run's dollar cap. The prompt (rules, digest, the parent's run facts, notes) arrives on
+stdin, in `.agentgolf/prompt.md` in the worktree and in the file named by $AGENTGOLF_PROMPT. The agent
 may describe its change by writing JSON ({"title", "hypothesis", "category", "expected_effect"}) to the
 file named by $AGENTGOLF_PROPOSAL; otherwise the title is derived from what it changed.
 """
@@ -8,17 +11,20 @@ file named by $AGENTGOLF_PROPOSAL; otherwise the title is derived from what it c
 from __future__ import annotations
 
 import json
-import os
-import signal
+import shlex
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from agentgolf.agent.proposers.proposal import Proposal, ProposalContext, ProposalError
+from agentgolf.agent.proposers import agents
+from agentgolf.agent.proposers.proposal import Proposal, ProposalContext, ProposalError, Usage
 from agentgolf.errors import AgentgolfError
 from agentgolf.prompts.render import proposal_prompt
+from agentgolf.sandbox.agent_box import passed_env, run_agent
 
 
 class CommandConfig(BaseModel):
@@ -27,7 +33,23 @@ class CommandConfig(BaseModel):
     cmd: str | None = Field(
         None, description="shell command; the prompt arrives on stdin and in $AGENTGOLF_PROMPT"
     )
+    agent: Literal["codex", "claude", "aider"] | None = Field(
+        None,
+        description="a preset instead of cmd: the agent's own non-interactive invocation, cost read back",
+    )
+    model: str | None = Field(None, description="the preset agent's model (its --model / -m); None: its own")
+    usd_per_mtok_in: float = Field(1.25, ge=0, description="prices for an agent that reports tokens only")
+    usd_per_mtok_out: float = Field(10.0, ge=0)
     timeout_s: float = Field(1800.0, gt=0)
+    env_pass: list[str] = Field(
+        default_factory=lambda: [
+            "OPENAI_API_KEY",
+            "OPENAI_BASE_URL",
+            "ANTHROPIC_API_KEY",
+            "ANTHROPIC_BASE_URL",
+        ],
+        description="the only environment variables the sandboxed agent sees (its API keys)",
+    )
 
 
 NAME = "command"
@@ -35,55 +57,92 @@ OUTPUT_TAIL = 400
 
 
 class CommandProposer:
-    def __init__(self, config: CommandConfig):
-        if not config.cmd:
+    def __init__(self, config: CommandConfig, hidden: list[Path] | None = None):
+        if not config.cmd and not config.agent:
             raise AgentgolfError(
-                "the command proposer needs --agent-cmd 'COMMAND' (or command.cmd in the config)"
+                "the command proposer needs --agent codex|claude|aider or --agent-cmd 'COMMAND' "
+                "(or command.agent / command.cmd in the config)"
             )
         self.config = config
+        self.hidden = hidden or []  # the workspace's data and state: out of the agent's view
 
     def __call__(self, ctx: ProposalContext, tree: Path) -> Proposal:
+        cfg = self.config
         prompt = proposal_prompt(ctx)
+        in_tree = tree / agents.PROMPT_FILE
         with tempfile.TemporaryDirectory(prefix="agentgolf-cmd-") as scratch:
-            prompt_file = Path(scratch) / "prompt.md"
+            in_tree.parent.mkdir(exist_ok=True)
+            in_tree.write_text(prompt)
             proposal_file = Path(scratch) / "proposal.json"
-            prompt_file.write_text(prompt)
             env = {
-                **os.environ,
-                "AGENTGOLF_PROMPT": str(prompt_file),
+                **passed_env(cfg.env_pass),
+                "AGENTGOLF_PROMPT": str(in_tree),
                 "AGENTGOLF_PROPOSAL": str(proposal_file),
             }
-            proc = subprocess.Popen(
-                self.config.cmd,
-                shell=True,
-                cwd=tree,
-                env=env,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                start_new_session=True,
-            )
+            if cfg.agent:
+                command: str | list[str] = agents.argv(cfg.agent, tree, Path(scratch), ctx.trainer, cfg.model)
+            else:
+                command = cfg.cmd or ""
             try:
-                output, _ = proc.communicate(prompt, timeout=self.config.timeout_s)
-            except subprocess.TimeoutExpired as exc:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.communicate()
-                raise ProposalError(
-                    f"the agent command ran past {self.config.timeout_s:.0f} s and was stopped"
-                ) from exc
-            if proc.returncode != 0:
-                tail = (output or "").strip()[-OUTPUT_TAIL:]
-                raise ProposalError(f"the agent command exited with code {proc.returncode}: {tail}")
+                output = self._run(command, tree, env, Path(scratch))
+            finally:
+                shutil.rmtree(in_tree.parent, ignore_errors=True)  # never part of the change
             described = _read_description(proposal_file)
+        usage, session = Usage(), {}
+        if cfg.agent:
+            report = agents.parse_report(cfg.agent, output)
+            usage = agents.usage_of(report, cfg.usd_per_mtok_in, cfg.usd_per_mtok_out)
+            session = {
+                "mode": f"agent:{cfg.agent}",
+                "turns": report.turns,
+                "usd_reported": report.usd is not None,
+            }
+            _remove_untracked(tree, agents.LEFTOVERS.get(cfg.agent, ()))
         changed = _changed_files(tree, ctx.parent.commit_sha)
         if not changed:
-            raise ProposalError("the agent command changed no file")
+            raise ProposalError("the agent command changed no file", usage=usage)
         title = described.get("title") or f"Agent edit of {', '.join(changed[:3])}"
         try:
-            return Proposal.model_validate({**described, "title": title[:120], "edits": []})
+            proposal = Proposal.model_validate({**described, "title": title[:120], "edits": []})
         except ValidationError as exc:
-            raise ProposalError(f"the agent's description is invalid: {exc.errors()[0]['msg']}") from exc
+            raise ProposalError(
+                f"the agent's description is invalid: {exc.errors()[0]['msg']}", usage=usage
+            ) from exc
+        proposal.usage, proposal.session = usage, session
+        return proposal
+
+    def _run(self, command: str | list[str], tree: Path, env: dict[str, str], scratch: Path) -> str:
+        """Run the agent in its sandbox (sandbox/agent_box.py): the network and its worktree, nothing else."""
+        named = command if isinstance(command, list) else shlex.split(command)
+        program = shutil.which(named[0]) if named else None
+        if isinstance(command, list) and program is None:
+            raise AgentgolfError(f"the agent {command[0]!r} is not installed (not on PATH)")
+        # What the command names is visible read-only: its program's folder (on PATH), and the files it names
+        # (a script), unless they lie in the workspace's data or state, which stay hidden whatever is named.
+        hidden = [h.resolve() for h in self.hidden]
+        files = [Path(p).resolve() for p in named[1:] if Path(p).is_file()]
+        folders = [Path(program).resolve().parent] if program else []
+        visible = sorted({p for p in [*folders, *files] if not any(p == h or h in p.parents for h in hidden)})
+        path = [str(p) for p in folders if p in visible]
+        env = {**env, "PATH": ":".join([*path, "/usr/local/bin:/usr/bin:/bin"])}
+        git_dir = Path(
+            subprocess.run(
+                ["git", "rev-parse", "--path-format=absolute", "--git-common-dir"],
+                cwd=tree,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+        )
+        run = run_agent(command, tree, git_dir, scratch, env, self.hidden, self.config.timeout_s, visible)
+        if run.timed_out:
+            raise ProposalError(f"the agent command ran past {self.config.timeout_s:.0f} s and was stopped")
+        if run.returncode == 127 and isinstance(command, list):
+            raise AgentgolfError(f"the agent {command[0]!r} could not be started in its sandbox")
+        if run.returncode != 0:
+            tail = run.output.strip()[-OUTPUT_TAIL:]
+            raise ProposalError(f"the agent command exited with code {run.returncode}: {tail}")
+        return run.output
 
 
 def _read_description(path: Path) -> dict:
@@ -110,3 +169,16 @@ def _changed_files(tree: Path, parent_commit: str) -> list[str]:
     ]
     committed = git("diff", "--name-only", parent_commit, "HEAD").split()
     return sorted(set(pending) | set(committed))
+
+
+def _remove_untracked(tree: Path, patterns: tuple[str, ...]) -> None:
+    """An agent's own files (aider's caches) are not part of the change."""
+    for pattern in patterns:
+        for path in tree.glob(pattern):
+            tracked = subprocess.run(
+                ["git", "ls-files", "--error-unmatch", str(path.relative_to(tree))],
+                cwd=tree,
+                capture_output=True,
+            )
+            if tracked.returncode != 0:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()

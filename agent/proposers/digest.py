@@ -8,7 +8,6 @@ experiments yields a digest of the same bounded size.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Callable
 
@@ -19,7 +18,6 @@ from agentgolf.experiments.ledger import Experiment, lineage
 DIGEST_MAX_CHARS = 6_000  # ~1,500 tokens
 REASON_CHARS = 90
 SUMMARY_RESERVE = 300  # room kept for the "... and N more" line
-WORD = re.compile(r"[a-z0-9_]+")
 Why = Callable[[Experiment], str]  # why a result came out as it did (facts.outcome over its run folder)
 
 
@@ -104,24 +102,15 @@ def _render(sections: list[tuple[str, list[str]]]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def _words(text: str) -> set[str]:
-    return set(WORD.findall(text.lower()))
-
-
 def similar(
-    history: list[Experiment], title: str, hypothesis: str = "", k: int = 3, threshold: float = 0.3
+    history: list[Experiment],
+    title: str,
+    hypothesis: str = "",
+    k: int = 3,
+    threshold: float = 0.3,
+    diff_of: Callable[[Experiment], str] | None = None,
 ) -> list[Experiment]:
-    """Past experiments whose title/hypothesis share the most words with a new idea (Jaccard >= threshold)."""
-    query = _words(f"{title} {hypothesis}")
-    if not query:
-        return []
-    scored = []
-    for e in history:
-        if e.kind != "proposal":
-            continue
-        words = _words(f"{e.title} {e.hypothesis}")
-        score = len(query & words) / max(1, len(query | words))
-        if score >= threshold:
-            scored.append((score, e.id, e))
-    scored.sort(key=lambda t: (-t[0], -t[1]))
-    return [e for _, _, e in scored[:k]]
+    """Past experiments most like a new idea: BM25 over title, hypothesis (and diff), retrieval.py."""
+    from agentgolf.agent.proposers.retrieval import similar_attempts
+
+    return [e for e, _ in similar_attempts(history, f"{title}\n{hypothesis}", diff_of, k, threshold)]

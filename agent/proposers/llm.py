@@ -35,6 +35,7 @@ from agentgolf.agent.proposers.proposal import (
     check_compiles,
     diff_fingerprint,
 )
+from agentgolf.agent.proposers.retrieval import GitDiffs
 from agentgolf.agent.proposers.session import CHAT, RESPONSES, Refused, Session
 from agentgolf.errors import AgentgolfError
 from agentgolf.prompts.render import proposal_messages, render
@@ -51,12 +52,12 @@ class LLMConfig(BaseModel):
     backoff_initial_s: float = Field(2.0, ge=0)
     backoff_max_s: float = Field(60.0, ge=0)
     repairs: int = Field(3, ge=0, description="times an invalid proposal is sent back with the reason")
-    temperature: float = 0.7
+    temperature: float | None = Field(0.7, description="None: not sent (models that take no temperature)")
     max_output_tokens: int = 4096
     usd_per_mtok_in: float = Field(2.0, ge=0, description="price per million prompt tokens")
     usd_per_mtok_out: float = Field(8.0, ge=0, description="price per million completion tokens")
     similar_threshold: float = Field(
-        0.3, ge=0, le=1, description="word overlap (Jaccard) above which a past idea is shown as similar"
+        0.3, ge=0, le=1, description="BM25 score, relative to the idea's own, above which a past one is shown"
     )
     similar_shown: int = Field(3, ge=0, description="similar past ideas shown before a proposal is run")
     tools: Literal["auto", "off"] = Field(
@@ -136,10 +137,15 @@ class LLMProposer:
             raise LLMUnavailable(
                 f"LLM endpoint failed {cfg.api_attempts} times; last error: {_brief(last)}"
             ) from exc
-        except openai.APIError as exc:  # 4xx other than 429: our request or key is wrong; retrying cannot help
+        except (
+            openai.APIError
+        ) as exc:  # 4xx other than 429: our request or key is wrong; retrying cannot help
             status = getattr(exc, "status_code", None)
             raise LLMRefused(f"LLM endpoint refused the request: {_brief(exc)}", status) from exc
         raise AssertionError("unreachable")
+
+    def sampling(self) -> dict[str, float]:
+        return {} if self.config.temperature is None else {"temperature": self.config.temperature}
 
     def price(self, prompt_tokens: int, completion_tokens: int) -> Usage:
         cfg = self.config
@@ -153,10 +159,7 @@ class LLMProposer:
         cfg = self.config
         response = self.request(
             lambda: self.client.chat.completions.create(
-                model=cfg.model,
-                messages=messages,
-                temperature=cfg.temperature,
-                max_tokens=cfg.max_output_tokens,
+                model=cfg.model, messages=messages, max_tokens=cfg.max_output_tokens, **self.sampling()
             )
         )
         usage = response.usage
@@ -204,20 +207,21 @@ class LLMProposer:
             messages.append({"role": "assistant", "content": text})
             try:
                 proposal = parse_proposal(text)
-                if not warned_similar:
+                if not warned_similar:  # the idea's words against past titles, hypotheses and diffs
                     near = similar(
                         ctx.history,
                         proposal.title,
                         proposal.hypothesis,
                         self.config.similar_shown,
                         self.config.similar_threshold,
+                        GitDiffs(ctx.root).prefetch(ctx.history),
                     )
                     if near:
                         warned_similar = True
                         note = "\n".join(line(e) for e in near)
                         messages.append({"role": "user", "content": render("similar", similar=note)})
                         continue
-                edits = set_edits(ctx.source, proposal.set, ctx.trainer_env) + proposal.edits
+                edits = set_edits(ctx.source, proposal.set, ctx.trainer_env, ctx.trainer) + proposal.edits
                 check_compiles(apply_edits(tree, edits))
                 repeat = _repeat_of(ctx, tree)
                 if repeat is not None:

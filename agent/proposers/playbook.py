@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from agentgolf.agent.proposers.proposal import Edit, Proposal, ProposalContext, ProposalError, apply_edits
+from agentgolf.challenge import TRAINER_FILE
 from agentgolf.experiments.ledger import Experiment
 from agentgolf.sandbox.runner import HARNESS_ENV_KEYS
 
@@ -150,7 +151,9 @@ def hparam_edits(source: str, changes: dict[str, float], preset: str | None) -> 
     return edits
 
 
-def set_edits(source: str, values: dict[str, float | int | str], trainer_env: dict[str, str]) -> list[Edit]:
+def set_edits(
+    source: str, values: dict[str, float | int | str], trainer_env: dict[str, str], path: str = TRAINER_FILE
+) -> list[Edit]:
     """A proposal's `set`: edits that make each NAME's value in force the given one, where it is in force
     (the active preset's line, else the `Hyperparameters` default); refused where the file cannot win."""
     preset = trainer_env.get("PRESET")
@@ -170,7 +173,9 @@ def set_edits(source: str, values: dict[str, float | int | str], trainer_env: di
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise ProposalError(f"set {name}: the trainer reads no setting {name}{hint}")
         old = ast.literal_eval(match.group(2).strip())
-        edits.append(Edit(search=match.group(0), replace=match.group(1) + _literal(name, old, value)))
+        edits.append(
+            Edit(path=path, search=match.group(0), replace=match.group(1) + _literal(name, old, value))
+        )
     return edits
 
 

@@ -25,5 +25,7 @@ def make_proposer(name: str, ws: Workspace) -> Proposer:
     if name == "command":
         from agentgolf.agent.proposers.command import CommandProposer
 
-        return CommandProposer(ws.config.command)
+        data = ws.config.data
+        hidden = [ws.state, ws.resolve(data.dataset_dir), ws.resolve(data.tokenizer).parent]
+        return CommandProposer(ws.config.command, hidden)
     raise AgentgolfError(f"unknown proposer {name!r}; available: {', '.join(NAMES)}")

@@ -78,7 +78,9 @@ class Session:
                     raise Refused(str(exc)) from exc
                 if not exc.unsupported:
                     raise
-                raise ProposalError(f"the endpoint refused turn {self.turns + 1}: {exc}", usage=self.spent) from exc
+                raise ProposalError(
+                    f"the endpoint refused turn {self.turns + 1}: {exc}", usage=self.spent
+                ) from exc
             self.turns += 1
             if not calls:
                 self._plain_reply(text)
@@ -102,8 +104,8 @@ class Session:
                     input=self.items,
                     tools=tools,
                     tool_choice=choice,
-                    temperature=cfg.temperature,
                     max_output_tokens=cfg.max_output_tokens,
+                    **self.llm.sampling(),
                 )
             )
             usage = response.usage
@@ -124,8 +126,8 @@ class Session:
                 messages=self.items,
                 tools=tools,
                 tool_choice=choice,
-                temperature=cfg.temperature,
                 max_tokens=cfg.max_output_tokens,
+                **self.llm.sampling(),
             )
         )
         usage = response.usage
@@ -165,7 +167,9 @@ class Session:
             self._say(NUDGE)
             return
         try:
-            changed = apply_edits(self.tree, set_edits(self.ctx.source, proposal.set, self.ctx.trainer_env) + proposal.edits)
+            current = (self.tree / self.ctx.trainer).read_text()
+            edits = set_edits(current, proposal.set, self.ctx.trainer_env, self.ctx.trainer) + proposal.edits
+            changed = apply_edits(self.tree, edits)
         except ProposalError as exc:
             self._say(f"Your JSON proposal did not apply: {exc}\n{NUDGE}")
             return

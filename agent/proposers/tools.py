@@ -25,6 +25,7 @@ from agentgolf.agent.proposers.proposal import (
     check_compiles,
     diff_fingerprint,
 )
+from agentgolf.agent.proposers.retrieval import search
 
 VIEW_LINES = 200  # the most lines one view returns
 SEARCH_HITS = 40
@@ -60,7 +61,7 @@ TOOLS = [
     ),
     _function(
         "set",
-        'Change settings where they are in force (the active PRESET line, else the Hyperparameters default), '
+        "Change settings where they are in force (the active PRESET line, else the Hyperparameters default), "
         'e.g. {"values": {"MATRIX_LR": 0.01}}.',
         {"values": {"type": "object", "additionalProperties": {"type": ["number", "string"]}}},
         ["values"],
@@ -70,6 +71,12 @@ TOOLS = [
         "An earlier experiment's facts (status, score, why it came out so) and its diff against its parent.",
         {"id": INT},
         ["id"],
+    ),
+    _function(
+        "similar",
+        "Past experiments most like an idea (BM25 over their titles, hypotheses and diffs), with outcomes.",
+        {"query": STR},
+        ["query"],
     ),
     _function(
         "submit",
@@ -148,9 +155,9 @@ class Workbench:
 
     def _set(self, values: dict) -> str:
         trainer = self.tree / self.ctx.trainer
-        edits = set_edits(trainer.read_text(), values, self.ctx.trainer_env)  # the file as edited so far
-        for edit in edits:
-            edit.path = self.ctx.trainer
+        edits = set_edits(
+            trainer.read_text(), values, self.ctx.trainer_env, self.ctx.trainer
+        )  # as edited so far
         changed = apply_edits(self.tree, edits)
         self.settings.update(values)
         shown = "; ".join(f"{e.search.strip()} -> {e.replace.strip()}" for e in edits)
@@ -169,12 +176,24 @@ class Workbench:
             text.append(f"diff against its parent:\n{clipped}")
         return "\n".join(text)
 
+    def _similar(self, query: str) -> str:
+        hits = search(self.ctx.history, query, self.ctx.root)
+        if not hits:
+            return f"nothing tried so far resembles {query!r}"
+        runs, size = self.ctx.runs_dir, self.ctx.budget.size_bytes
+        return "\n".join(
+            f"{line(e, lambda e: outcome(e, runs / str(e.id) if runs else None, size))} (similarity {score:.2f})"
+            for e, score in hits
+        )
+
     def _git(self, *args: str) -> str:
         root = self.ctx.root or self.tree
         proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
         return proc.stdout if proc.returncode == 0 else ""
 
-    def _submit(self, title: str, hypothesis: str = "", category: str = "other", expected_effect: str = "") -> str:
+    def _submit(
+        self, title: str, hypothesis: str = "", category: str = "other", expected_effect: str = ""
+    ) -> str:
         try:
             proposal = Proposal(
                 title=title[:120],
@@ -192,7 +211,9 @@ class Workbench:
         if problem:
             return f"not submitted: {problem}; fix it first"
         fingerprint = diff_fingerprint(diff)
-        repeat = next((e for e in self.ctx.history if e.kind == "proposal" and e.fingerprint == fingerprint), None)
+        repeat = next(
+            (e for e in self.ctx.history if e.kind == "proposal" and e.fingerprint == fingerprint), None
+        )
         if repeat is not None:
             return f"not submitted: this exact change was already tried as experiment {repeat.id}; change it"
         self.submitted = proposal

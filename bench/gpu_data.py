@@ -1,0 +1,175 @@
+"""What bench/gpu_check.sh needs on a bare GPU machine: `pack` it here, turn it into shards `there`.
+
+    python bench/gpu_data.py pack [--shared ../shared/data] [--official PATH]    # on this machine
+    python bench/gpu_data.py shards --pack bench/gpu_data --out DIR               # on the GPU machine
+
+`pack` fills bench/gpu_data/ (ignored by git; the device run carries it): the two compressed text files and
+the sp1024 tokenizer from ../shared/data (45 MB: 60M tokens of shards would be 136 MB, over the 64 MiB a run
+carries), the wheels agentgolf needs that the GPU image lacks (pydantic, GitPython, tenacity; Python 3.12),
+the bubblewrap package, and, with --official, a copy of the official train_gpt.py (never committed).
+`shards` writes the official shard format there: wiki_en as one train shard (about 60M tokens) and the
+FineWeb documents as the val shard, [BOS=1] + tokens per document, tokenized on every core.
+Standard library, numpy and sentencepiece only: it runs before anything is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import lzma
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACK = ROOT / "bench" / "gpu_data"
+SHARED = ROOT.parent / "shared" / "data"
+TRAIN_TEXT, VAL_TEXT, TOKENIZER = "wiki_en.jsonl.xz", "fineweb_docs.jsonl.xz", "fineweb_1024_bpe.model"
+DATASET = "wiki_fineweb_sp1024"
+CARRY_LIMIT = 60 * 2**20  # the device run carries 64 MiB in all, the working tree included
+# agentgolf's dependencies missing from the GPU image (its README lists what it has), at the versions
+# this project is tested with; openai and submitit are imported only by the proposers/executors that need them.
+WHEELS = (
+    "pydantic==2.14.4",
+    "pydantic-core==2.50.5",
+    "annotated-types==0.8.0",
+    "typing-inspection==0.4.5",
+    "typing-extensions==4.15.0",
+    "GitPython==3.2.1",
+    "gitdb==4.0.12",
+    "smmap==5.0.3",
+    "tenacity==9.2.1",
+)
+PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
+MAGIC, VERSION, HEADER_INTS, BOS = 20240520, 1, 256, 1
+
+
+def pack(args: argparse.Namespace) -> None:
+    out: Path = args.out
+    (out / "text").mkdir(parents=True, exist_ok=True)
+    for name in (TRAIN_TEXT, VAL_TEXT, TOKENIZER):
+        src = args.shared / name
+        if not src.is_file():
+            raise SystemExit(f"error: {src} is missing (pass --shared DIR)")
+        shutil.copyfile(src, out / "text" / name)
+    if args.official:
+        (out / "official").mkdir(exist_ok=True)
+        shutil.copyfile(args.official, out / "official" / "train_gpt.py")
+    if not args.no_wheels:
+        wheels = out / "wheels"
+        wheels.mkdir(exist_ok=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-d",
+            str(wheels),
+        ]
+        cmd += ["--python-version", "3.12", "--implementation", "cp"]
+        cmd += [f"--platform={p}" for p in PLATFORMS] + list(WHEELS)
+        subprocess.run(cmd, check=True)
+        debs = out / "debs"
+        debs.mkdir(exist_ok=True)
+        got = subprocess.run(["apt-get", "download", "bubblewrap"], cwd=debs, capture_output=True, text=True)
+        if got.returncode:
+            print(
+                f"warning: no bubblewrap package ({got.stderr.strip()[:200]}); the GPU run uses its own or none"
+            )
+    total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    print(f"{out}: {total / 2**20:.1f} MiB")
+    for p in sorted(out.rglob("*")):
+        if p.is_file():
+            print(f"  {p.relative_to(out)}  {p.stat().st_size:,}")
+    if total > CARRY_LIMIT:
+        raise SystemExit(f"error: {total:,} bytes is over the {CARRY_LIMIT:,} a device run can carry")
+
+
+def read_texts(path: Path, max_docs: int | None) -> list[str]:
+    texts = []
+    with lzma.open(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                texts.append(json.loads(line)["text"])
+                if max_docs is not None and len(texts) >= max_docs:
+                    break
+    return texts
+
+
+def write_shard(path: Path, docs: list[list[int]]) -> int:
+    import numpy as np
+
+    bos = np.array([BOS], dtype="<u2")
+    tokens = np.concatenate([part for d in docs for part in (bos, np.asarray(d, dtype="<u2"))])
+    header = np.zeros(HEADER_INTS, dtype="<i4")
+    header[:3] = (MAGIC, VERSION, tokens.size)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        f.write(header.tobytes())
+        f.write(tokens.tobytes())
+    os.replace(tmp, path)
+    return int(tokens.size)
+
+
+def shards(args: argparse.Namespace) -> None:
+    import sentencepiece as spm
+
+    start = time.perf_counter()
+    text = args.pack / "text"
+    dataset, tokenizers = args.out / "datasets" / DATASET, args.out / "tokenizers"
+    if (dataset / "fineweb_val_000000.bin").is_file() and not args.force:
+        print(f"shards: already in {dataset}")
+        return
+    missing = [n for n in (TRAIN_TEXT, VAL_TEXT, TOKENIZER) if not (text / n).is_file()]
+    if missing:
+        raise SystemExit(
+            f"error: {text} lacks {', '.join(missing)}: run `python bench/gpu_data.py pack` first"
+        )
+    dataset.mkdir(parents=True, exist_ok=True)
+    tokenizers.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(text / TOKENIZER, tokenizers / TOKENIZER)
+    sp = spm.SentencePieceProcessor(model_file=str(tokenizers / TOKENIZER))
+    threads = args.threads or os.cpu_count() or 1
+    counts = {}
+    for split, name, limit in (
+        ("val", VAL_TEXT, args.max_val_docs),
+        ("train", TRAIN_TEXT, args.max_train_docs),
+    ):
+        docs = sp.encode(read_texts(text / name, limit), num_threads=threads)
+        counts[split] = (len(docs), write_shard(dataset / f"fineweb_{split}_000000.bin", docs))
+    seconds = time.perf_counter() - start
+    print(
+        f"shards: train {counts['train'][0]:,} docs {counts['train'][1]:,} tokens, val {counts['val'][0]:,} docs "
+        f"{counts['val'][1]:,} tokens, {threads} threads, {seconds:.1f} s -> {dataset}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(required=True)
+    p = sub.add_parser("pack", help="fill bench/gpu_data/ from ../shared/data (on this machine)")
+    p.add_argument("--shared", type=Path, default=SHARED)
+    p.add_argument("--out", type=Path, default=PACK)
+    p.add_argument("--official", type=Path, help="the official train_gpt.py, copied into the pack")
+    p.add_argument("--no-wheels", action="store_true", help="skip the wheels and the bubblewrap package")
+    p.set_defaults(func=pack)
+    p = sub.add_parser("shards", help="official-format shards from a pack (on the GPU machine)")
+    p.add_argument("--pack", type=Path, default=PACK)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--max-train-docs", type=int, help="only the first N train documents (dry runs)")
+    p.add_argument("--max-val-docs", type=int, help="only the first N val documents (dry runs)")
+    p.add_argument("--force", action="store_true", help="rebuild even if the shards are there")
+    p.set_defaults(func=shards)
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
