@@ -92,6 +92,7 @@ class Workspace:
         val = sorted(dataset_dir.glob("fineweb_val_*.bin"))
         if not train or not val:
             raise AgentgolfError(f"{dataset_dir} needs fineweb_train_*.bin and fineweb_val_*.bin shards")
+        check_data(train + val, tokenizer, data.vocab_size)
         return DataSpec(train_files=train, val_files=val, tokenizer=tokenizer, vocab_size=data.vocab_size)
 
     def resolve(self, path: Path) -> Path:
@@ -110,6 +111,22 @@ class Workspace:
             return Budget.model_validate({**self.config.budget.model_dump(), **changes})
         except ValueError as exc:
             raise AgentgolfError(f"invalid budget: {first_line(exc)}") from exc
+
+
+def check_data(shards: list[Path], tokenizer: Path, vocab_size: int) -> None:
+    """Bad data is the user's to fix, said in one line before any run: a truncated or foreign shard (header
+    against file size, 1 KiB read each), a tokenizer that is not one or does not match vocab_size."""
+    from agentgolf.baseline.shards import shard_token_count
+    from agentgolf.baseline.tokenizer import load_tokenizer
+
+    for shard in shards:
+        shard_token_count(shard)
+    pieces = load_tokenizer(tokenizer).vocab_size()
+    if pieces > vocab_size:
+        raise AgentgolfError(
+            f"tokenizer {tokenizer} has {pieces} pieces but data.vocab_size is {vocab_size}: "
+            "the model's output layer would be too small; set data.vocab_size to match"
+        )
 
 
 def load_config(path: Path) -> WorkspaceConfig:

@@ -272,3 +272,27 @@ def test_sandbox_command_scores_a_trainer_file(workspace, tmp_path):
     assert result["isolation"] == "bwrap" and result["trust"] == "harness"
     assert result["artifact_bytes"] == result["code_bytes"] + result["model_bytes"]
     assert result["code_bytes"] == len(trainer.read_bytes())
+
+
+def test_bad_data_is_one_line_before_any_run(tmp_path, tiny_dataset):
+    """A truncated shard, and a tokenizer larger than data.vocab_size: one line each, exit 2, nothing run."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset.root, data)
+    ws = make_workspace(tmp_path / "ws", tiny_dataset)
+    ws.config.data.dataset_dir = data / tiny_dataset.dataset_dir.relative_to(tiny_dataset.root)
+    ws.config.data.tokenizer = data / tiny_dataset.tokenizer.relative_to(tiny_dataset.root)
+    ws.config.data.vocab_size = 100
+    from agentgolf.agent.workspace import save_config
+
+    save_config(ws.config_path, ws.config)
+    one_line_error(
+        agentgolf("run", "--budget", "1", cwd=ws.root), "has 256 pieces but data.vocab_size is 100"
+    )
+    ws.config.data.vocab_size = tiny_dataset.vocab_size
+    save_config(ws.config_path, ws.config)
+    shard = sorted(ws.config.data.dataset_dir.glob("fineweb_val_*.bin"))[0]
+    shard.write_bytes(shard.read_bytes()[:-7])
+    one_line_error(agentgolf("run", "--budget", "1", cwd=ws.root), shard.name)
+    assert not (ws.state / "runs").exists() or not any((ws.state / "runs").iterdir())
