@@ -266,9 +266,9 @@ def judge(
         evidence.decision = decision
         return Verdict(decision=decision, delta_bpb=delta, p_value=p, reason=reason, evidence=evidence)
 
-    if delta >= 0:
-        return verdict("dead_end", f"no better than its parent ({delta:+.4f} bpb)")
     if source == "none":  # deterministic runs, no calibration: compare the means against the margin only
+        if delta >= 0:
+            return verdict("dead_end", f"no better than its parent ({delta:+.4f} bpb)")
         if gain <= 0:
             return verdict("inconclusive", f"{delta:+.4f} bpb, not beyond the {margin:.4f} bpb margin")
         if n < cfg.first_promotion:
@@ -285,6 +285,8 @@ def judge(
     evidence.statistic, evidence.p_value = statistic, p
     evidence.promote_below, evidence.drop_above = promote_below, drop_above
     test = f"{'z' if source == 'known' else 't'}={statistic:.2f}, p={p:.3g}"
+    if delta >= 0:
+        return verdict("dead_end", f"no better than its parent ({delta:+.4f} bpb, {test})", p)
     if n >= cfg.first_promotion and statistic >= c:
         return verdict("promote", f"{delta:+.4f} bpb after {n} runs, {test} <= {promote_below:.3g}", p)
     if statistic <= drop[look - 1]:

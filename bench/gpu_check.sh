@@ -2,8 +2,11 @@
 # The prepared GPU check of issue 14: the official trainer and ours side by side, then agentgolf on the GPU.
 #
 # Before (on a machine with ../shared/data and PyPI):  python bench/gpu_data.py pack [--official PATH]
-# On one H100/H200 (the device run carries bench/gpu_data, about 50 MB):  bash bench/gpu_check.sh
+#   PATH: the official train_gpt.py, e.g. `git --git-dir=<a fetched openai/parameter-golf> show HEAD:train_gpt.py`
+#   saved outside the tracked tree; the pack copies it to bench/gpu_data/official/ (ignored, never committed).
+# On one H100/H200:  bash bench/gpu_check.sh   (device tool: carry ["bench/gpu_data"], about 46 MiB; timeout_s 590)
 # On a CPU, with stand-ins for nvidia-smi, torchrun and the official trainer:  bash bench/gpu_check.sh --dry-run
+#   (tests/test_gpu_check.py runs it on a tiny pack; by hand it reads bench/gpu_data, a 300-document slice)
 #
 # Stages, each in its own folder under $GPU_CHECK_WORK with a timestamped log in logs/:
 #   data      official-format shards from the pack's text (wiki_en to train, FineWeb to validate), every core
@@ -148,7 +151,7 @@ want ours_fp32_stream && run_trainer ours_fp32_stream "$ROOT/baseline/train_gpt.
 
 # --- agentgolf on the GPU ------------------------------------------------------------------------------
 agent_stage() {
-  local note="$WORK/agent.txt" ws="$WORK/ws" n rest
+  local note="$WORK/agent.txt" ws="$WORK/ws" n rest bindir
   if ! command -v "$AGENTGOLF" > /dev/null 2>&1; then
     if ls "$PACK"/wheels/*.whl > /dev/null 2>&1; then
       say "agent: installing agentgolf and its wheels into $("$PY" -c 'import sys; print(sys.prefix)')"
@@ -156,6 +159,8 @@ agent_stage() {
         && "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir "$ROOT" >> "$WORK/logs/install.log" 2>&1 \
         || { tail -n 5 "$WORK/logs/install.log"; echo "skipped: the install failed (logs/install.log)" > "$note"; return; }
       hash -r
+      bindir=$("$PY" -c 'import os, sys; print(os.path.dirname(sys.executable))')
+      command -v "$AGENTGOLF" > /dev/null 2>&1 || { [ -x "$bindir/agentgolf" ] && AGENTGOLF="$bindir/agentgolf"; }
     fi
     if ! command -v "$AGENTGOLF" > /dev/null 2>&1; then
       echo "skipped: no '$AGENTGOLF' command and no wheels in $PACK/wheels (run bench/gpu_data.py pack)" > "$note"

@@ -45,6 +45,7 @@ WHEELS = (
 )
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 MAGIC, VERSION, HEADER_INTS, BOS = 20240520, 1, 256, 1
+ENCODE_CHUNK = 256  # documents per batch handed to SentencePiece's threads
 
 
 def pack(args: argparse.Namespace) -> None:
@@ -102,11 +103,21 @@ def read_texts(path: Path, max_docs: int | None) -> list[str]:
     return texts
 
 
-def write_shard(path: Path, docs: list[list[int]]) -> int:
+def encode(sp, texts: list[str], threads: int):
+    """Each document as [BOS] + its tokens, uint16, in chunks so that no list of 60M Python ints is ever built."""
     import numpy as np
 
     bos = np.array([BOS], dtype="<u2")
-    tokens = np.concatenate([part for d in docs for part in (bos, np.asarray(d, dtype="<u2"))])
+    parts = []
+    for start in range(0, len(texts), ENCODE_CHUNK):
+        for ids in sp.encode(texts[start : start + ENCODE_CHUNK], num_threads=threads):
+            parts += (bos, np.asarray(ids, dtype="<u2"))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype="<u2")
+
+
+def write_shard(path: Path, tokens) -> int:
+    import numpy as np
+
     header = np.zeros(HEADER_INTS, dtype="<i4")
     header[:3] = (MAGIC, VERSION, tokens.size)
     tmp = path.with_suffix(".tmp")
@@ -141,8 +152,11 @@ def shards(args: argparse.Namespace) -> None:
         ("val", VAL_TEXT, args.max_val_docs),
         ("train", TRAIN_TEXT, args.max_train_docs),
     ):
-        docs = sp.encode(read_texts(text / name, limit), num_threads=threads)
-        counts[split] = (len(docs), write_shard(dataset / f"fineweb_{split}_000000.bin", docs))
+        texts = read_texts(text / name, limit)
+        counts[split] = (
+            len(texts),
+            write_shard(dataset / f"fineweb_{split}_000000.bin", encode(sp, texts, threads)),
+        )
     seconds = time.perf_counter() - start
     print(
         f"shards: train {counts['train'][0]:,} docs {counts['train'][1]:,} tokens, val {counts['val'][0]:,} docs "

@@ -44,22 +44,26 @@ def main() -> None:
     parser.add_argument("--trainer", type=Path, default=ROOT / "baseline" / "train_gpt.py")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--vocab-size", type=int, default=1024)
+    parser.add_argument(
+        "--reuse", type=Path, help="a folder of an earlier run: skip training, re-export its weights"
+    )
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="quant_gap_"))
+    work = args.reuse or Path(tempfile.mkdtemp(prefix="quant_gap_"))
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "TMPDIR", "LANG")}
     env.update(PRESET="cpu", DATA_PATH=str(args.dataset), TOKENIZER_PATH=str(args.tokenizer))
     env.update(VOCAB_SIZE=str(args.vocab_size), SAVE_RAW_MODEL="1", ARTIFACT_PATH=str(work / "model.ptz"))
     env.update(dict(item.split("=", 1) for item in args.env))
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(args.trainer.resolve())], cwd=work, env=env, text=True)
-    if proc.returncode:
-        raise SystemExit(f"trainer failed with exit code {proc.returncode}")
-    print(f"trained in {time.perf_counter() - start:.0f} s (folder {work})")
+    if not args.reuse:
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, str(args.trainer.resolve())], cwd=work, env=env, text=True)
+        if proc.returncode:
+            raise SystemExit(f"trainer failed with exit code {proc.returncode}")
+        print(f"trained in {time.perf_counter() - start:.0f} s (folder {work})")
 
-    trainer = load_trainer(args.trainer.resolve())
     os.environ.update({k: v for k, v in env.items() if k != "PATH"})
-    trainer.apply_preset()
+    load_trainer(args.trainer.resolve()).apply_preset()  # settings are read when the module is loaded:
+    trainer = load_trainer(args.trainer.resolve())  # load it again with the preset in the environment
     hp = trainer.Hyperparameters()
     model = trainer.GPT(trainer.ModelConfig.from_args(hp))
     state = torch.load(work / "final_model.pt", map_location="cpu", weights_only=True)
