@@ -783,10 +783,18 @@ def read_artifact(path: str) -> dict:
 
 
 def load_model(artifact_path: str, device: str = "cpu") -> GPT:
-    """Rebuild the trained model from its artifact alone, in float32 eval mode on `device`."""
+    """Rebuild the trained model from its artifact alone, in float32 eval mode on `device`.
+
+    The harness evaluates the way the model declares: EVAL_MODE windows (the default), sliding or stream
+    (this model does not adapt, so stream scores as sliding), with EVAL_STRIDE and EVAL_CONTEXT.
+    """
     obj = read_artifact(artifact_path)
     model = GPT(ModelConfig(**obj["config"]))
     model.load_state_dict(dequantize_state_dict(obj), strict=True)
+    model.eval_mode = os.environ.get("EVAL_MODE", "windows")
+    if model.eval_mode != "windows":
+        model.eval_context = int(os.environ.get("EVAL_CONTEXT", model.seq_len))
+        model.eval_stride = int(os.environ.get("EVAL_STRIDE", max(1, model.eval_context // 4)))
     return model.float().to(device).eval()
 
 

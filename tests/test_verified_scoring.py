@@ -216,3 +216,22 @@ def test_adapting_before_predicting_is_a_violation(data, tmp_path):
     result = _ttt(data, tmp_path, "stream", "illegal")
     assert result.status is Status.violation, (result.status, result.reason)
     assert "predicting changed the model" in result.reason or "non-causal prediction" in result.reason
+
+
+@pytest.mark.slow
+def test_the_baseline_trainer_scores_ok_in_every_mode(data, tmp_path):
+    """The positive control on the real trainer (baseline/train_gpt.py, the tiny model of tests/tiny.py)."""
+    from tests.tiny import TINY_ENV
+
+    trainer = Path(__file__).resolve().parent.parent / "baseline" / "train_gpt.py"
+    far = THOROUGH.model_copy(
+        update={"train_seconds": 600.0, "train_grace_seconds": 60.0, "score_seconds": 120.0}
+    )
+    runs = {}  # a far wall-clock cap: the trainer's time-based warmdown stays off, so each run is the same model
+    for mode in ("windows", "sliding", "stream"):
+        env = {**TINY_ENV, "EVAL_MODE": mode, "EVAL_STRIDE": "16"}
+        runs[mode] = run_sandboxed(trainer, tmp_path / mode, data, far, env=env)
+        assert runs[mode].status is Status.ok, (mode, runs[mode].reason)
+        assert runs[mode].eval_mode["mode"] == mode
+    assert runs["stream"].val_bpb == pytest.approx(runs["sliding"].val_bpb, rel=1e-6)  # it never adapts
+    assert runs["sliding"].val_tokens == runs["windows"].val_tokens
