@@ -156,10 +156,11 @@ def drive(
     proc: SandboxedProcess,
     work: Callable[[Session], ScoreOutcome],
     on_start: Callable[[int], None] | None = None,
+    stop_when_done: bool = False,
 ) -> tuple[ScoreOutcome | None, PhaseOutcome]:
     """Run one worker process (started here, unless the caller started it already) through `work` to the
     end. Returns (outcome decided by the protocol or None, phase). None means the worker died or closed the
-    pipe first: the caller classifies the phase."""
+    pipe first: the caller classifies the phase. `stop_when_done` kills it once `work` has its answers."""
     outcome: ScoreOutcome | None = None
     try:
         if proc.proc is None:
@@ -167,6 +168,8 @@ def drive(
             if on_start:
                 on_start(pid)
         outcome = work(Session(proc))
+        if stop_when_done:  # every answer is in: its exit (a torch process takes a while) is not waited for
+            proc.abort()
     except Verdict as v:
         outcome = ScoreOutcome(status=v.status, reason=v.reason)
         proc.abort()

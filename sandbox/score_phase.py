@@ -100,7 +100,7 @@ def score_artifact(run: RunSetup, train: SandboxResult) -> SandboxResult:
         return checked_outcome
 
     t0 = time.monotonic()
-    verified, phase = drive(verifier, verify)
+    verified, phase = drive(verifier, verify, stop_when_done=True)
     result.verify_seconds = time.monotonic() - t0
     if _failed(result, verified, phase, verifier, "verification", 2 * b.score_seconds):
         result.val_bpb = result.val_loss = None  # a score that could not be verified is no score
