@@ -27,17 +27,9 @@ from pathlib import Path
 
 import git
 
-TINY_ENV = {
-    "PRESET": "cpu",
-    "NUM_LAYERS": "2",
-    "MODEL_DIM": "64",
-    "NUM_HEADS": "2",
-    "NUM_KV_HEADS": "1",
-    "ITERATIONS": "12",
-    "TRAIN_SEQ_LEN": "64",
-    "TRAIN_BATCH_TOKENS": "2048",
-    "VAL_BATCH_SIZE": "8192",
-}
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the tiny workspace's settings are the tests' own (tests/tiny.py)
+from tests.tiny import TINY_ENV  # noqa: E402
 
 
 def cli(*args: str, cwd: Path) -> subprocess.Popen:
@@ -62,7 +54,7 @@ def make_workspace(root: Path) -> Path:
     )
     ws = init_workspace(root / "ws", progress=False)
     ws.config.data = DataConfig(dataset_dir=info.dataset_dir, tokenizer=info.tokenizer, vocab_size=256)
-    ws.config.trainer_env = dict(TINY_ENV)
+    ws.config.trainer_env = {**TINY_ENV, "ITERATIONS": "12"}  # long enough to be caught mid-flight
     ws.config.budget = Budget(train_seconds=600, train_grace_seconds=60, score_seconds=120)
     ws.config.acceptance = AcceptanceConfig(noise_seeds=1, confirm=False, min_delta_bpb=0.0)
     save_config(ws.config_path, ws.config)

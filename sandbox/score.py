@@ -207,15 +207,7 @@ def score_stream(
         rng = np.random.default_rng(secrets.randbits(64))
         nll_sum, probes = score_chunks(session, stream, layout, rng, stream_probes, stream_tolerance)
         session.send("bye")
-        return ScoreOutcome(
-            status=Status.ok,
-            val_loss=nll_sum / layout.positions,
-            val_bpb=bits_per_byte(nll_sum, n_bytes),
-            val_tokens=layout.positions,
-            val_bytes=n_bytes,
-            mode=mode,
-            probes=probes,
-        )
+        return _scored(nll_sum, n_bytes, layout, probes=probes)
     keep: dict[int, list[int]] = {}
     for flat in checked(layout):
         keep.setdefault(layout.row_of(flat), []).append(flat)
@@ -250,12 +242,17 @@ def score_stream(
             for flat in keep.get(i, ()):
                 reported[flat] = float(nll[r, flat - layout.start[i]])
     session.send("bye")
+    return _scored(nll_sum, n_bytes, layout, reported=reported)
+
+
+def _scored(nll_sum: float, n_bytes: int, layout: Layout, **checks) -> ScoreOutcome:
+    """The score of every position of `layout`, from the harness's own sum and byte count."""
     return ScoreOutcome(
         status=Status.ok,
         val_loss=nll_sum / layout.positions,
         val_bpb=bits_per_byte(nll_sum, n_bytes),
         val_tokens=layout.positions,
         val_bytes=n_bytes,
-        mode=mode,
-        reported=reported,
+        mode=layout.mode,
+        **checks,
     )

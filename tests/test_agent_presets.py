@@ -13,19 +13,15 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import git
 import pytest
 
 from agentgolf.agent.proposers.command import CommandConfig, CommandProposer
 from agentgolf.agent.proposers.proposal import ProposalContext, ProposalError
 from agentgolf.agent.workspace import save_config
 from agentgolf.errors import AgentgolfError
-from agentgolf.experiments.ledger import Experiment
-from agentgolf.sandbox.budget import Budget
-from tests.tiny import make_workspace
+from tests.tiny import make_workspace, proposal_tree
 
 TRAINER = 'import os\nmatrix_lr = float(os.environ.get("MATRIX_LR", 0.04))\n'
 
@@ -137,29 +133,7 @@ PASS = ["STANDIN_LOG", "STANDIN_FAIL"]  # the stand-ins' own settings, passed li
 
 @pytest.fixture
 def tree(tmp_path: Path) -> tuple[Path, ProposalContext]:
-    repo = git.Repo.init(tmp_path / "tree")
-    (tmp_path / "tree" / "train_gpt.py").write_text(TRAINER)
-    repo.index.add(["train_gpt.py"])
-    sha = repo.index.commit("base").hexsha
-    parent = Experiment(
-        id=1,
-        kind="baseline",
-        status="ok",
-        title="Baseline",
-        val_bpb=2.5,
-        commit_sha=sha,
-        created_at=time.time(),
-    )
-    ctx = ProposalContext(
-        source=TRAINER,
-        trainer="train_gpt.py",
-        parent=parent,
-        history=[parent],
-        digest="- none",
-        trainer_env={},
-        budget=Budget(),
-    )
-    return tmp_path / "tree", ctx
+    return tmp_path / "tree", proposal_tree(tmp_path / "tree", TRAINER)
 
 
 def _untracked(tree: Path) -> list[str]:

@@ -6,15 +6,13 @@ import sys
 import time
 from pathlib import Path
 
-import git
 import pytest
 
 from agentgolf.agent.proposers.command import CommandConfig, CommandProposer
 from agentgolf.agent.proposers.proposal import ProposalContext, ProposalError
 from agentgolf.errors import AgentgolfError
-from agentgolf.experiments.ledger import Experiment
-from agentgolf.sandbox.budget import Budget
 from agentgolf.sandbox.bwrap import find_bwrap
+from tests.tiny import proposal_tree
 
 TRAINER = 'import os\nmatrix_lr = float(os.environ.get("MATRIX_LR", 0.04))\n'
 
@@ -32,28 +30,7 @@ if "--describe" in sys.argv:
 
 @pytest.fixture
 def setup(tmp_path: Path) -> tuple[Path, ProposalContext, Path]:
-    repo = git.Repo.init(tmp_path / "tree")
-    (tmp_path / "tree" / "train_gpt.py").write_text(TRAINER)
-    repo.index.add(["train_gpt.py"])
-    sha = repo.index.commit("base").hexsha
-    parent = Experiment(
-        id=1,
-        kind="baseline",
-        status="ok",
-        title="Baseline",
-        val_bpb=2.5,
-        commit_sha=sha,
-        created_at=time.time(),
-    )
-    ctx = ProposalContext(
-        source=TRAINER,
-        trainer="train_gpt.py",
-        parent=parent,
-        history=[parent],
-        digest="- none",
-        trainer_env={},
-        budget=Budget(),
-    )
+    ctx = proposal_tree(tmp_path / "tree", TRAINER)
     agent = tmp_path / "agent.py"
     agent.write_text(AGENT)
     return tmp_path / "tree", ctx, agent

@@ -64,3 +64,37 @@ def phase_pids(workspace: Path, exp_id: int) -> list[int]:
 def alive(pid: int) -> bool:
     status = Path(f"/proc/{pid}/status")
     return status.exists() and "zombie" not in status.read_text()
+
+
+def proposal_tree(folder: Path, trainer: str):
+    """A git repository holding `trainer` as train_gpt.py, and the ProposalContext of its baseline commit:
+    what a proposer gets, without a whole workspace."""
+    import time
+
+    import git
+
+    from agentgolf.agent.proposers.proposal import ProposalContext
+    from agentgolf.experiments.ledger import Experiment
+
+    repo = git.Repo.init(folder)
+    (folder / "train_gpt.py").write_text(trainer)
+    repo.index.add(["train_gpt.py"])
+    sha = repo.index.commit("base").hexsha
+    parent = Experiment(
+        id=1,
+        kind="baseline",
+        status="ok",
+        title="Baseline",
+        val_bpb=2.5,
+        commit_sha=sha,
+        created_at=time.time(),
+    )
+    return ProposalContext(
+        source=trainer,
+        trainer="train_gpt.py",
+        parent=parent,
+        history=[parent],
+        digest="- none",
+        trainer_env={},
+        budget=Budget(),
+    )
