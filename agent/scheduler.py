@@ -119,8 +119,7 @@ class Scheduler:
         return kept[-1] if kept else None
 
     def state(self) -> SchedulerState:
-        gpu_hours, usd = self.spend()
-        best = self.best
+        (gpu_hours, usd), best = self.spend(), self.best
         return SchedulerState(
             run_id=self.run.id,
             caps=self.caps,
@@ -137,9 +136,11 @@ class Scheduler:
     def drive(self) -> str:
         """Schedule until a cap is reached or nothing is left; returns why it stopped."""
         self.best = self.current_best()
-        base = next((e for e in self.rows() if e.kind == Kind.baseline and e.status == RowStatus.ok), None)
-        if base is not None:  # resumed: the allowance the baseline measured holds for the whole run
-            self._bound_overhead(base)
+        for exp in self.rows():  # resumed: what the baseline measured holds, and no verdict stays lost
+            if exp.kind == Kind.baseline and exp.status == RowStatus.ok:
+                self._bound_overhead(exp)
+            elif exp.kind == Kind.proposal and exp.status == RowStatus.ok and not (exp.kept or exp.decision):
+                self._decide(exp)  # a kill -9 came between its result and its decision
         while True:
             stop = self._stop_reason()
             if not stop:

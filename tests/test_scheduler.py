@@ -71,3 +71,21 @@ def test_an_experiment_that_keeps_failing_is_recorded_as_infra_error_and_the_run
         "ok",
         "inconclusive",
     )
+
+
+@pytest.mark.slow
+def test_a_verdict_cut_off_by_a_kill_is_made_on_resume(tmp_path, tiny_dataset):
+    """The state a kill -9 leaves between writing a result and writing its decision: resume decides it."""
+    ws = make_workspace(tmp_path / "ws", tiny_dataset)
+    console = Console(file=open(tmp_path / "out.txt", "w"))
+    summary = Loop(ws, ws.ledger(), ws.config.budget, console=console).run(RunCaps(experiments=2), "playbook")
+    ledger = ws.ledger()
+    decided = ledger.experiments(run_id=summary.run_id)[-1]
+    assert decided.kind == "proposal" and decided.decision, decided
+    ledger.update(decided.id, status="ok", kept=False, reason="", decision={})  # the result, no verdict
+    Loop(ws, ledger, ws.config.budget, console=console).run(
+        RunCaps(experiments=2), "playbook", resume=summary.run_id
+    )
+    again = ledger.get(decided.id)
+    assert again.decision and again.reason == decided.reason and again.kept == decided.kept
+    assert len(ledger.experiments(run_id=summary.run_id)) == 2  # decided again, not trained again
