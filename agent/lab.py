@@ -45,11 +45,12 @@ class Lab:
         return exp.seed if exp.seed is not None else self.ws.config.seed
 
     def trainer_source(self, commit: str) -> bytes:
+        """The trainer as committed. A `git show` of its own, not GitPython's shared cat-file pipe: the
+        proposer's thread reads sources while this one launches experiments, and that pipe is not thread-safe."""
         try:
-            blob = self.repo.commit(commit).tree / self.ws.config.trainer
-        except (KeyError, ValueError, git.BadName) as exc:
+            return self.repo.git.show(f"{commit}:{self.ws.config.trainer}", stdout_as_string=False)
+        except git.GitCommandError as exc:
             raise AgentgolfError(f"commit {commit[:10]} has no {self.ws.config.trainer}") from exc
-        return blob.data_stream.read()
 
     def prepare_run_dir(self, exp: Experiment, slot: Slot) -> Path:
         """Write the exact committed trainer into the run folder and record the manifest."""
