@@ -48,7 +48,9 @@ class Lab:
         """The trainer as committed. A `git show` of its own, not GitPython's shared cat-file pipe: the
         proposer's thread reads sources while this one launches experiments, and that pipe is not thread-safe."""
         try:
-            return self.repo.git.show(f"{commit}:{self.ws.config.trainer}", stdout_as_string=False)
+            return self.repo.git.show(
+                f"{commit}:{self.ws.config.trainer}", stdout_as_string=False, strip_newline_in_stdout=False
+            )
         except git.GitCommandError as exc:
             raise AgentgolfError(f"commit {commit[:10]} has no {self.ws.config.trainer}") from exc
 
