@@ -44,7 +44,17 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def _status(cwd: Path) -> dict:
-    return json.loads(_cli("status", "--json", cwd=cwd).stdout)
+    """The live run's state; {} until the run has its ledger row (status says so, in one line, before)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "agentgolf.agent.cli", "status", "--json"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode == 2 and "no runs yet" in proc.stderr:
+        return {}
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
 
 
 def _wait(what, timeout: float = 240.0):
@@ -62,18 +72,22 @@ def test_note_and_status_on_a_live_run(tmp_path, tiny_dataset):
     prompts = tmp_path / "prompts"
     prompts.mkdir()
     (tmp_path / "agent.py").write_text(AGENT)
-    ws.config.command = CommandConfig(cmd=f"{sys.executable} {tmp_path / 'agent.py'}")
+    # The agent records its prompts in tmp_path, outside what the agent's sandbox shows: it runs unsandboxed
+    # here (tests/test_command_proposer.py checks the sandbox), with PROMPTS_DIR passed like an API key.
+    ws.config.command = CommandConfig(
+        cmd=f"{sys.executable} {tmp_path / 'agent.py'}", env_pass=["PROMPTS_DIR"]
+    )
     save_config(ws.config_path, ws.config)
     run = subprocess.Popen(
         [sys.executable, "-m", "agentgolf.agent.cli", "run", "--budget", "3", "--proposer", "command"],
         cwd=ws.root,
-        env={**os.environ, "PROMPTS_DIR": str(prompts)},
+        env={**os.environ, "PROMPTS_DIR": str(prompts), "AGENTGOLF_ISOLATION": "none"},
         stdout=subprocess.DEVNULL,
         stderr=open(tmp_path / "run.err", "w"),
     )
     try:
         # While the baseline trains: the run is live, the baseline is in flight, nothing is kept yet.
-        live = _wait(lambda: (s := _status(ws.root))["in_flight"] and s)
+        live = _wait(lambda: (s := _status(ws.root)).get("in_flight") and s)
         assert live["live"] and live["pid"] == run.pid and live["status"] == "running"
         assert live["proposer"] == "command" and live["caps"]["experiments"] == 3
         assert [e["kind"] for e in live["in_flight"]] == ["baseline"] and live["best"] is None
