@@ -1,6 +1,6 @@
 """The Parameter Golf challenge's fixed numbers, defined once.
 
-Source: the challenge's README (../shared/reference/parameter-golf-facts.md in the dev tree):
+Source: the challenge's README (github.com/openai/parameter-golf):
 the artifact is the trainer's code bytes plus the compressed model, at most 16,000,000 decimal bytes;
 training gets 600 s on 8xH100; a new record must beat the previous one by 0.005 nats per token at
 p < 0.01. The margin is stated in nats per token, so in bits per byte it depends on the tokenizer's

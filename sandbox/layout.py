@@ -1,7 +1,7 @@
 """The eval modes as layouts: which validation tokens each request row holds, and which positions it scores.
 
 A model declares its mode on the object `load_model` returns, and the harness builds the rows, so the rules
-hold by construction (../shared/reference/parameter-golf-facts.md, section 1.3):
+hold by construction (the challenge's rules on evaluation):
 - `windows` (the default, the official baseline's): non-overlapping windows of `seq_len`, every position
   scored, no context across windows;
 - `sliding`: each target scored exactly once, with up to `context` tokens of left context, `stride` new

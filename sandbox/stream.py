@@ -4,7 +4,7 @@ The harness feeds the validation stream in order, one chunk (`stride` targets, u
 context) per request. For each chunk the model first predicts (the same "nll" request as every other mode);
 the harness scores it; only then is the chunk, with its document starts, sent to the model's
 `adapt(tokens, doc_starts)`. So every target is scored once, left to right, by a model that has trained
-only on tokens already graded: legal by construction (../shared/reference/parameter-golf-facts.md, 1.4).
+only on tokens already graded: legal by construction (the challenge's rule on test-time training).
 
 A model that keeps state cannot be re-scored by a fresh process without replaying the whole stream, so the
 checks here run inside the stream, and are best effort: at secret random chunks the harness makes a second
@@ -23,8 +23,7 @@ from agentgolf.baseline.shards import BOS_ID
 from agentgolf.sandbox.layout import Layout, row_inputs
 from agentgolf.sandbox.result import Status
 from agentgolf.sandbox.score import Session, Verdict, nll_from_logits
-
-SPLICE_TRIES = 8
+from agentgolf.sandbox.verify import splice
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -45,7 +44,7 @@ def score_chunks(
         inner, logits = _predict(session, block, last, t)
         if rng.random() < probe_fraction and last >= 1:
             probes += 1
-            spliced = _splice(stream, block[0], t, layout.positions, rng)
+            spliced = splice(stream, block[0], t, layout.start[i] + t, layout.positions, rng)
             first_real = rng.random() < 0.5
             if first_real:
                 other = _predict(session, spliced[None], last, t)
@@ -72,19 +71,6 @@ def score_chunks(
 
 def _predict(session: Session, block: np.ndarray, last: int, t: int) -> tuple[np.ndarray, np.ndarray]:
     return session.nll(block, at=[(0, last), (0, t)])
-
-
-def _splice(stream: np.ndarray, row: np.ndarray, t: int, positions: int, rng) -> np.ndarray:
-    """The row up to position t, then other real text: the same length, another continuation."""
-    out = row.copy()
-    tail = row.size - 1 - t
-    if tail:
-        for _ in range(SPLICE_TRIES):
-            src = int(rng.integers(0, positions - tail))
-            if stream[src] != row[t + 1]:
-                break
-        out[t + 1 :] = stream[src : src + tail]
-    return out
 
 
 def _compare(inner, logits, other, t: int, tolerance: float, row_start: int) -> None:

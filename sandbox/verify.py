@@ -76,22 +76,26 @@ def detectable_fraction(m: int, confidence: float = CONFIDENCE) -> float:
     return 1.0 - (1.0 - confidence) ** (1.0 / m) if m else 1.0
 
 
-def probe_row(stream: np.ndarray, flat: int, layout: Layout, rng) -> np.ndarray:
-    """The inputs of the row that scored `flat`, up to `flat`, then other real text: the same length as that
-    row, but without its true continuation (a row's last position has none in the row anyway)."""
-    i = layout.row_of(flat)
-    start, length = layout.start[i], layout.end[i] - layout.start[i]
-    row = np.empty(length, dtype=np.int64)
-    t = flat - start
-    row[: t + 1] = stream[start : flat + 1]
-    tail = length - 1 - t
+def splice(stream: np.ndarray, row: np.ndarray, t: int, flat: int, positions: int, rng) -> np.ndarray:
+    """`row` kept up to its position t (validation token `flat`), then other real validation text: the same
+    length, another continuation, whose first token is not the true next one (when one is found)."""
+    out = row.copy()
+    tail = row.size - 1 - t
     if tail:
-        for _ in range(SPLICE_TRIES):  # other real text, whose first token is not the true next one
-            src = int(rng.integers(0, layout.positions - tail))
-            if stream[src] != stream[flat + 1] and abs(src - (flat + 1)) > length:
+        for _ in range(SPLICE_TRIES):
+            src = int(rng.integers(0, positions - tail))
+            if stream[src] != stream[flat + 1] and abs(src - (flat + 1)) > row.size:
                 break
-        row[t + 1 :] = stream[src : src + tail]
-    return row
+        out[t + 1 :] = stream[src : src + tail]
+    return out
+
+
+def probe_row(stream: np.ndarray, flat: int, layout: Layout, rng) -> np.ndarray:
+    """The inputs of the row that scored `flat`, spliced after it: the same length as that row, without its
+    true continuation (a row's last position has none in the row anyway)."""
+    i = layout.row_of(flat)
+    row = stream[layout.start[i] : layout.end[i]].astype(np.int64)
+    return splice(stream, row, flat - layout.start[i], flat, layout.positions, rng)
 
 
 def cross_check(
