@@ -17,6 +17,7 @@ import pytest
 
 from agentgolf.sandbox import run_setup
 from agentgolf.sandbox.bwrap import find_bwrap, masks
+from agentgolf.sandbox.layout import EvalMode, build_layout
 from agentgolf.sandbox.result import DataSpec, Status
 from agentgolf.sandbox.runner import run_sandboxed
 from agentgolf.sandbox.verify import VerifyConfig, detectable_fraction
@@ -62,7 +63,6 @@ def test_the_honest_model_verifies_exactly(honest):
         "memo.py",  # peeks once per prefix and replays that answer to every later probe
         "worker_patch.py",  # patches the worker's frame writer: NLL 0, logits forged to match
         "noncausal.py",  # peeks everywhere
-        "cross_row.py",  # reads the next row of the batch for a window's last target
         "sparse_peek.py",  # peeks in one window in ten
     ],
 )
@@ -75,6 +75,27 @@ def test_a_small_bias_at_every_position_is_caught_by_the_mean(data, tmp_path):
     result = run_sandboxed(compose("small_bias.py", tmp_path), tmp_path / "run", data, THOROUGH)
     _forged(result)
     assert "systematically better while scored than when verified" in result.reason
+
+
+@pytest.mark.parametrize("mode", ["windows", "sliding"])
+def test_no_row_of_a_request_holds_another_rows_last_target(mode):
+    """Rows are strided across requests, so a row's continuation is never in its own batch."""
+    layout = build_layout(EvalMode(mode=mode, seq_len=32, stride=8 if mode == "sliding" else None), 4001, 256)
+
+    def leaks(batch: list[int]) -> bool:
+        return any(layout.end[i] in range(layout.start[j], layout.end[j]) for i in batch for j in batch)
+
+    assert not any(leaks(batch) for batch in layout.batches()), mode
+    contiguous = [list(range(j, min(j + layout.per_batch, layout.rows))) for j in range(0, layout.rows, 8)]
+    assert any(leaks(batch) for batch in contiguous)  # control: consecutive rows would leak
+
+
+def test_the_next_row_holds_no_continuation_to_peek_at(data, tmp_path, honest):
+    """The cross-row attack boosts the next row's first token at each window's last position; with strided
+    batches that token is not the continuation, so it can only lose (a verifier miss here costs nothing)."""
+    result = run_sandboxed(compose("cross_row.py", tmp_path), tmp_path / "run", data, THOROUGH)
+    assert result.status in (Status.ok, Status.violation), result.reason
+    assert result.status is Status.violation or result.val_bpb > honest.val_bpb
 
 
 def test_no_last_target_is_left_in_the_worker(data, tmp_path, honest):
