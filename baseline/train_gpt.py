@@ -45,10 +45,12 @@ PRESETS = {
         "NUM_KV_HEADS": 2,
         "TRAIN_SEQ_LEN": 256,
         "TRAIN_BATCH_TOKENS": 4096,
-        "ITERATIONS": 200,
+        # As in the challenge, the clock binds: it trains until MAX_WALLCLOCK_SECONDS (the harness sets it
+        # from the budget), and the warmdown's last WARMDOWN_ITERS steps are timed from the step rate.
+        "ITERATIONS": 100000,
         "WARMDOWN_ITERS": 120,
         "WARMUP_STEPS": 0,
-        "MAX_WALLCLOCK_SECONDS": 600,
+        "MAX_WALLCLOCK_SECONDS": 60,
         "VAL_LOSS_EVERY": 0,
         "VAL_BATCH_SIZE": 32768,
         "TRAIN_LOG_EVERY": 25,
