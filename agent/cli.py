@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-concurrent", type=int, help="SLURM: experiments in flight at once")
     p.add_argument("--time-budget", type=float, help="training seconds per experiment (default: config)")
     p.add_argument("--size-budget", type=int, help="artifact byte limit (default: config, 16,000,000)")
-    p.add_argument("--proposer", default=None, help="playbook (offline, default), openai or command")
+    p.add_argument("--proposer", default=None, help="search (offline, default), openai or command")
     p.add_argument("--model", help="openai proposer: model name (default: config llm.model)")
     p.add_argument(
         "--base-url", help="openai proposer: an OpenAI-compatible endpoint, e.g. http://host:8000/v1"

@@ -24,7 +24,7 @@ from agentgolf.agent.executor import cancel
 from agentgolf.agent.lab import Lab
 from agentgolf.agent.live import LiveView
 from agentgolf.agent.processes import kill_leftovers, lock_owner, run_lock, stop_owner
-from agentgolf.agent.proposers import playbook
+from agentgolf.agent.proposers import search
 from agentgolf.agent.proposers.registry import make_proposer
 from agentgolf.agent.scheduler import RunCaps, Scheduler
 from agentgolf.agent.workspace import Workspace
@@ -147,7 +147,7 @@ class Loop:
     def run(
         self,
         caps: RunCaps,
-        proposer: str = playbook.NAME,
+        proposer: str = search.NAME,
         *,
         resume: str | None = None,
         gpus_per_experiment: int | None = None,

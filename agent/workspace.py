@@ -17,6 +17,7 @@ from agentgolf.agent.acceptance import AcceptanceConfig
 from agentgolf.agent.proposers.command import CommandConfig
 from agentgolf.agent.proposers.digest import DigestConfig
 from agentgolf.agent.proposers.llm import LLMConfig
+from agentgolf.agent.proposers.search import SearchConfig
 from agentgolf.agent.scheduler import SchedulerConfig
 from agentgolf.challenge import TRAINER_FILE
 from agentgolf.errors import AgentgolfError, first_line
@@ -47,9 +48,10 @@ class WorkspaceConfig(BaseModel):
     trainer_env: dict[str, str] = Field(default_factory=dict, description="extra env for every experiment")
     seed: int = 1337
     gpus: list[int] | None = Field(None, description="GPU ids for experiments; None = CPU")
-    proposer: str = "playbook"
+    proposer: str = "search"
     acceptance: AcceptanceConfig = Field(default_factory=AcceptanceConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
     command: CommandConfig = Field(default_factory=CommandConfig)
     executor: Literal["local", "slurm"] = Field("local", description="where experiments run")
     slurm: SlurmConfig = Field(default_factory=SlurmConfig)

@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field, ValidationError
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from agentgolf.agent.proposers.digest import line, similar
-from agentgolf.agent.proposers.playbook import set_edits
+from agentgolf.agent.proposers.knobs import set_edits
 from agentgolf.agent.proposers.proposal import (
     Proposal,
     ProposalContext,

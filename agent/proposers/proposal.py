@@ -59,7 +59,7 @@ class Proposal(BaseModel):
     expected_effect: str = ""
     edits: list[Edit] = Field(default_factory=list, description="empty when the proposer edited files itself")
     set: dict[str, float | int | str] = Field(
-        default_factory=dict, description="settings to change where they are in force (playbook.set_edits)"
+        default_factory=dict, description="settings to change where they are in force (knobs.set_edits)"
     )
     usage: Usage = Field(default_factory=Usage, exclude=True)
     session: dict = Field(default_factory=dict, exclude=True)  # how it was made: API mode, turns, tool calls

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from agentgolf.agent.proposers import playbook
+from agentgolf.agent.proposers import search
 from agentgolf.agent.proposers.proposal import Proposer
 from agentgolf.errors import AgentgolfError
 
 if TYPE_CHECKING:
     from agentgolf.agent.workspace import Workspace
 
-NAMES = (playbook.NAME, "openai", "command")
+NAMES = (search.NAME, "openai", "command")
 
 
 def make_proposer(name: str, ws: Workspace) -> Proposer:
     """The proposer named, configured from the workspace; the LLM client is loaded only when asked for."""
-    if name == playbook.NAME:
-        return playbook.proposer
+    if name in (search.NAME, *search.ALIASES):
+        return search.SearchProposer(ws.config.search, ws.config.seed)  # one per run: it remembers
     if name == "openai":
         from agentgolf.agent.proposers.llm import LLMProposer
 

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentgolf.agent.proposers.playbook import set_edits
+from agentgolf.agent.proposers.knobs import set_edits
 from agentgolf.agent.proposers.proposal import (
     Proposal,
     ProposalContext,

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from agentgolf.agent.proposers.digest import line
 from agentgolf.agent.proposers.facts import outcome
-from agentgolf.agent.proposers.playbook import set_edits
+from agentgolf.agent.proposers.knobs import set_edits
 from agentgolf.agent.proposers.proposal import (
     CATEGORIES,
     Edit,
