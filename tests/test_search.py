@@ -109,7 +109,8 @@ def test_proposals_are_valid_new_and_fit_the_budget(tmp_path):
         assert space.key(candidate.config) not in seen and candidate.size <= bench.budget.size_bytes
         seen.add(space.key(candidate.config))
         titles.append(proposal.title)
-        assert proposal.set and all(f"{k}=" in proposal.expected_effect for k in proposal.set)
+        assert proposal.set or "techniques: " in proposal.expected_effect
+        assert all(f"{k}=" in proposal.expected_effect for k in proposal.set)
         bench.record(found, val_bpb=_score(candidate.config))
     assert titles[: len(space.LIBRARY)] == [m.title for m in space.LIBRARY]
     assert any(t.startswith("Search: ") for t in titles)
@@ -193,6 +194,24 @@ def test_the_hypothesis_names_the_trials_it_builds_on(tmp_path):
     assert f"best so far #{bench.best.id}" in proposal.hypothesis
     assert f"on top of #{bench.best.id}" in proposal.hypothesis
     assert "which #" in proposal.hypothesis or "(untried)" in proposal.hypothesis
+
+
+def test_gains_that_were_not_kept_are_combined_on_the_best(tmp_path):
+    bench = Bench(tmp_path)
+    bench.skip_first_moves()
+    a = bench.record(bench.propose(), status="inconclusive", val_bpb=2.49)
+    b = bench.record(bench.propose(), status="inconclusive", val_bpb=2.48)
+    proposal, candidate = bench.propose()
+    assert proposal.title == f"Combine #{a.id}, #{b.id}", proposal.title
+    assert f"#{a.id} (-0.0100 bpb)" in proposal.hypothesis
+    evidence = gather(bench.ctx(), NAMES, 1.0, search._source_at)
+    wanted = {}
+    for row in (a, b):  # b scored better, so its values win where both moved a knob
+        moved = space.changes(evidence.base_config, evidence.by_id[row.id].config)
+        wanted.update({k: new for k, (_, new) in moved.items()})
+    assert all(candidate.config[k] == v for k, v in wanted.items())
+    bench.record((proposal, candidate), status="ok", val_bpb=2.6)
+    assert not bench.propose()[0].title.startswith("Combine")  # tried once, then back to TPE
 
 
 def test_playbook_is_an_alias_of_the_search(tmp_path):

@@ -13,6 +13,7 @@ overflows the budget then counts as bad and is sampled less, instead of being pr
 from __future__ import annotations
 
 import functools
+import random
 import subprocess
 import threading
 import warnings
@@ -42,6 +43,9 @@ class SearchConfig(BaseModel):
     accum_seqs: int = Field(8, ge=1, description="TRAIN_BATCH_TOKENS must split into this x TRAIN_SEQ_LEN")
     default_bytes_ratio: float = Field(
         1.0, gt=0, description="stored model bytes per counted byte before any run has recorded its size"
+    )
+    subspace_knobs: int = Field(
+        3, ge=0, description="knobs one TPE proposal moves, drawn at random, the rest stay the best's; 0: all"
     )
     shown_changes: int = Field(3, ge=1, description="changed knobs a hypothesis explains")
 
@@ -107,7 +111,37 @@ def propose(
         if isinstance(found, Candidate):
             why = f"Technique {number}/{len(g.techniques)}, alone: {t.hypothesis} Reported: {t.reported_effect}."
             return _proposal(g, found, t.title, t.category, why, cfg), found
-    return _from_tpe(g, cfg, seed + len(ctx.history))
+    return _combined(g, cfg) or _from_tpe(g, cfg, seed + len(ctx.history))
+
+
+def _combined(g: Evidence, cfg: SearchConfig) -> tuple[Proposal, Candidate] | None:
+    """The changes that beat their own parent but were not kept (inconclusive, or overtaken), all at once
+    on the best: small gains that were each within the noise may add up. Where two set the same knob,
+    the better-scoring row's value wins."""
+    by_id, chain, at = g.by_id, set(), g.parent
+    while at is not None and at.id not in chain:
+        chain.add(at.id)
+        at = by_id.get(at.parent_id) if at.parent_id is not None else None
+    better = []
+    for p in g.points:
+        parent = by_id.get(p.parent_id) if p.parent_id is not None else None
+        if p.id in chain or p.status not in COMPLETED or parent is None:
+            continue
+        if p.val_bpb is not None and parent.val_bpb is not None and p.val_bpb < parent.val_bpb:
+            better.append((p.val_bpb, p, parent))
+    if len(better) < 2:
+        return None
+    target = dict(g.parent.config)
+    for _, p, parent in sorted(better, key=lambda b: -b[0]):
+        target.update({k: new for k, (_, new) in space.changes(parent.config, p.config).items()})
+    found = _realize(g, target, cfg)
+    if not isinstance(found, Candidate):
+        return None
+    rows = sorted(better, key=lambda b: b[1].id)
+    named = ", ".join(f"#{p.id} ({p.val_bpb - q.val_bpb:+.4f} bpb)" for _, p, q in rows)
+    why = f"Combines the changes that beat their own parent but were not kept: {named}."
+    title = "Combine " + ", ".join(f"#{p.id}" for _, p, _ in rows)
+    return _proposal(g, found, title[:120], "", why, cfg), found
 
 
 def _from_tpe(g: Evidence, cfg: SearchConfig, seed: int) -> tuple[Proposal, Candidate] | None:
@@ -126,8 +160,13 @@ def _from_tpe(g: Evidence, cfg: SearchConfig, seed: int) -> tuple[Proposal, Cand
     for point, value in told:
         study.add_trial(create_trial(params=point.config, distributions=dists, value=value))
     worst = max((v for _, v in told), default=None)
+    rng = random.Random(seed)
+    movable = sorted(n for n in dists if not (n.startswith(TECHNIQUE_PREFIX) and g.parent.config.get(n)))
     for _ in range(cfg.max_asks):
-        trial = study.ask(dists)
+        names = movable
+        if 0 < cfg.subspace_knobs < len(movable):
+            names = sorted(rng.sample(movable, cfg.subspace_knobs))
+        trial = study.ask({n: dists[n] for n in names})
         found = _realize(g, {**g.parent.config, **trial.params}, cfg)
         if isinstance(found, Candidate):
             why = _tpe_context(g, told)
@@ -153,6 +192,8 @@ def _realize(g: Evidence, target: Config, cfg: SearchConfig) -> Candidate | str:
     env, heads = g.trainer_env, int(value_in_force(source, "NUM_HEADS", g.trainer_env))
     current, changed = g.read(source), {}
     for knob in g.knobs:
+        if target[knob.name] == g.parent.config[knob.name]:
+            continue  # not moved: the parent's value (or a technique's) stays exactly as it is written
         is_int = isinstance(g.base_config[knob.name], int)
         value = space.written(knob, float(target[knob.name]), is_int, heads, g.size_limit, cfg.float_digits)
         if value != current[knob.name]:

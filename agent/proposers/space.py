@@ -166,8 +166,9 @@ def read_knobs(source: str, knobs: list[Knob], trainer_env: dict[str, str]) -> C
 
 
 def written(knob: Knob, value: float, is_int: bool, heads: int, size_limit: int, digits: int) -> float | int:
-    """The value as it would be written: on the knob's grid, an int for an int knob, floats to `digits`
-    significant digits, and a byte target never above the size limit."""
+    """The value as it would be written: to `digits` significant digits (so near-equal values are one
+    config), on the knob's grid, an int for an int knob, and a byte target never above the size limit."""
+    value = float(f"{value:.{digits}g}")
     if knob.grid == "pow2":
         value = 2.0 ** round(math.log2(max(value, 1.0)))
     elif knob.grid == "heads":
@@ -175,9 +176,7 @@ def written(knob: Knob, value: float, is_int: bool, heads: int, size_limit: int,
         value = step * max(1, round(value / step))
     if knob.scale == "size_limit":
         value = min(value, size_limit)
-    if is_int:
-        return max(1, round(value))
-    return float(f"{value:.{digits}g}")
+    return max(1, round(value)) if is_int else value
 
 
 def bounds(knob: Knob, base: float, size_limit: int, seen: list[float], is_int: bool) -> tuple[float, float]:
