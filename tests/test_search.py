@@ -182,6 +182,28 @@ def test_failures_count_and_machine_failures_do_not(tmp_path):
     assert bench.propose()[0].title != first[0].title
 
 
+def test_another_proposers_row_counts_when_knobs_and_techniques_explain_it(tmp_path):
+    bench = Bench(tmp_path)
+    base = bench.ctx().source
+    setting = knobs.apply_in_memory(base, knobs.set_edits(base, {"MATRIX_LR": 0.02}, ENV))
+    for text, title in ((setting, "LLM: lower LR"), (setting + "# more\n", "LLM: lower LR and code")):
+        bench.repo.git.checkout("-q", "--detach", bench.best.commit_sha)
+        (bench.root / "train_gpt.py").write_text(text)
+        bench.repo.index.add(["train_gpt.py"])
+        sha = bench.repo.index.commit(title).hexsha
+        bench.ledger.add_experiment(
+            kind="proposal",
+            status="ok",
+            title=title,
+            proposer="openai",
+            parent_id=1,
+            commit_sha=sha,
+            val_bpb=2.4,
+        )
+    points = gather(bench.ctx(), NAMES, 1.0, search._source_at).points
+    assert [p.id for p in points] == [1, 2] and points[1].config["MATRIX_LR"] == 0.02
+
+
 def test_the_hypothesis_names_the_trials_it_builds_on(tmp_path):
     bench = Bench(tmp_path)
     bench.skip_first_moves()

@@ -1,13 +1,14 @@
 """The offline proposer: a search over the trainer's knobs and the leaderboard's techniques, rebuilt from
 the ledger on every proposal, so a resumed run needs no state of its own.
 
-Every past experiment whose config can be read (the baseline and this proposer's rows: knob values
-parsed from the trainer at the row's commit, techniques recognised by the lines their patch adds) becomes
-a trial of an in-memory Optuna study. It proposes, on top of the current best: first the playbook's
-single moves, then each technique alone, then Optuna's TPE over everything, which combines what was
-kept and refines around the best. Failed runs go in with a penalized score (the worst completed score
-plus `failure_penalty_bpb`) rather than as FAIL trials, which TPE ignores: a region that crashes or
-overflows the budget then counts as bad and is sampled less, instead of being proposed again.
+Every past experiment whose config can be read (trials.py) becomes a trial of an in-memory Optuna study.
+On top of the current best it proposes, in order: the playbook's single moves; each technique alone;
+once, the gains that beat their parent but were not kept, combined; then TPE, a few knobs at a time
+around the best, with what was kept already in the parent. Failed runs go in with a penalized score
+(the worst completed score plus `failure_penalty_bpb`) rather than as FAIL trials, which TPE ignores:
+a region that crashes or overflows the budget then counts as bad and is sampled less, instead of being
+proposed again. A config whose predicted artifact is over the size limit is never proposed
+(artifact_size.py), nor one the ledger already holds.
 """
 
 from __future__ import annotations

@@ -2,8 +2,10 @@
 
 A row's config is read back from its own trainer (`git show <commit>:train_gpt.py`): the knob values in
 force, and for each technique whether the lines its patch adds are there. That works for any row and
-survives a resume, with no state beyond the ledger and the repository. Rows the machine failed
-(infra_error) or the loop cut short (interrupted) say nothing about the idea and are left out.
+survives a resume, with no state beyond the ledger and the repository. The baseline and this search's
+rows count; another proposer's row counts when its trainer is exactly the baseline with those knob
+values and techniques. Rows the machine failed (infra_error) or the loop cut short (interrupted) say
+nothing about the idea and are left out.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from agentgolf.agent.proposers import artifact_size, space
+from agentgolf.agent.proposers.knobs import apply_in_memory, set_edits
 from agentgolf.agent.proposers.proposal import ProposalContext, ProposalError
 from agentgolf.agent.proposers.space import TECHNIQUE_PREFIX, Config, Knob
 from agentgolf.agent.proposers.techniques import Technique, apply_technique, catalogue
@@ -146,8 +149,6 @@ def gather(
     for e in ctx.history:
         if e.status in IGNORED or e.kind not in SCORED_KINDS:
             continue
-        if e.kind != Kind.baseline and e.proposer not in names:
-            continue  # another proposer's code changes are more than the knobs this search reads
         text = source(e)
         try:
             config = evidence.read(text) if text is not None else None
@@ -155,6 +156,12 @@ def gather(
             continue  # a trainer that lost a knob: not a point of this space
         if config is None:
             continue
+        if (
+            e.kind != Kind.baseline
+            and e.proposer not in names
+            and not _explained(evidence, base_source, text)
+        ):
+            continue  # another proposer changed more than this search's knobs and techniques
         evidence.points.append(
             Point(id=e.id, parent_id=e.parent_id, status=e.status, val_bpb=e.val_bpb, config=config)
         )
@@ -162,6 +169,23 @@ def gather(
             records.append(found)
     evidence.ratio = artifact_size.bytes_ratio(records, default_ratio)
     return evidence
+
+
+def _explained(evidence: Evidence, base_source: str, text: str) -> bool:
+    """Whether this trainer is exactly the baseline with its techniques and knob values: then its score
+    is a point of this space, whoever proposed it."""
+    config, rebuilt = evidence.read(text), base_source
+    try:
+        for t in evidence.techniques:
+            if config[TECHNIQUE_PREFIX + t.name]:
+                rebuilt = patched(rebuilt, t)
+        moved = {
+            k.name: config[k.name] for k in evidence.knobs if config[k.name] != evidence.base_config[k.name]
+        }
+        rebuilt = apply_in_memory(rebuilt, set_edits(rebuilt, moved, evidence.trainer_env, evidence.trainer))
+    except ProposalError:
+        return False
+    return rebuilt == text
 
 
 def patched(source: str, t: Technique) -> str:
