@@ -59,6 +59,13 @@ class Candidate(BaseModel):
     size: int
 
 
+class Refusal(BaseModel):
+    """Why a target config is not proposed; an oversize one still teaches the study this proposal."""
+
+    reason: str
+    oversize: bool = False
+
+
 class SearchProposer:
     """The proposer of one run: writes the chosen config's trainer into the worktree and describes it.
 
@@ -159,7 +166,10 @@ def _from_tpe(g: Evidence, cfg: SearchConfig, seed: int) -> tuple[Proposal, Cand
     dists = g.distributions()
     told = g.told(cfg.failure_penalty_bpb)
     for point, value in told:
-        study.add_trial(create_trial(params=point.config, distributions=dists, value=value))
+        try:
+            study.add_trial(create_trial(params=point.config, distributions=dists, value=value))
+        except ValueError:
+            continue  # a hand-written value this space cannot hold (a float where it writes ints)
     worst = max((v for _, v in told), default=None)
     rng = random.Random(seed)
     movable = sorted(n for n in dists if not (n.startswith(TECHNIQUE_PREFIX) and g.parent.config.get(n)))
@@ -172,14 +182,14 @@ def _from_tpe(g: Evidence, cfg: SearchConfig, seed: int) -> tuple[Proposal, Cand
         if isinstance(found, Candidate):
             why = _tpe_context(g, told)
             return _proposal(g, found, "", "", why, cfg), found
-        if found.startswith("predicted") and worst is not None:  # steer away from what cannot fit
+        if found.oversize and worst is not None:  # steer away from what cannot fit
             study.tell(trial, worst + cfg.failure_penalty_bpb)
         else:
             study.tell(trial, state=TrialState.FAIL)
     return None
 
 
-def _realize(g: Evidence, target: Config, cfg: SearchConfig) -> Candidate | str:
+def _realize(g: Evidence, target: Config, cfg: SearchConfig) -> Candidate | Refusal:
     """The parent's trainer moved to `target` (techniques the parent has stay on), or why it cannot be."""
     source, added = g.parent_source, []
     for t in g.techniques:
@@ -188,7 +198,7 @@ def _realize(g: Evidence, target: Config, cfg: SearchConfig) -> Candidate | str:
             try:
                 source = patched(source, t)
             except ProposalError as exc:
-                return f"technique {t.name} does not apply: {exc}"
+                return Refusal(reason=f"technique {t.name} does not apply: {exc}")
             added.append(t.name)
     env, heads = g.trainer_env, int(value_in_force(source, "NUM_HEADS", g.trainer_env))
     current, changed = g.read(source), {}
@@ -202,18 +212,20 @@ def _realize(g: Evidence, target: Config, cfg: SearchConfig) -> Candidate | str:
     try:
         source = apply_in_memory(source, set_edits(source, changed, env, g.trainer))
     except ProposalError as exc:
-        return str(exc)
+        return Refusal(reason=str(exc))
     config = g.read(source)
     problem = space.shape_problem(source, env, cfg.accum_seqs)
     if problem:
-        return problem
+        return Refusal(reason=problem)
     if space.key(config) in g.seen:
-        return f"already in the ledger as #{g.seen[space.key(config)]}"
+        return Refusal(reason=f"already in the ledger as #{g.seen[space.key(config)]}")
     if space.key(config) in g.taken:
-        return "already proposed in this run, not yet in the ledger"
+        return Refusal(reason="already proposed in this run, not yet in the ledger")
     size = artifact_size.predict_bytes(source, env, g.ratio)
     if size > g.size_limit:
-        return f"predicted {size:,} bytes, over the {g.size_limit:,}-byte limit"
+        return Refusal(
+            reason=f"predicted {size:,} bytes, over the {g.size_limit:,}-byte limit", oversize=True
+        )
     return Candidate(source=source, config=config, changed=changed, added=added, size=size)
 
 

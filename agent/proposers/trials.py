@@ -97,10 +97,11 @@ class Evidence(BaseModel):
             is_int = isinstance(base, int)
             values = [float(p.config[knob.name]) for p in [*self.points, self.parent]]
             low, high = space.bounds(knob, float(base), self.size_limit, values, is_int)
+            log = knob.log and low > 0  # a recorded 0 (a knob switched off) leaves a log scale
             out[knob.name] = (
-                IntDistribution(int(low), int(high), log=knob.log)
+                IntDistribution(int(low), int(high), log=log)
                 if is_int
-                else FloatDistribution(low, high, log=knob.log)
+                else FloatDistribution(low, high, log=log)
             )
         for name in self.marks:
             out[TECHNIQUE_PREFIX + name] = CategoricalDistribution((False, True))
@@ -119,10 +120,12 @@ def gather(
         return source_at(str(ctx.root), e.commit_sha, ctx.trainer) if ctx.root and e.commit_sha else None
 
     base_source = source(lineage(ctx.parent, rows.get)[0]) or ctx.source
+    in_parent = {k.name for k in space.searched(ctx.source, env)}
     knobs = [
         k
         for k in space.searched(base_source, env)
-        if k.scale != "baseline" or float(space.read_knobs(base_source, [k], env)[k.name]) > 0
+        if k.name in in_parent
+        and (k.scale != "baseline" or float(space.read_knobs(base_source, [k], env)[k.name]) > 0)
     ]
     techniques, marks = [], {}
     for t in catalogue():
