@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from agentgolf.agent.proposers.proposal import CATEGORIES, ProposalError, check_trainer
+from agentgolf.agent.proposers.proposal import CATEGORIES, ProposalError, check_compiles, check_trainer
 from agentgolf.agent.proposers.techniques import (
     PATCH_FOLDER,
     apply_technique,
     catalogue,
+    catalogue_text,
     patch_text,
     to_proposal,
 )
@@ -74,11 +75,13 @@ def test_catalogue_is_consistent():
         assert patch_text(t).startswith(f"--- a/{TRAINER_FILE}\n+++ b/{TRAINER_FILE}\n")
 
 
-def test_to_proposal_carries_the_reported_effect():
+def test_to_proposal_and_the_prompt_lines_carry_the_reported_effect():
     t = BY_NAME["ema"]
     proposal = to_proposal(t)
     assert proposal.title == t.title and proposal.category == t.category
     assert t.reported_effect in proposal.hypothesis and proposal.expected_effect == t.reported_effect
+    lines = catalogue_text().splitlines()
+    assert len(lines) == len(BY_NAME) and any(t.reported_effect in line for line in lines)
 
 
 def test_patches_apply_with_git_and_add_only_regex_editable_knobs(tmp_path):
@@ -95,7 +98,9 @@ def test_patches_apply_with_git_and_add_only_regex_editable_knobs(tmp_path):
         for line in text.splitlines():
             if "os.environ.get(" in line and line.startswith("+"):
                 assert KNOB_RE.match(line), f"{t.name}: knob not in the trainer's style: {line}"
-        patched_text = patched(tmp_path / t.name, t.name).read_text()
+        trainer = patched(tmp_path / t.name, t.name)
+        check_compiles([trainer])
+        patched_text = trainer.read_text()
         assert presets_block(patched_text) == presets_block(BASELINE.read_text()), t.name
 
 
@@ -216,6 +221,7 @@ def data(tiny_dataset):
     return data_spec(tiny_dataset)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(RUNS))
 def test_patched_trainer_imports_trains_and_scores_ok(name: str, data, tmp_path):
     env, check = RUNS[name]

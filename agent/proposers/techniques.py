@@ -168,7 +168,7 @@ def apply_technique(tree: Path, t: Technique) -> None:
     if not (tree / TRAINER_FILE).is_file():
         raise ProposalError(f"technique {t.name}: {TRAINER_FILE} is missing from the tree")
     patch = patch_text(t)
-    with tempfile.TemporaryDirectory() as scratch:  # outside any repository: git apply acts as patch(1)
+    with tempfile.TemporaryDirectory() as scratch:  # outside any repository, git apply acts as patch(1)
         work = Path(scratch) / TRAINER_FILE
         shutil.copyfile(tree / TRAINER_FILE, work)
         done = subprocess.run(
@@ -177,7 +177,7 @@ def apply_technique(tree: Path, t: Technique) -> None:
             input=patch,
             capture_output=True,
             text=True,
-            env={**os.environ, "GIT_CEILING_DIRECTORIES": scratch},
+            env={**os.environ, "GIT_CEILING_DIRECTORIES": str(Path(scratch).parent)},
         )
         if done.returncode != 0:
             reason = (done.stderr.strip().splitlines() or ["git apply failed"])[0]
@@ -192,4 +192,12 @@ def to_proposal(t: Technique) -> Proposal:
         hypothesis=f"{t.hypothesis} Reported: {t.reported_effect}.",
         category=t.category,
         expected_effect=t.reported_effect,
+    )
+
+
+def catalogue_text(techniques: list[Technique] | None = None) -> str:
+    """The catalogue as prompt lines: one technique a line, with what the records reported."""
+    return "\n".join(
+        f"- {t.name} ({t.category}): {t.title}. Reported: {t.reported_effect}"
+        for t in (catalogue() if techniques is None else techniques)
     )
