@@ -164,7 +164,9 @@ DEMO_VAL_FRACTION = 0.03
 # The CPU preset trains until the clock stops it, as the challenge's trainer does, so the number of steps
 # (and the warmdown's timing) varies with the machine's load: the noise calibration measures that noise.
 DEMO_TRAIN_SECONDS = 60
-DEMO_BUDGET = Budget(train_seconds=DEMO_TRAIN_SECONDS, train_grace_seconds=60, score_seconds=180, memory_bytes=16 * 2**30)
+DEMO_BUDGET = Budget(
+    train_seconds=DEMO_TRAIN_SECONDS, train_grace_seconds=60, score_seconds=180, memory_bytes=16 * 2**30
+)
 DEMO_ACCEPTANCE = AcceptanceConfig(noise_seeds=3, max_runs=2)  # at most 3 + 2 x 2 = 7 runs
 
 
