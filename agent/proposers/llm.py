@@ -106,7 +106,7 @@ class LLMProposer:
         key = os.environ.get(config.api_key_env)
         if not key:
             raise AgentgolfError(
-                f"the openai proposer needs an API key in ${config.api_key_env} (or use --proposer playbook)"
+                f"the openai proposer needs an API key in ${config.api_key_env} (or use --proposer search, the offline default)"
             )
         import openai  # here, not at the top: loading a workspace must not load the client library
 
