@@ -36,6 +36,9 @@ BY_NAME = {t.name: t for t in catalogue()}
 BUDGET = TEST_BUDGET.model_copy(update={"train_seconds": 60, "train_grace_seconds": 30, "score_seconds": 60})
 RUN_ENV = {**TINY_ENV, "ITERATIONS": "4"}
 KNOB_RE = re.compile(r'^\+    [a-z0-9_]+ = (int|float|str)\(os\.environ\.get\("[A-Z0-9_]+", [^()]+\)\)$')
+KNOB_DEFAULT_RE = re.compile(
+    r'^(    [a-z0-9_]+ = (?:int|float|str)\(os\.environ\.get\("([A-Z0-9_]+)", )(.*)(?=\)\)$)', re.M
+)
 INT6_MAX = 31
 WIDE = {"MODEL_DIM": "192"}  # the MLP's matrices pass INT8_MIN_NUMEL, so the export quantizes them
 
@@ -112,6 +115,30 @@ def test_a_patch_that_does_not_apply_raises_and_leaves_the_file(tmp_path):
     assert (tmp_path / TRAINER_FILE).read_text() == TOY.read_text()
     with pytest.raises(ProposalError, match="missing"):
         apply_technique(tmp_path / "empty", BY_NAME["ema"])
+
+
+def test_patches_apply_to_a_parent_whose_knob_defaults_were_all_tuned(tmp_path):
+    """The search edits knob defaults, some of them in a patch's context lines: every patch still applies,
+    with the same result as on the baseline, tuned defaults kept."""
+
+    knobs = {m.group(2) for m in KNOB_DEFAULT_RE.finditer(BASELINE.read_text())}
+
+    def tune(text: str) -> str:  # the baseline's knobs only, not the ones a patch adds
+        def new_default(m: re.Match) -> str:
+            if m.group(2) not in knobs:
+                return m.group(0)
+            return m.group(1) + ('"tuned"' if m.group(3).startswith('"') else "7")
+
+        return KNOB_DEFAULT_RE.sub(new_default, text)
+
+    assert tune(BASELINE.read_text()).count('"tuned"') > 3
+    for t in catalogue():
+        trainer = tmp_path / t.name / TRAINER_FILE
+        trainer.parent.mkdir()
+        trainer.write_text(tune(BASELINE.read_text()))
+        apply_technique(trainer.parent, t)
+        plain = patched(tmp_path / f"{t.name}_plain", t.name).read_text()
+        assert trainer.read_text() == tune(plain) != plain, t.name
 
 
 def test_a_patch_applies_inside_a_git_worktree_subfolder(tmp_path):

@@ -9,7 +9,7 @@ Patches ship as package data in `technique_patches/<name>.patch` and apply with 
 from __future__ import annotations
 
 import os
-import shutil
+import re
 import subprocess
 import tempfile
 from importlib import resources
@@ -21,6 +21,9 @@ from agentgolf.agent.proposers.proposal import Proposal, ProposalError
 from agentgolf.challenge import TRAINER_FILE
 
 PATCH_FOLDER = "technique_patches"
+KNOB_LINE = re.compile(
+    r'^    [a-z0-9_]+ = (?:int|float|str)\(os\.environ\.get\("([A-Z0-9_]+)", .*\)\)$', re.M
+)
 
 
 class Technique(BaseModel):
@@ -164,13 +167,44 @@ def patch_text(t: Technique) -> str:
 
 
 def apply_technique(tree: Path, t: Technique) -> None:
-    """Apply the patch to tree/train_gpt.py, or raise ProposalError with a one-line reason."""
-    if not (tree / TRAINER_FILE).is_file():
+    """Apply the patch to tree/train_gpt.py, or raise ProposalError with a one-line reason.
+
+    A parent whose knob defaults were tuned (the search edits `os.environ.get("NAME", default)` lines) no longer
+    matches the patch's context lines, so the patch is then applied to the same file with the baseline's
+    defaults, and the tuned defaults are put back afterwards."""
+    trainer = tree / TRAINER_FILE
+    if not trainer.is_file():
         raise ProposalError(f"technique {t.name}: {TRAINER_FILE} is missing from the tree")
-    patch = patch_text(t)
-    with tempfile.TemporaryDirectory() as scratch:  # outside any repository, git apply acts as patch(1)
+    text, patch = trainer.read_text(), patch_text(t)
+    try:
+        trainer.write_text(_git_apply(text, patch, t.name))
+        return
+    except ProposalError:
+        base = _knob_lines(resources.files("agentgolf.baseline").joinpath(TRAINER_FILE).read_text())
+        tuned = {env: line for env, line in _knob_lines(text).items() if env in base and line != base[env]}
+        if not tuned:
+            raise
+    for env, line in tuned.items():
+        text = text.replace(line, base[env], 1)
+    text = _git_apply(text, patch, t.name)
+    for env, line in tuned.items():
+        text = text.replace(base[env], line, 1)
+    trainer.write_text(text)
+
+
+def _knob_lines(text: str) -> dict[str, str]:
+    """Each Hyperparameters line, by its environment variable's name (the first, if one repeats)."""
+    lines: dict[str, str] = {}
+    for match in KNOB_LINE.finditer(text):
+        lines.setdefault(match.group(1), match.group(0))
+    return lines
+
+
+def _git_apply(text: str, patch: str, name: str) -> str:
+    """The trainer's text with the patch applied; git runs outside any repository, as patch(1) would."""
+    with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch) / TRAINER_FILE
-        shutil.copyfile(tree / TRAINER_FILE, work)
+        work.write_text(text)
         done = subprocess.run(
             ["git", "apply", "--whitespace=nowarn", "-"],
             cwd=scratch,
@@ -181,8 +215,8 @@ def apply_technique(tree: Path, t: Technique) -> None:
         )
         if done.returncode != 0:
             reason = (done.stderr.strip().splitlines() or ["git apply failed"])[0]
-            raise ProposalError(f"technique {t.name} does not apply to this trainer: {reason}")
-        shutil.copyfile(work, tree / TRAINER_FILE)
+            raise ProposalError(f"technique {name} does not apply to this trainer: {reason}")
+        return work.read_text()
 
 
 def to_proposal(t: Technique) -> Proposal:
