@@ -223,7 +223,7 @@ def to_proposal(t: Technique) -> Proposal:
     """The proposal that records this technique in the ledger: the patch is applied to the tree separately."""
     return Proposal(
         title=t.title,
-        hypothesis=f"{t.hypothesis} Reported: {t.reported_effect}.",
+        hypothesis=f"Technique {t.name}: {t.hypothesis} Reported: {t.reported_effect}.",
         category=t.category,
         expected_effect=t.reported_effect,
     )
