@@ -109,7 +109,7 @@ def test_patches_apply_with_git_and_add_only_regex_editable_knobs(tmp_path):
 
 def test_a_patch_that_does_not_apply_raises_and_leaves_the_file(tmp_path):
     (tmp_path / TRAINER_FILE).write_text(TOY.read_text())
-    with pytest.raises(ProposalError, match="does not apply") as caught:
+    with pytest.raises(ProposalError, match="technique muon_weight_decay conflicts") as caught:
         apply_technique(tmp_path, BY_NAME["muon_weight_decay"])
     assert "\n" not in str(caught.value)
     assert (tmp_path / TRAINER_FILE).read_text() == TOY.read_text()
@@ -139,6 +139,30 @@ def test_patches_apply_to_a_parent_whose_knob_defaults_were_all_tuned(tmp_path):
         apply_technique(trainer.parent, t)
         plain = patched(tmp_path / f"{t.name}_plain", t.name).read_text()
         assert trainer.read_text() == tune(plain) != plain, t.name
+
+
+def test_every_pair_of_techniques_stacks_in_either_order(tmp_path):
+    """The search combines kept changes: a technique applies on a parent that already has another one."""
+    trainer = tmp_path / TRAINER_FILE
+    for first in catalogue():
+        for second in catalogue():
+            if second.name != first.name:
+                trainer.write_text(BASELINE.read_text())
+                apply_technique(tmp_path, first)
+                apply_technique(tmp_path, second)
+                check_compiles([trainer])
+                assert not re.search(
+                    r"^(<{7}|={7}|>{7}|\|{7})", trainer.read_text(), re.M
+                )  # no conflict left
+
+
+def all_techniques(tree: Path) -> Path:
+    """Every technique applied in catalogue order, each on top of the ones before."""
+    tree.mkdir(parents=True, exist_ok=True)
+    (tree / TRAINER_FILE).write_text(BASELINE.read_text())
+    for t in catalogue():
+        apply_technique(tree, t)
+    return tree / TRAINER_FILE
 
 
 def test_a_patch_applies_inside_a_git_worktree_subfolder(tmp_path):
@@ -258,3 +282,18 @@ def test_patched_trainer_imports_trains_and_scores_ok(name: str, data, tmp_path)
     assert result.status is Status.ok, result.reason
     assert math.isfinite(result.val_bpb) and result.code_bytes == len(trainer.read_bytes())
     check(import_file(trainer, name), result)
+
+
+@pytest.mark.slow
+def test_all_techniques_stacked_train_and_score_ok(data, tmp_path):
+    trainer = all_techniques(tmp_path / "tree")
+    env = {**RUN_ENV, "EVAL_STRIDE": "16", "RECUR_START_FRAC": "0.5"}
+    result = run_sandboxed(trainer, tmp_path / "run", data, BUDGET, env=env)
+    assert result.status is Status.ok, result.reason
+    log = log_of(result)
+    for marker in ("muon_weight_decay:0.04", "qat:on step:0", "recurrence:on step:2", "ema: exporting"):
+        assert marker in log
+    assert result.eval_mode["mode"] == "sliding" and result.eval_mode["seq_len"] == 128
+    check_trained_from_zero("smear", "bigram_proj.weight", "blocks.0.attn.ve_scale")(
+        import_file(trainer, "all"), result
+    )

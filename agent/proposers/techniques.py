@@ -21,6 +21,9 @@ from agentgolf.agent.proposers.proposal import Proposal, ProposalError
 from agentgolf.challenge import TRAINER_FILE
 
 PATCH_FOLDER = "technique_patches"
+# git merge-file --diff3 marks a conflict with these at the start of a line; 0-127 is the number of conflicts
+CONFLICT_START, CONFLICT_BASE, CONFLICT_SPLIT, CONFLICT_END = "<<<<<<< ", "||||||| ", "=======", ">>>>>>> "
+MERGE_ERROR = 128
 KNOB_LINE = re.compile(
     r'^    [a-z0-9_]+ = (?:int|float|str)\(os\.environ\.get\("([A-Z0-9_]+)", .*\)\)$', re.M
 )
@@ -169,27 +172,68 @@ def patch_text(t: Technique) -> str:
 def apply_technique(tree: Path, t: Technique) -> None:
     """Apply the patch to tree/train_gpt.py, or raise ProposalError with a one-line reason.
 
-    A parent whose knob defaults were tuned (the search edits `os.environ.get("NAME", default)` lines) no longer
-    matches the patch's context lines, so the patch is then applied to the same file with the baseline's
-    defaults, and the tuned defaults are put back afterwards."""
+    A parent that differs from the baseline near the patch (tuned knob defaults, another technique) no longer
+    matches its context lines; the change is then merged three ways (`_merge`)."""
     trainer = tree / TRAINER_FILE
     if not trainer.is_file():
         raise ProposalError(f"technique {t.name}: {TRAINER_FILE} is missing from the tree")
     text, patch = trainer.read_text(), patch_text(t)
     try:
         trainer.write_text(_git_apply(text, patch, t.name))
-        return
     except ProposalError:
-        base = _knob_lines(resources.files("agentgolf.baseline").joinpath(TRAINER_FILE).read_text())
-        tuned = {env: line for env, line in _knob_lines(text).items() if env in base and line != base[env]}
-        if not tuned:
-            raise
+        trainer.write_text(_merge(text, patch, t.name))
+
+
+def _merge(text: str, patch: str, name: str) -> str:
+    """The patch's change merged into `text`, with the packaged baseline as the common ancestor.
+
+    Tuned knob defaults are set back to the baseline's for the merge and restored after it, so a knob line
+    next to the change does not conflict. Where both sides only inserted lines at the same place (another
+    technique's knobs, config fields or statements), both insertions are kept, the parent's first; any other
+    conflict means the technique does not stack on this parent."""
+    base = resources.files("agentgolf.baseline").joinpath(TRAINER_FILE).read_text()
+    base_knobs = _knob_lines(base)
+    tuned = {env: line for env, line in _knob_lines(text).items() if base_knobs.get(env, line) != line}
     for env, line in tuned.items():
-        text = text.replace(line, base[env], 1)
-    text = _git_apply(text, patch, t.name)
+        text = text.replace(line, base_knobs[env], 1)
+    with tempfile.TemporaryDirectory() as scratch:
+        paths = [Path(scratch) / side for side in ("parent", "baseline", name)]
+        for path, content in zip(paths, (text, base, _git_apply(base, patch, name)), strict=True):
+            path.write_text(content)
+        done = subprocess.run(
+            ["git", "merge-file", "-p", "--diff3", *map(str, paths)], capture_output=True, text=True
+        )
+    if done.returncode < 0 or done.returncode >= MERGE_ERROR:
+        raise ProposalError(f"technique {name}: git merge-file failed: {done.stderr.strip()[:200]}")
+    merged = _keep_both_insertions(done.stdout, name)
     for env, line in tuned.items():
-        text = text.replace(base[env], line, 1)
-    trainer.write_text(text)
+        merged = merged.replace(base_knobs[env], line, 1)
+    return merged
+
+
+def _keep_both_insertions(merged: str, name: str) -> str:
+    """Resolve git's diff3 conflict blocks where the ancestor part is empty: parent's lines, then the patch's."""
+    out: list[str] = []
+    lines = iter(merged.splitlines(keepends=True))
+    for line in lines:
+        if not line.startswith(CONFLICT_START):
+            out.append(line)
+            continue
+        parts: list[list[str]] = [[], [], []]  # parent, ancestor, patch
+        part = 0
+        for inner in lines:
+            if inner.startswith(CONFLICT_END):
+                break
+            if inner.startswith((CONFLICT_BASE, CONFLICT_SPLIT)):
+                part += 1
+                continue
+            parts[part].append(inner)
+        parent, ancestor, theirs = parts
+        if ancestor:
+            where = ancestor[0].strip()[:80]
+            raise ProposalError(f"technique {name} conflicts with this trainer's own change to {where!r}")
+        out += parent + theirs
+    return "".join(out)
 
 
 def _knob_lines(text: str) -> dict[str, str]:
