@@ -3,7 +3,9 @@ records' ideas (parameter-golf-facts.md §5), each a small unified diff against 
 
 The search treats each technique as one categorical move and an LLM sees the list as known options;
 the reported effect is what the records measured at full scale, not a promise for this workspace.
-Patches ship as package data in `technique_patches/<name>.patch` and apply with `git apply`.
+Patches ship as package data in `technique_patches/<name>.patch`. They apply with `git apply`, or, on a
+parent that moved near them (tuned knobs, other techniques), by a three-way merge against the baseline, so
+techniques stack: the search combines them.
 """
 
 from __future__ import annotations
