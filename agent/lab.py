@@ -7,18 +7,20 @@ a ledger row into a scored ledger row, and writes each fact the moment it is kno
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import git
 
 from agentgolf.agent.executor import Executor, Slot, executor_for
+from agentgolf.agent.proposers.proposal import ProposalError, check_trainer
 from agentgolf.challenge import TRAINER_FILE
 from agentgolf.errors import AgentgolfError
 from agentgolf.experiments import worktree as wt
-from agentgolf.experiments.ledger import Experiment, Ledger
+from agentgolf.experiments.ledger import Experiment, Ledger, Run
 from agentgolf.experiments.manifest import build_manifest, data_fingerprint
 from agentgolf.experiments.status import Kind, RowStatus
 from agentgolf.sandbox.budget import Budget
@@ -130,6 +132,23 @@ class Lab:
             raise
         return self.record(exp, result, slot)
 
+    def add_baseline(self, run: Run) -> Experiment:
+        """The run's first row: the unmodified trainer at its base commit, on a branch of its own."""
+        base = self.ledger.add_experiment(
+            run_id=run.id,
+            kind=Kind.baseline,
+            status=RowStatus.running,
+            title="Baseline",
+            hypothesis="The unmodified trainer: the reference every change is measured against.",
+            proposer="baseline",
+            commit_sha=run.base_commit,
+            parent_commit=run.base_commit,
+            seed=self.ws.config.seed,
+        )
+        branch = wt.branch_name(run.id, base.id, "baseline")
+        wt.set_branch(self.repo, branch, run.base_commit)
+        return self.ledger.update(base.id, branch=branch)
+
     def remeasure(
         self, original: Experiment, kind: Kind, seed: int, title: str = "", run_id: str | None = None
     ) -> Experiment:
@@ -150,8 +169,42 @@ class Lab:
             replay_of=original.id,
         )
 
-    def rebase(self, commit: str, parent_commit: str, onto: str) -> str | None:
-        """Move a prepared change onto a newer best; None if it no longer applies cleanly."""
-        return wt.rebase_change(
-            self.repo, parent_commit, commit, onto, self.ws.state / "worktrees" / "rebase"
-        )
+    def rebase(
+        self, commit: str, parent_commit: str, onto: str, name: str = "rebase", repo: git.Repo | None = None
+    ) -> Moved:
+        """Move a whole change (every commit of `parent_commit..commit`) onto `onto`, then check the trainer
+        it gives as a new proposal is checked (compiles, imports in the sandbox). Moved(new commit, "") or
+        Moved("", why it cannot run there). `name` keeps concurrent calls apart; a thread other than the
+        scheduler's passes its own `repo` (GitPython's object pipes are not thread-safe)."""
+        repo = repo or self.repo
+        moved = wt.rebase_change(repo, parent_commit, commit, onto, self.ws.state / "worktrees" / name)
+        if moved is None:
+            return Moved("", f"its change no longer applies to commit {onto[:10]} (a conflict)")
+        if moved == commit:
+            return Moved(moved, "")  # nothing moved: checked when it was made
+        if not wt.diff(repo, onto, moved):
+            return Moved("", f"commit {onto[:10]} already holds the same change")
+        try:
+            self.check(moved, name)
+        except ProposalError as exc:
+            return Moved("", f"its change, moved onto commit {onto[:10]}, fails the check: {exc}")
+        return Moved(moved, "")
+
+    def check(self, commit: str, name: str = "check") -> None:
+        """`check_trainer` on the trainer as committed in `commit`; raises ProposalError if it fails."""
+        source = self.ws.state / "checks" / name
+        source.mkdir(parents=True, exist_ok=True)
+        try:
+            trainer = source / Path(self.ws.config.trainer).name
+            trainer.write_bytes(self.trainer_source(commit))
+            check_trainer(trainer, self.budget, self.ws.state / "import-check" / name)
+        finally:
+            shutil.rmtree(source, ignore_errors=True)
+            shutil.rmtree(self.ws.state / "import-check" / name, ignore_errors=True)
+
+
+class Moved(NamedTuple):
+    """A change moved onto another commit: the new commit, or "" and why it cannot run there."""
+
+    commit: str
+    reason: str

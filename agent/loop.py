@@ -26,6 +26,7 @@ from agentgolf.agent.live import LiveView
 from agentgolf.agent.processes import kill_leftovers, lock_owner, run_lock, stop_owner
 from agentgolf.agent.proposers import search
 from agentgolf.agent.proposers.registry import make_proposer
+from agentgolf.agent.report.summary import Utilization, slot_utilization
 from agentgolf.agent.scheduler import RunCaps, Scheduler
 from agentgolf.agent.workspace import Workspace
 from agentgolf.errors import AgentgolfError
@@ -42,6 +43,7 @@ class RunSummary(BaseModel):
     best_id: int | None
     best_bpb: float | None
     stop_reason: str
+    utilization: Utilization | None = None  # how busy the slots were (report/summary.slot_utilization)
 
 
 class Replay(BaseModel):
@@ -186,12 +188,16 @@ class Loop:
             self.ledger.update_run(run.id, status="finished", stop_reason=stop)
         best = scheduler.best
         self.console.print(f"run {run.id} stopped: {stop}")
+        busy = slot_utilization(scheduler.rows(), len(slots))
+        if busy is not None:
+            self.console.print(busy.line())
         return RunSummary(
             run_id=run.id,
             experiments=scheduler.charged(),
             best_id=best.id if best else None,
             best_bpb=best.val_bpb if best else None,
             stop_reason=stop,
+            utilization=busy,
         )
 
     def lock_path(self, run_id: str) -> Path:

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from agentgolf.agent.notes import Note, read_notes
 from agentgolf.agent.processes import lock_owner
+from agentgolf.agent.report.summary import Utilization, slot_utilization
 from agentgolf.experiments.ledger import Ledger
 from agentgolf.experiments.status import CHARGED_KINDS, UNDECIDED, Kind, RowStatus
 
@@ -56,7 +57,7 @@ class RunStatus(BaseModel):
     pid: int | None
     proposer: str
     caps: Caps
-    experiments: int  # charged against caps.experiments: the baseline and every proposal
+    experiments: int  # charged against caps.experiments: the baseline and every proposal (re-tests are not)
     finished: int  # rows with a verdict (every kind)
     statuses: dict[str, int]
     in_flight: list[Running]
@@ -64,6 +65,7 @@ class RunStatus(BaseModel):
     spend: Spend
     stop_reason: str
     notes: list[Note]
+    utilization: Utilization | None = None  # of the slots, over the finished experiments (summary.py)
 
 
 def lock_file(state: Path, run_id: str) -> Path:
@@ -97,7 +99,7 @@ def run_status(state: Path, ledger: Ledger, run_id: str) -> RunStatus:
             gpu_hours=settings.get("gpu_hours"),
             usd=settings.get("usd"),
         ),
-        experiments=sum(1 for e in rows if e.kind in CHARGED_KINDS),
+        experiments=sum(1 for e in rows if e.kind in CHARGED_KINDS and e.retest_of is None),
         finished=sum(1 for e in rows if e.status not in UNDECIDED),
         statuses=statuses,
         in_flight=[
@@ -120,4 +122,5 @@ def run_status(state: Path, ledger: Ledger, run_id: str) -> RunStatus:
         ),
         stop_reason=run.stop_reason,
         notes=read_notes(state),
+        utilization=slot_utilization(rows, int(settings.get("slots") or 0)),
     )

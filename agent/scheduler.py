@@ -1,9 +1,11 @@
 """The scheduler of one run: what to train next, on which slot, and what each result means for the run.
 
 One thread (the caller's) owns the ledger and the git refs; sandboxes run in a pool with one worker per
-slot, and the next proposal is prepared in a second pool while experiments train, so the hardware does
-not wait for the LLM. Everything the scheduler knows is re-read from the ledger, so `--resume` needs no
-other state. `state()` is its public view: the live display reads that and nothing else.
+slot, and the next proposals are prepared in the pipeline's pool while experiments train (one per slot
+that will want one: `pipeline.py`), so the hardware does not wait for the LLM. A win decided after the
+best moved on is carried onto the new best and re-tested (`retest.py`). Everything the scheduler knows
+is re-read from the ledger, so `--resume` needs no other state. `state()` is its public view: the live
+display reads that and nothing else.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from pydantic import BaseModel, Field
 
-from agentgolf.agent import acceptance
+from agentgolf.agent import acceptance, retest
 from agentgolf.agent.executor import Slot
 from agentgolf.agent.lab import Lab
 from agentgolf.agent.live import LiveView, describe
-from agentgolf.agent.proposers.prepare import Prepared, prepare_proposal
-from agentgolf.agent.proposers.proposal import Proposer, diff_fingerprint
+from agentgolf.agent.pipeline import Pipeline
+from agentgolf.agent.proposers.prepare import Prepared
+from agentgolf.agent.proposers.proposal import Proposer
 from agentgolf.errors import AgentgolfError
 from agentgolf.experiments import worktree as wt
 from agentgolf.experiments.ledger import Experiment, Run
@@ -33,6 +36,14 @@ class SchedulerConfig(BaseModel):
         2, ge=0, description="an infra error (the machine, not the idea) is retried this often, uncharged"
     )
     poll_seconds: float = Field(0.5, gt=0, description="how often finished slots and proposals are checked")
+    max_pending_proposals: int = Field(
+        4,
+        ge=1,
+        description="proposals prepared at once, one per slot that will want one: concurrent LLM calls",
+    )
+    carry_forward: int = Field(
+        3, ge=0, description="how often one win is rebased onto a newer best and re-tested (0: never)"
+    )
 
 
 class RunCaps(BaseModel):
@@ -79,11 +90,11 @@ class Scheduler:
         self.ledger = lab.ledger
         self.cfg = lab.ws.config.acceptance
         self.settings = lab.ws.config.scheduler
-        self.free: list[Slot] = list(slots)
-        self.running: dict[Future, tuple[Experiment, Slot, float]] = {}
+        self.slots: list[Slot] = list(slots)
+        self.free: list[int] = list(range(len(slots)))  # indices into self.slots
+        self.running: dict[Future, tuple[Experiment, int, float]] = {}
         self.pool = ThreadPoolExecutor(max_workers=len(slots), thread_name_prefix="slot")
-        self.proposer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="proposer")
-        self.pending: Future | None = None
+        self.pipeline = Pipeline(lab, self.propose, self.settings.max_pending_proposals)
         self.infra_retries: dict[int, int] = {}
         self.exhausted = False
         self.fatal = ""
@@ -104,8 +115,9 @@ class Scheduler:
     def charged(self) -> int:
         """Experiments that count against --budget: the baseline and every proposal, rejected ones too
         (so a proposer that only produces rejects still ends). Calibration and confirmation seeds are
-        extra measurements of those and count only against the GPU-hour cap."""
-        return sum(1 for e in self.rows() if e.kind in CHARGED_KINDS)
+        extra measurements of those, and a re-test is a proposal already counted, carried onto a newer
+        best (retest.py): they count only against the GPU-hour cap."""
+        return sum(1 for e in self.rows() if e.kind in CHARGED_KINDS and not retest.is_retest(e))
 
     def spend(self) -> tuple[float, float]:
         rows = self.rows()
@@ -136,6 +148,9 @@ class Scheduler:
     def drive(self) -> str:
         """Schedule until a cap is reached or nothing is left; returns why it stopped."""
         self.best = self.current_best()
+        settings = self.ledger.get_run(self.run.id).settings  # how many slots (utilization reads it)
+        if settings.get("slots", 0) < len(self.slots):
+            self.ledger.update_run(self.run.id, settings={**settings, "slots": len(self.slots)})
         for exp in self.rows():  # resumed: what the baseline measured holds, and no verdict stays lost
             if exp.kind == Kind.baseline and exp.status == RowStatus.ok:
                 self._bound_overhead(exp)
@@ -146,7 +161,7 @@ class Scheduler:
             if not stop:
                 self._schedule()
                 stop = self._stop_reason()
-            if not self.running and (stop or self.pending is None):
+            if not self.running and (stop or not self.pipeline):
                 self._wind_down(stop or "nothing left to schedule")
                 return stop or "nothing left to schedule"
             self._wait()
@@ -166,7 +181,7 @@ class Scheduler:
         if any(e.status == RowStatus.confirming for e in rows):
             return ""  # a win waiting for its confirmation is finished before the run stops
         if any(self._left_in_flight(e) for e in rows):
-            return ""  # rows left in flight by a dead loop (--resume) are finished before the run stops
+            return ""  # re-tests waiting for a slot, and rows a dead loop left (--resume), are finished first
         if self.charged() >= self.caps.experiments:
             return "budget spent"
         if self.exhausted:
@@ -185,45 +200,27 @@ class Scheduler:
         self._ensure_pending()
 
     def _next_measurement(self) -> Experiment | None:
-        """What to train next: baseline, calibration seeds, confirmations, then a prepared proposal."""
+        """What to train next: baseline, calibration seeds, confirmations, then a prepared proposal.
+        Proposals may train while calibration seeds do; their verdicts wait for the noise (`_decide`)."""
         lab, seed0 = self.lab, self.lab.ws.config.seed
-        for exp in self.rows():  # rows left running by a dead loop (--resume) are trained again, in place
+        for exp in self.rows():  # re-tests, and rows a dead loop left running (--resume): trained in place
             if self._left_in_flight(exp):
                 return exp
         base = next((e for e in self.rows() if e.kind == Kind.baseline), None)
         if base is None:
-            return self._add_baseline()
+            return lab.add_baseline(self.run)
         seeds = self.calibration()
         if len(seeds) < self.cfg.noise_seeds:
             seed = seed0 + len(seeds)
             return lab.remeasure(base, Kind.calibration, seed, title=f"Baseline, seed {seed}")
-        if any(e.status == RowStatus.running for e in seeds) or base.status != RowStatus.ok:
-            return None  # acceptance needs the noise floor first
+        if base.status != RowStatus.ok:
+            return None  # every proposal is made on, and measured against, the baseline's score
         for exp in self.rows():
             if exp.status == RowStatus.confirming and not self._confirmation_running(exp):
                 done = len(acceptance.samples(self.rows(), exp))
                 seed = acceptance.confirmation_seed(exp, done, seed0, self.cfg)
                 return lab.remeasure(exp, Kind.confirm, seed, title=f"{exp.title} (confirmation)")
-        if self.charged() >= self.caps.experiments:
-            return None
         return self._take_prepared()
-
-    def _add_baseline(self) -> Experiment:
-        run = self.run
-        base = self.ledger.add_experiment(
-            run_id=run.id,
-            kind=Kind.baseline,
-            status=RowStatus.running,
-            title="Baseline",
-            hypothesis="The unmodified trainer: the reference every change is measured against.",
-            proposer="baseline",
-            commit_sha=run.base_commit,
-            parent_commit=run.base_commit,
-            seed=self.lab.ws.config.seed,
-        )
-        branch = wt.branch_name(run.id, base.id, "baseline")
-        wt.set_branch(self.lab.repo, branch, run.base_commit)
-        return self.ledger.update(base.id, branch=branch)
 
     def _confirmation_running(self, exp: Experiment) -> bool:
         return any(
@@ -232,111 +229,74 @@ class Scheduler:
         )
 
     def _ensure_pending(self) -> None:
-        if self.pending is not None or self.exhausted or self.best is None:
+        """One proposal in preparation for each slot that will want one, within the caps (pipeline.py)."""
+        if (
+            self.exhausted
+            or self.fatal
+            or self.best is None
+            or len(self.calibration()) < self.cfg.noise_seeds
+        ):
             return
-        if self.charged() >= self.caps.experiments:
-            return
-        if len(self.calibration()) < self.cfg.noise_seeds:
-            return
-        history = self.ledger.experiments()
-        self.pending = self.proposer_pool.submit(prepare_proposal, self.lab, self.best, history, self.propose)
+        claimed = sum(  # slots that re-measurements will take next: re-tests and confirmations waiting
+            self._left_in_flight(e)
+            or (e.status == RowStatus.confirming and not self._confirmation_running(e))
+            for e in self.rows()
+        )
+        want = min(self.settings.max_pending_proposals, max(1, len(self.slots) - claimed))
+        self.pipeline.fill(
+            self.best, min(want, self.caps.experiments - self.charged()), self.ledger.experiments
+        )
 
     def _take_prepared(self) -> Experiment | None:
-        if self.pending is None or not self.pending.done():
-            return None
-        future, self.pending = self.pending, None
-        try:
-            prepared: Prepared = future.result()
-        except AgentgolfError as exc:  # e.g. the LLM endpoint is down for good: finish what runs, then stop
-            self.fatal = f"proposer failed: {exc}"
-            return None
-        if prepared.proposal is None:
-            self.exhausted = True
-            return None
-        if not prepared.error and self.best is not None and prepared.parent_id != self.best.id:
-            # The best moved on while this was prepared: carry the change over if it still applies.
-            old_parent = self.ledger.get(prepared.parent_id)
-            moved = self.lab.rebase(prepared.commit, old_parent.commit_sha, self.best.commit_sha)
-            if moved is not None:
-                prepared = prepared.model_copy(update={"commit": moved, "parent_id": self.best.id})
-        return self._register(prepared)
-
-    def _register(self, prepared: Prepared) -> Experiment | None:
-        lab, run, proposal = self.lab, self.run, prepared.proposal
-        parent = self.ledger.get(prepared.parent_id)
-        exp = self.ledger.add_experiment(
-            run_id=run.id,
-            kind=Kind.proposal,
-            status=RowStatus.running,
-            parent_id=parent.id,
-            parent_commit=parent.commit_sha,
-            title=proposal.title,
-            hypothesis=proposal.hypothesis,
-            category=proposal.category,
-            proposer=self.proposer,
-            seed=lab.ws.config.seed,
-            tokens=prepared.usage.prompt_tokens + prepared.usage.completion_tokens,
-            usd=prepared.usage.usd,
-            manifest={"proposer_session": proposal.session} if proposal.session else {},  # mode, turns, tools
-        )
-        reason = prepared.error
-        if not reason:
-            branch = wt.branch_name(run.id, exp.id, proposal.title)
-            wt.set_branch(lab.repo, branch, prepared.commit)
-            change = diff_fingerprint(wt.diff(lab.repo, parent.commit_sha, prepared.commit))
-            exp = self.ledger.update(exp.id, branch=branch, commit_sha=prepared.commit, fingerprint=change)
-            if prepared.commit == parent.commit_sha:
-                reason = "the proposal changed nothing"
-            else:
-                repeat = self._repeat_of(exp)
-                if repeat is not None:
-                    reason = f"repeat of experiment {repeat.id} ({repeat.title}): same change"
-        if reason:
-            self._announce(
-                self.ledger.update(exp.id, status=RowStatus.rejected, reason=reason, finished_at=time.time())
+        """The oldest prepared proposal that may run, registered; rejected ones are recorded on the way."""
+        while self.charged() < self.caps.experiments and not (self.fatal or self.exhausted):
+            future = self.pipeline.ready()
+            if future is None:
+                return None
+            try:
+                prepared: Prepared = future.result()
+            except AgentgolfError as exc:  # e.g. the LLM endpoint is down for good: finish what runs, stop
+                self.fatal = f"proposer failed: {exc}"
+                return None
+            if prepared.proposal is None:
+                self.exhausted = True
+                return None
+            exp, rejected = self.pipeline.register(
+                prepared, self.run, self.proposer, self.best, self.view.log
             )
-            return None
-        return exp
+            if not rejected:
+                return exp
+            self._announce(exp)
+        return None
 
-    def _repeat_of(self, exp: Experiment) -> Experiment | None:
-        return next(
-            (
-                e
-                for e in self.ledger.experiments()
-                if e.id != exp.id
-                and e.kind == Kind.proposal
-                and e.fingerprint == exp.fingerprint
-                and e.status != RowStatus.infra_error
-            ),
-            None,
-        )
-
-    def _launch(self, exp: Experiment, slot: Slot) -> None:
-        """Start `exp` on `slot`, which the caller has taken out of `free`."""
+    def _launch(self, exp: Experiment, index: int) -> None:
+        """Start `exp` on slot `index`, which the caller has taken out of `free`. The row records the slot
+        and when it started (a retry keeps the first start): slot utilization is read from these."""
+        slot = self.slots[index]
+        if exp.id not in self.launched:
+            self.ledger.update(exp.id, slot=index, started_at=time.time())
         self.launched.add(exp.id)
         self.lab.prepare_run_dir(exp, slot)
         self.view.started(exp)
-        self.running[self.pool.submit(self.lab.sandbox, exp, slot)] = (exp, slot, time.monotonic())
+        self.running[self.pool.submit(self.lab.sandbox, exp, slot)] = (exp, index, time.monotonic())
 
     def _wait(self) -> None:
-        futures = list(self.running)
         # A finished proposal waits for a slot; only an unfinished one may wake us (else: a busy loop).
-        if self.pending is not None and not self.pending.done():
-            futures.append(self.pending)
+        futures = list(self.running) + self.pipeline.unfinished()
         done, _ = wait(futures, timeout=self.settings.poll_seconds, return_when=FIRST_COMPLETED)
         for future in done:
-            if future is self.pending:
-                continue  # picked up by _schedule
-            exp, slot, _ = self.running.pop(future)
+            if future not in self.running:
+                continue  # a proposal: picked up by _schedule
+            exp, index, _ = self.running.pop(future)
             try:
                 result = future.result()
             except Exception as exc:  # a harness bug or a machine failure: the idea is not charged
                 result = SandboxResult(status=Status.infra_error, reason=f"harness error: {exc}")
             if self._retry(exp, result):
-                self._launch(exp, slot)  # the same slot, straight away: nothing else may take it
+                self._launch(exp, index)  # the same slot, straight away: nothing else may take it
             else:
-                self.free.append(slot)
-                self._finish(exp, result, slot)
+                self.free.append(index)
+                self._finish(exp, result, self.slots[index])
         self.view.refresh(self.state())
 
     def _retry(self, exp: Experiment, result: SandboxResult) -> bool:
@@ -358,6 +318,9 @@ class Scheduler:
             self._announce(exp)
         elif exp.kind == Kind.calibration:
             self._announce(exp)
+            for waiting in self.rows():  # proposals that finished while the noise was being measured
+                if waiting.kind == Kind.proposal and waiting.status == RowStatus.ok and not waiting.decision:
+                    self._decide(waiting)
         elif exp.kind in (Kind.proposal, Kind.confirm):
             target = self.ledger.get(exp.replay_of) if exp.kind == Kind.confirm else exp
             if exp.kind == Kind.confirm:
@@ -371,12 +334,22 @@ class Scheduler:
                 self._announce(exp)
 
     def _decide(self, exp: Experiment) -> None:
+        """The verdict on a scored proposal, once every calibration seed is in (until then it waits)."""
+        seeds = self.calibration()
+        if len(seeds) < self.cfg.noise_seeds or any(e.status == RowStatus.running for e in seeds):
+            return  # decided when the last seed comes in (_finish)
         parent = self.ledger.get(exp.parent_id)
         verdict = acceptance.decide(self.rows(), exp, parent, self.cfg)
         fields = {"reason": verdict.reason, "decision": verdict.record()}  # evidence: ledger --json, report
         if verdict.decision == "promote" and self.best is not None and parent.id != self.best.id:
+            # A win over a parent that is no longer the best: re-test its change on the best (retest.py).
             fields["reason"] += f", but the best moved on to experiment {self.best.id} meanwhile"
-            exp = self.ledger.update(exp.id, status=RowStatus.inconclusive, **fields)
+            again, said = retest.carry(
+                self.lab, self.run, self.rows(), exp, self.best, self.settings.carry_forward
+            )
+            exp = self.ledger.update(
+                exp.id, status=RowStatus.inconclusive, **{**fields, "reason": fields["reason"] + said}
+            )
         elif verdict.decision == "promote":
             exp = self._promote(exp, **fields)
         else:  # "confirm" leaves it confirming: _next_measurement schedules its next run
@@ -399,16 +372,13 @@ class Scheduler:
 
     def _wind_down(self, reason: str) -> None:
         """A prepared proposal that never ran is dropped (nothing charged); an unconfirmed win stays unconfirmed."""
-        if self.pending is not None:
-            self.pending.cancel()
-            self.pending = None
+        self.pipeline.close()
         for exp in self.rows():
             if exp.status == RowStatus.confirming:
                 self.ledger.update(
                     exp.id, status=RowStatus.inconclusive, reason=f"not confirmed: the run stopped ({reason})"
                 )
         self.pool.shutdown(wait=True)
-        self.proposer_pool.shutdown(wait=False, cancel_futures=True)
 
     def abandon(self, reason: str) -> None:
         """The loop is going down: stop what must not outlive it and leave the rows `running` for --resume."""
@@ -417,4 +387,4 @@ class Scheduler:
             self.ledger.update(exp.id, reason=f"in flight when {reason}")
             self.lab.executor.release(self.lab.ws.run_dir(exp.id))
         self.pool.shutdown(wait=True, cancel_futures=True)
-        self.proposer_pool.shutdown(wait=False, cancel_futures=True)
+        self.pipeline.close()

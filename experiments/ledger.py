@@ -82,6 +82,13 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE experiments ADD COLUMN decision TEXT NOT NULL DEFAULT '{}';
     """,
+    # v3 -> v4: a win carried onto a newer best is re-tested as a new row linked to the original, and each
+    # run records where and when it trained (slot utilization).
+    """
+    ALTER TABLE experiments ADD COLUMN retest_of INTEGER REFERENCES experiments(id);
+    ALTER TABLE experiments ADD COLUMN slot INTEGER;
+    ALTER TABLE experiments ADD COLUMN started_at REAL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -120,7 +127,10 @@ class Experiment(BaseModel):
     fingerprint: str = ""  # normalized diff against the parent: the same change has the same one
     tokens: int = 0  # LLM tokens spent proposing it
     usd: float = 0.0  # LLM dollars spent proposing it
-    replay_of: int | None = None
+    replay_of: int | None = None  # the row it measures again, same commit: confirm, calibration, replay
+    retest_of: int | None = None  # the win this one carries onto a newer best (its change, rebased)
+    slot: int | None = None  # the scheduler's slot it last trained on (0, 1, ...)
+    started_at: float | None = None  # when a slot started it (after --resume, anew); finished_at: result
     manifest: dict[str, Any] = Field(default_factory=dict)
     decision: dict[str, Any] = Field(default_factory=dict)  # the evidence of its acceptance verdict
     created_at: float

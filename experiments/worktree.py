@@ -163,18 +163,20 @@ def pick(repo: git.Repo, commits: list[str], onto: str | None) -> tuple[str, str
 
 
 def rebase_change(repo: git.Repo, parent: str, commit: str, onto: str, scratch: Path) -> str | None:
-    """Replay the change `parent..commit` on top of `onto`; the new commit, or None on a conflict."""
+    """Replay the whole change `parent..commit` (every commit of it, oldest first) on top of `onto`; the
+    new tip, or None on a conflict. A commit that `onto` already holds is kept as an empty one, so the
+    caller can tell "already there" (no diff from `onto`) from a conflict."""
     if parent == onto:
         return commit
     add_worktree(repo, scratch, None, onto)
     try:
         tree = with_identity(git.Repo(scratch))
         try:
-            tree.git.cherry_pick("--allow-empty", commit)
+            tree.git.cherry_pick("--allow-empty", "--keep-redundant-commits", f"{parent}..{commit}")
         except git.GitCommandError:
             tree.git.cherry_pick("--abort")
             return None
-        return tree.head.commit.hexsha
+        return tree.git.rev_parse("HEAD")
     finally:
         remove_worktree(repo, scratch)
 

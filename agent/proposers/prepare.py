@@ -6,12 +6,16 @@ produces is a `Prepared` that the scheduler registers (or rejects) on its own th
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 from pydantic import BaseModel
 
 from agentgolf.agent.lab import Lab
 from agentgolf.agent.proposers.context import build_context
 from agentgolf.agent.proposers.proposal import (
     Proposal,
+    ProposalContext,
     ProposalError,
     Proposer,
     Usage,
@@ -31,17 +35,41 @@ class Prepared(BaseModel):
     usage: Usage = Usage()
 
 
-def prepare_proposal(lab: Lab, parent: Experiment, history: list[Experiment], propose: Proposer) -> Prepared:
+def prepare_proposal(
+    lab: Lab, parent: Experiment, history: list[Experiment], propose: Proposer, name: str = ""
+) -> Prepared:
+    """Make, check and commit one proposal on `parent`, in a worktree of its own.
+
+    Several run at once (one per proposal in flight), so each has its own names: the worktree and the
+    import check's folder are named by `name` (unique per preparation; the scheduler numbers them), and
+    git is driven through a `git.Repo` of its own, never the scheduler's `lab.repo`, whose GitPython
+    object pipes are not thread-safe.
+    """
     ws = lab.ws
-    ctx = build_context(lab, parent, history)
-    tree = ws.state / "worktrees" / f"pending-{parent.id}-{len(history)}"
-    wt.add_worktree(lab.repo, tree, None, parent.commit_sha)
+    name = name or f"pending-{parent.id}-{len(history)}"
+    repo = wt.open_repo(ws.root)
+    try:
+        ctx = build_context(lab, parent, history)
+        tree = ws.state / "worktrees" / name
+        wt.add_worktree(repo, tree, None, parent.commit_sha)
+        try:
+            return _make(lab, parent, ctx, tree, propose, name)
+        finally:
+            wt.remove_worktree(repo, tree)
+            shutil.rmtree(ws.state / "import-check" / name, ignore_errors=True)
+    finally:
+        repo.close()
+
+
+def _make(
+    lab: Lab, parent: Experiment, ctx: ProposalContext, tree: Path, propose: Proposer, name: str
+) -> Prepared:
     proposal = None
     try:
         proposal = propose(ctx, tree)
         if proposal is None:
             return Prepared(parent_id=parent.id)
-        check_trainer(tree / ws.config.trainer, lab.budget, ws.state / "import-check")
+        check_trainer(tree / lab.ws.config.trainer, lab.budget, lab.ws.state / "import-check" / name)
         commit = wt.commit_all(tree, proposal.commit_message())
         return Prepared(parent_id=parent.id, proposal=proposal, commit=commit, usage=proposal.usage)
     except ProposalError as exc:
@@ -50,5 +78,3 @@ def prepare_proposal(lab: Lab, parent: Experiment, history: list[Experiment], pr
         return Prepared(
             parent_id=parent.id, proposal=described, error=str(exc), usage=exc.usage or described.usage
         )
-    finally:
-        wt.remove_worktree(lab.repo, tree)

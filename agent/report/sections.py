@@ -77,6 +77,8 @@ def _headline(s: Summary) -> list[str]:
         f"{len(s.dead_ends)} dead ends; {n_fail} failures"
     )
     lines.append(f"spend: {_spend_line(s.spend)}")
+    if s.utilization is not None:
+        lines.append(s.utilization.line() + f" over {s.utilization.window_seconds / 60:,.1f} min")
     if s.anomalies:
         kinds = Counter(a.kind for a in s.anomalies)
         lines.append("**anomalies: " + ", ".join(f"{k} {n}" for k, n in kinds.items()) + "** (see below)")
@@ -132,8 +134,18 @@ def _decisions_section(s: Summary) -> Section:
         note="Why each candidate was kept or dropped: its runs against its parent's, the noise the test used "
         "(pooled over the run's repeated measurements, or known), the statistic and its one-sided p-value "
         "against the promotion and drop levels of the sequential test.",
-        bullets=[f"#{e.id} {_title(e)}: {describe_evidence(e.decision)}" for e in decided],
+        bullets=[f"#{e.id} {_title(e)}: {describe_evidence(e.decision)}{_carried(s, e)}" for e in decided],
     )
+
+
+def _carried(s: Summary, e: Experiment) -> str:
+    """A win decided after the best moved on: where its change went (retest.py)."""
+    again = s.retests.get(e.id)
+    if again is not None:
+        return f"; the best had moved on: rebased onto #{again.parent_id} and re-tested as #{again.id}"
+    if e.decision.get("decision") == "promote" and not e.kept:
+        return f"; not kept: {_clip(e.reason)}"
+    return ""
 
 
 def _failures_section(s: Summary) -> Section:
@@ -215,7 +227,7 @@ def _spend_line(sp: Spend) -> str:
 
 
 def _title(e: Experiment) -> str:
-    return e.title or "(untitled)"
+    return (e.title or "(untitled)") + (f" (re-test of #{e.retest_of})" if e.retest_of is not None else "")
 
 
 def _clip(text: str) -> str:

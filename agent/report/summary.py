@@ -59,6 +59,19 @@ class CategoryStats(BaseModel):
         return self.wins / self.ran if self.ran else None
 
 
+class Utilization(BaseModel):
+    """How busy the run kept its slots (`slot_utilization`)."""
+
+    overall: float  # busy slot-seconds / (slots x window)
+    slots: dict[int, float]  # slot index -> its share of the window
+    window_seconds: float  # from the first launch to the last result
+
+    def line(self) -> str:
+        """`slot utilization: 97% (slot 0 98%, slot 1 96%)`"""
+        each = ", ".join(f"slot {i} {share:.0%}" for i, share in sorted(self.slots.items()))
+        return f"slot utilization: {self.overall:.0%} ({each})"
+
+
 class Summary(BaseModel):
     run: Run
     statuses: dict[str, int]
@@ -66,6 +79,7 @@ class Summary(BaseModel):
     chain: list[Experiment]
     confirmed: list[Experiment]
     reruns: dict[int, list[Experiment]] = Field(default_factory=dict)  # original id -> its re-runs
+    retests: dict[int, Experiment] = Field(default_factory=dict)  # a win carried forward -> its re-test
     inconclusive: list[Experiment]
     dead_ends: list[Experiment]
     failures: dict[str, list[Experiment]]  # cause -> experiments, in FAILURE_CAUSES order
@@ -74,6 +88,7 @@ class Summary(BaseModel):
     categories: list[CategoryStats]
     noise_bpb: float | None  # seed-to-seed std of the run, None when unknown
     jump_threshold_bpb: float
+    utilization: Utilization | None = None  # None until an experiment has finished
 
 
 def pick_run(ledger: Ledger, run_id: str | None) -> Run:
@@ -116,6 +131,7 @@ def summarize(run: Run, experiments: list[Experiment]) -> Summary:
         chain=best_chain(experiments),
         confirmed=[e for e in proposals if e.kept],
         reruns=reruns,
+        retests={e.retest_of: e for e in experiments if e.retest_of is not None},
         inconclusive=[e for e in proposals if e.status in (RowStatus.inconclusive, RowStatus.confirming)],
         dead_ends=[e for e in proposals if e.status == RowStatus.ok and not e.kept],
         failures=failures,
@@ -124,7 +140,38 @@ def summarize(run: Run, experiments: list[Experiment]) -> Summary:
         categories=category_stats(proposals),
         noise_bpb=noise,
         jump_threshold_bpb=jump,
+        utilization=slot_utilization(experiments, int(run.settings.get("slots") or 0)),
     )
+
+
+def slot_utilization(experiments: list[Experiment], slots: int = 0) -> Utilization | None:
+    """The share of the run's wall time in which each slot held an experiment (training and scoring it).
+
+    The window runs from the first launch of the run to the last result, both read from the rows: each
+    row records the slot it ran on and when it started (`slot`, `started_at`, written at launch; a retry
+    after an infra error keeps the first start) and when its result came (`finished_at`). A slot is busy
+    from an experiment's start to its result, so the time between a result and the next launch (waiting
+    for a proposal, the scheduler's poll) is idle. Computed from the ledger alone, it reads the same after
+    a resume, where the time the loop was down counts as idle and a row re-run in place counts from its
+    new start. `slots`: how many the run had (the run's settings), so that a slot that never ran anything
+    shows as 0%; rows not yet finished are left out. None before any experiment has finished.
+    """
+    spans = [
+        (e.slot, e.started_at, e.finished_at)
+        for e in experiments
+        if e.slot is not None and e.started_at is not None and e.finished_at is not None
+    ]
+    if not spans:
+        return None
+    start, end = min(s for _, s, _ in spans), max(f for _, _, f in spans)
+    window = end - start
+    if window <= 0:
+        return None
+    busy = dict.fromkeys(range(max(slots, 1 + max(i for i, _, _ in spans))), 0.0)
+    for i, began, ended in spans:
+        busy[i] += max(0.0, ended - began)
+    shares = {i: min(1.0, b / window) for i, b in busy.items()}
+    return Utilization(overall=sum(shares.values()) / len(shares), slots=shares, window_seconds=window)
 
 
 def run_noise(run: Run, experiments: list[Experiment]) -> float | None:

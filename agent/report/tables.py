@@ -26,7 +26,7 @@ TSV_HEADER = "commit\tval_bpb\tmemory_gb\tstatus\tdescription"  # autoresearch's
 JSON_FIELDS = (
     "id parent_id run_id kind status val_bpb delta_bpb self_val_bpb artifact_bytes train_seconds "
     "wall_seconds branch commit_sha title hypothesis category proposer seed kept reason isolation trust "
-    "decision"
+    "decision retest_of slot started_at finished_at"
 ).split()
 JSON_RENAMED = {"commit_sha": "commit"}
 PEAK_MEMORY = re.compile(r"peak memory allocated: (\d+) MiB")
@@ -94,7 +94,9 @@ def ledger_table(rows: list[Experiment]) -> list[RenderableType]:
             "Δ vs parent": num(e.delta_bpb, "+.4f"),
             "artifact bytes": num(e.artifact_bytes, ","),
             "train s": num(e.train_seconds, ".1f"),
-            "title": e.title + (f" ({e.kind} of {e.replay_of})" if e.replay_of else ""),
+            "title": e.title
+            + (f" ({e.kind} of {e.replay_of})" if e.replay_of else "")
+            + (f" (re-test of {e.retest_of})" if e.retest_of else ""),
         }
         table.add_row(*(cells[name] for name in columns))
     return [*head, table, KEPT_NOTE]
@@ -105,6 +107,11 @@ def show_experiment(e: Experiment, diff: str | None) -> list[Line]:
     lines = [
         f"[bold]experiment {e.id}[/]: {e.title}  ({e.kind}, run {e.run_id}, proposer {e.proposer})",
         f"status: {e.status}" + (f" — {e.reason}" if e.reason else ""),
+        *(
+            [f"re-test of experiment {e.retest_of}: its change, rebased onto {e.parent_id}"]
+            if e.retest_of
+            else []
+        ),
         *([f"decision: {describe_evidence(e.decision)}"] if e.decision else []),
         f"hypothesis: {e.hypothesis or '-'}",
         f"branch: {e.branch or '-'}  commit: {e.commit_sha[:12] or '-'}  parent: {e.parent_id or '-'}",
@@ -212,6 +219,8 @@ def status_lines(status: RunStatus) -> list[str]:
         lines.append(f"best: #{b.id} {b.title}, val_bpb {bpb}{gain}")
     s = status.spend
     lines.append(f"spend: {s.device_hours:.3f} device hours, ${s.usd:.2f} LLM ({s.tokens:,} tokens)")
+    if status.utilization is not None:
+        lines.append(status.utilization.line())
     if status.stop_reason:
         lines.append(f"stopped: {status.stop_reason}")
     lines.extend(f"note {n.id}: {n.text}" for n in status.notes)
