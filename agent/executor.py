@@ -7,9 +7,12 @@ from the workspace's `executor` setting.
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Any, Protocol
+
+from pydantic import BaseModel, Field
 
 from agentgolf.agent.processes import kill_leftovers, record_pid
 from agentgolf.errors import AgentgolfError
@@ -40,15 +43,30 @@ class Executor(Protocol):
         """Provenance the executor learned while running it (job id, node, queue wait), for the manifest."""
 
 
-class LocalExecutor:
-    """Both phases as subprocesses of this machine, one experiment per GPU group (or one CPU slot)."""
+class LocalConfig(BaseModel):
+    """This machine's slots when it has no GPU."""
 
-    def __init__(self, data: DataSpec):
-        self.data = data
+    cpu_slots: int = Field(
+        1,
+        ge=1,
+        description="experiments in flight at once on a CPU-only machine; each trains with its share of "
+        "the cores (OMP_NUM_THREADS), so a slot's result does not depend on how busy the others are",
+    )
+
+
+class LocalExecutor:
+    """Both phases as subprocesses of this machine, one experiment per GPU group (or per CPU slot)."""
+
+    def __init__(self, data: DataSpec, config: LocalConfig | None = None):
+        self.data, self.config = data, config or LocalConfig()
+
+    def threads(self) -> int:
+        """Cores per CPU slot (at least one)."""
+        return max(1, (os.cpu_count() or 1) // self.config.cpu_slots)
 
     def slots(self, gpus: list[int] | None, per_experiment: int | None) -> list[Slot]:
         if not gpus:
-            return [None]
+            return [None] * self.config.cpu_slots
         k = per_experiment or len(gpus)
         if k < 1 or k > len(gpus) or len(gpus) % k:
             raise AgentgolfError(f"--gpus-per-experiment {k} must divide the {len(gpus)} configured GPU(s)")
@@ -57,6 +75,8 @@ class LocalExecutor:
     def run(
         self, trainer: Path, run_dir: Path, seed: int, env: dict[str, str], slot: Slot, budget: Budget
     ) -> SandboxResult:
+        if slot is None and "OMP_NUM_THREADS" not in env:
+            env = {**env, "OMP_NUM_THREADS": str(self.threads())}  # the slot's share of the cores
         return run_sandboxed(
             trainer,
             run_dir,
@@ -115,7 +135,13 @@ def cancel(run_dir: Path) -> None:
         kill_leftovers(run_dir)
 
 
-def executor_for(kind: str, data: DataSpec, config: slurm.SlurmConfig, stopping: threading.Event) -> Executor:
+def executor_for(
+    kind: str,
+    data: DataSpec,
+    config: slurm.SlurmConfig,
+    stopping: threading.Event,
+    local: LocalConfig | None = None,
+) -> Executor:
     if kind == "slurm":
         return SlurmExecutor(data, config, stopping)
-    return LocalExecutor(data)
+    return LocalExecutor(data, local)

@@ -40,7 +40,9 @@ class Lab:
         self.repo = wt.open_repo(ws.root)
         self.data: DataSpec = ws.data_spec()
         self.stopping = threading.Event()  # set when the loop goes down: SLURM waits return, jobs live on
-        self.executor: Executor = executor_for(ws.config.executor, self.data, ws.config.slurm, self.stopping)
+        self.executor: Executor = executor_for(
+            ws.config.executor, self.data, ws.config.slurm, self.stopping, ws.config.local
+        )
         self._data_hashes: dict[str, str] | None = None
 
     def seed_of(self, exp: Experiment) -> int:

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from agentgolf.agent.acceptance import AcceptanceConfig
+from agentgolf.agent.executor import LocalConfig
 from agentgolf.agent.proposers.command import CommandConfig
 from agentgolf.agent.proposers.digest import DigestConfig
 from agentgolf.agent.proposers.llm import LLMConfig
@@ -54,6 +55,7 @@ class WorkspaceConfig(BaseModel):
     search: SearchConfig = Field(default_factory=SearchConfig)
     command: CommandConfig = Field(default_factory=CommandConfig)
     executor: Literal["local", "slurm"] = Field("local", description="where experiments run")
+    local: LocalConfig = Field(default_factory=LocalConfig)
     slurm: SlurmConfig = Field(default_factory=SlurmConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     digest: DigestConfig = Field(default_factory=DigestConfig)
@@ -168,6 +170,7 @@ DEMO_BUDGET = Budget(
     train_seconds=DEMO_TRAIN_SECONDS, train_grace_seconds=60, score_seconds=180, memory_bytes=16 * 2**30
 )
 DEMO_ACCEPTANCE = AcceptanceConfig(noise_seeds=3, max_runs=2)  # at most 3 + 2 x 2 = 7 runs
+DEMO_SLOTS = LocalConfig(cpu_slots=2)  # two experiments at once, a core each
 
 
 def init_workspace(root: Path, *, demo: bool = False, progress: bool = True) -> Workspace:
@@ -226,6 +229,7 @@ def init_workspace(root: Path, *, demo: bool = False, progress: bool = True) -> 
             # The product's own rule, scaled to a short demo: different seeds train differently on the CPU
             # too, so the baseline's seeds measure real noise; fewer seeds and re-runs than on GPUs.
             acceptance=DEMO_ACCEPTANCE,
+            local=DEMO_SLOTS,
         )
     save_config(root / STATE_DIR / CONFIG_FILE, config)
     ws = Workspace(root)

@@ -89,3 +89,26 @@ def test_a_verdict_cut_off_by_a_kill_is_made_on_resume(tmp_path, tiny_dataset):
     again = ledger.get(decided.id)
     assert again.decision and again.reason == decided.reason and again.kept == decided.kept
     assert len(ledger.experiments(run_id=summary.run_id)) == 2  # decided again, not trained again
+
+
+def test_a_cpu_machine_has_as_many_slots_as_configured_each_with_its_share_of_the_cores(
+    tiny_dataset, monkeypatch
+):
+    from agentgolf.agent.executor import LocalConfig, LocalExecutor
+    from agentgolf.sandbox.result import DataSpec
+
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    data = DataSpec(train_files=[], val_files=[], tokenizer=Path("t.model"), vocab_size=256)
+    assert LocalExecutor(data).slots(None, None) == [None]
+    two = LocalExecutor(data, LocalConfig(cpu_slots=2))
+    assert two.slots(None, None) == [None, None] and two.threads() == 4
+    assert two.slots([0, 1], 1) == [[0], [1]]  # GPUs: the slots are GPU groups, cpu_slots does not apply
+    assert LocalExecutor(data, LocalConfig(cpu_slots=16)).threads() == 1
+    seen = {}
+    monkeypatch.setattr(  # only what the executor hands the sandbox is looked at here, not the sandbox
+        "agentgolf.agent.executor.run_sandboxed", lambda *a, env, **k: seen.update(env)
+    )
+    two.run(Path("t.py"), Path("run"), 1, {"PRESET": "cpu"}, None, None)
+    assert seen == {"PRESET": "cpu", "OMP_NUM_THREADS": "4"}
+    two.run(Path("t.py"), Path("run"), 1, {"OMP_NUM_THREADS": "1"}, None, None)
+    assert seen["OMP_NUM_THREADS"] == "1"  # the user's setting wins
