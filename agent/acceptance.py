@@ -152,6 +152,7 @@ class Noise(BaseModel):
     sigma: float  # 0.0 when unknown
     dof: float  # pooled degrees of freedom; math.inf when known; 0 when unknown
     source: Literal["pooled", "known", "none"] = "pooled"
+    runs: int = 0  # the measurements it was pooled from (commits measured more than once, all their runs)
 
 
 def samples(rows: Sequence[Experiment], exp: Experiment) -> list[float]:
@@ -187,7 +188,8 @@ def noise_floor(rows: Sequence[Experiment], known_sigma: float = 0.0, leave_out:
     dof = sum(d for _, d in spread)
     if dof == 0:
         return Noise(sigma=0.0, dof=0, source="none")
-    return Noise(sigma=math.sqrt(sum(s for s, _ in spread) / dof), dof=dof)
+    runs = sum(len(g) for g in groups.values() if len(g) > 1)
+    return Noise(sigma=math.sqrt(sum(s for s, _ in spread) / dof), dof=dof, runs=runs)
 
 
 def margin_bpb(rows: Sequence[Experiment], cfg: AcceptanceConfig) -> float:

@@ -14,7 +14,9 @@ import traceback
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
+from agentgolf.agent.cli_args import BadArguments, OneLineParser, at_least, positive
 from agentgolf.agent.cli_steering import add_commands as add_steering_commands
 from agentgolf.errors import AgentgolfError, first_line
 
@@ -27,7 +29,10 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except BadArguments as exc:  # argparse's own complaint, as one line like every other error
+        return fail(str(exc))
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
@@ -54,12 +59,12 @@ def crash_log(exc: BaseException) -> Path:
 
 
 def fail(message: str) -> int:
-    err.print(f"[red]error:[/] {message}", markup=True)
+    err.print(f"[red]error:[/] {escape(message)}", markup=True)
     return EXIT_USAGE
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="agentgolf",
         description="An autonomous, sandboxed experiment loop for OpenAI's Parameter Golf challenge.",
     )
@@ -74,19 +79,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--budget", type=int, help="number of experiments, baseline included (a --resume keeps the run's own)"
     )
-    p.add_argument("--max-gpu-hours", type=float, help="stop when the run has used this many device hours")
-    p.add_argument("--max-usd", type=float, help="stop when the proposer has spent this many LLM dollars")
+    p.add_argument("--max-gpu-hours", type=positive, help="stop when the run has used this many device hours")
+    p.add_argument("--max-usd", type=positive, help="stop when the proposer has spent this many LLM dollars")
     p.add_argument(
         "--resume", nargs="?", const="latest", metavar="RUN", help="continue a run (default: the latest)"
     )
     p.add_argument(
-        "--gpus-per-experiment", type=int, help="split the configured GPUs into slots of K (SLURM: per job)"
+        "--gpus-per-experiment",
+        type=at_least(1),
+        help="split the configured GPUs into slots of K (SLURM: per job)",
     )
     p.add_argument("--executor", choices=("local", "slurm"), help="where experiments run (default: config)")
     p.add_argument("--partition", help="SLURM partition")
-    p.add_argument("--max-concurrent", type=int, help="SLURM: experiments in flight at once")
-    p.add_argument("--time-budget", type=float, help="training seconds per experiment (default: config)")
-    p.add_argument("--size-budget", type=int, help="artifact byte limit (default: config, 16,000,000)")
+    p.add_argument("--max-concurrent", type=at_least(1), help="SLURM: experiments in flight at once")
+    p.add_argument("--time-budget", type=positive, help="training seconds per experiment (default: config)")
+    p.add_argument(
+        "--size-budget", type=at_least(1), help="artifact byte limit (default: config, 16,000,000)"
+    )
     p.add_argument("--proposer", default=None, help="search (offline, default), openai or command")
     p.add_argument("--model", help="openai proposer: model name (default: config llm.model)")
     p.add_argument(
@@ -125,13 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("replay", help="re-run an experiment from its recorded commit, seed and settings")
     p.add_argument("id", type=int)
-    p.add_argument("--seeds", type=int, default=1, help="replay with K seeds (the recorded one first)")
+    p.add_argument(
+        "--seeds", type=at_least(1), default=1, help="replay with K seeds (the recorded one first)"
+    )
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("sandbox", help="train and score one trainer file under the sandbox")
     p.add_argument("trainer", type=Path)
-    p.add_argument("--time-budget", type=float, help="training seconds (default: config)")
-    p.add_argument("--size-budget", type=int, help="artifact byte limit (default: config)")
+    p.add_argument("--time-budget", type=positive, help="training seconds (default: config)")
+    p.add_argument("--size-budget", type=at_least(1), help="artifact byte limit (default: config)")
     p.add_argument("--self-reported", action="store_true", help="for trainers the harness cannot re-score")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=cmd_sandbox)

@@ -290,12 +290,59 @@ class Loop:
         cfg, first = self.ws.config.acceptance, copies[0]
         if original.val_bpb is not None and first.val_bpb is not None:
             rows = self.ledger.experiments(run_id=original.run_id) if original.run_id else []
-            noise = acceptance.noise_floor(rows)
-            replay.verdict = acceptance.reproduction(original.val_bpb, first.val_bpb, noise, cfg)
+            replay.verdict = replay_verdict(original, first, rows, cfg)
         scored = [c.val_bpb for c in copies if c.val_bpb is not None]
         if len(scored) >= 2:
             replay.spread = f"over {len(scored)} seeds: mean {statistics.fmean(scored):.6f}, std {statistics.stdev(scored):.6f}"
         return replay
+
+
+def not_bit_exact(original: Experiment, again: Experiment) -> str:
+    """Why two runs of the same commit, seed and settings may differ ("" where they must not).
+
+    On GPU, compiled kernels and collective reductions are not bit-reproducible. On CPU a run is, unless the
+    wall clock ended its training: then its step count (and a time-based schedule) follow the machine's speed.
+    """
+    gpus = original.manifest.get("gpus") or []
+    if gpus:
+        return f"it ran on {len(gpus)} GPU(s), where compiled runs are not bit-reproducible"
+    cap = (original.manifest.get("budget") or {}).get("train_seconds")
+    if cap and any(e.train_seconds is not None and e.train_seconds >= cap for e in (original, again)):
+        return f"the {cap:g} s wall clock ended its training, so its steps depend on the machine's speed"
+    return ""
+
+
+def replay_verdict(original: Experiment, again: Experiment, rows: list[Experiment], cfg) -> str:
+    """Does a same-seed replay reproduce the original's val_bpb? On CPU (training not cut by the clock) only
+    an equal score does; where runs are not bit-reproducible (GPU), the gap is weighed against the seed noise
+    the original's run measured (`acceptance.noise_floor`: its baseline seeds and re-measurements), and it
+    reproduces within `replay_noise_k` of it."""
+    gap = again.val_bpb - original.val_bpb
+    if gap == 0:
+        return "reproduced exactly"
+    why = not_bit_exact(original, again)
+    noise = acceptance.noise_floor(rows, cfg.known_sigma_bpb)
+    if noise.source == "known":
+        sigma = f"sigma {noise.sigma:.4f}, known_sigma_bpb"
+    else:
+        sigma = f"sigma {noise.sigma:.4f} from {noise.runs} runs of its run" if noise.sigma else ""
+    z = abs(gap) / noise.sigma if noise.sigma else None
+    if not why:
+        context = f"; {z:.1f} sigma ({sigma})" if z is not None else ""
+        return (
+            f"DOES NOT REPRODUCE: {gap:+.6f} bpb, where a CPU run with the same seed and settings gives the "
+            f"same score{context}"
+        )
+    if z is None:
+        return (
+            f"cannot tell: {gap:+.6f} bpb, and its run measured no seed noise to weigh that against ({why})"
+        )
+    if z <= cfg.replay_noise_k:
+        return f"reproduced within noise: {gap:+.6f} bpb, within {z:.1f} sigma of the recorded score ({sigma}; {why})"
+    return (
+        f"DOES NOT REPRODUCE: {gap:+.6f} bpb, {z:.1f} sigma from the recorded score, more than "
+        f"replay_noise_k {cfg.replay_noise_k:g} ({sigma}; {why})"
+    )
 
 
 def pick_experiment(ws: Workspace, exp_id: int, onto: str | None) -> tuple[int, str, str]:

@@ -13,8 +13,15 @@ class AgentgolfError(Exception):
 
 
 def first_line(exc: BaseException) -> str:
-    """The most telling single line of a third-party error (pydantic and git put it last or first)."""
+    """The most telling single line of a third-party error: for pydantic, each failing field and what is
+    wrong with it (`budget.size_bytes: Input should be greater than 0`); else the first line."""
+    errors = getattr(exc, "errors", None)
+    if type(exc).__name__ == "ValidationError" and callable(errors):  # pydantic: the field and what is wrong
+        try:
+            return "; ".join(
+                f"{'.'.join(str(part) for part in e['loc']) or 'value'}: {e['msg']}" for e in errors()[:3]
+            )
+        except (TypeError, KeyError):
+            pass
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    if not lines:
-        return type(exc).__name__
-    return lines[-1] if type(exc).__name__ == "ValidationError" else lines[0]
+    return lines[0] if lines else type(exc).__name__

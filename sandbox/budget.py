@@ -32,6 +32,18 @@ class Budget(BaseModel):
     memory_bytes: int | None = Field(
         32 * 2**30, description="address-space limit per process (None: unlimited; ignored on GPU runs)"
     )
+    phase_memory_bytes: int | None = Field(
+        64 * 2**30,
+        gt=0,
+        description="RAM of a whole phase, GPU runs included: all its processes plus the files it writes to "
+        "/tmp and /dev/shm, which are RAM (a memory cgroup; None: no limit). Past it the kernel kills: oom",
+    )
+    disk_bytes: int = Field(
+        16 * 2**30,
+        gt=0,
+        description="bytes a phase may write in all: its run folder plus /tmp and /dev/shm (each of those two "
+        "is also capped at this by itself). Past it the phase is stopped: violation",
+    )
     # Tasks, i.e. processes and threads: 8 torchrun ranks with CUDA, NCCL and inductor compile workers
     # use several hundred; a fork bomb is still stopped long before the machine suffers.
     max_processes: int = Field(2048, gt=0, description="extra processes/threads the candidate may start")

@@ -4,6 +4,15 @@
 read-only system binds plus exactly the host paths the caller names, and no network. Killing the outer
 bwrap kills the namespace's init and with it every process inside. "none": the same limits and the same
 kill (sandbox/process.py), but no filesystem or network isolation.
+
+Scratch space inside is RAM: /tmp and /dev/shm are each a tmpfs capped at the phase's disk_bytes (the kernel
+refuses writes past it; the watcher in sandbox/process.py caps their sum with the run folder), and their
+pages are charged to the phase's memory cgroup. The rest of /dev is read-only.
+
+GPUs: only the slot's own /dev/nvidiaN nodes are bound in, with the control and UVM nodes every CUDA
+process needs (`gpu_device_nodes`); another GPU's node does not exist inside, and the candidate can create
+none (no capabilities, a read-only /dev). Without bubblewrap every node is visible and only
+CUDA_VISIBLE_DEVICES, which the candidate can change, keeps it on its slot: the result says so.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 from agentgolf.errors import AgentgolfError
 from agentgolf.sandbox.limits import Limits
@@ -32,6 +42,13 @@ SECRET_FILES = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", 
 SECRET_DIRS = ("/etc/ssh", "/etc/ssl/private", "/etc/sudoers.d")
 MINIMAL_PATH = "/usr/local/bin:/usr/bin:/bin"
 BWRAP_PROBE_SECONDS = 10
+TMPFS_MOUNTS = ("/tmp", "/dev/shm")  # RAM-backed scratch inside the sandbox, each capped at disk_bytes
+
+DEVICE_ROOT = Path("/dev")  # where the host's device nodes are; tests point it at fake nodes
+# Nodes every CUDA process opens whatever its GPU: the control device, unified memory, modeset, and the
+# capability folder (MIG and IMEX channels). Bound where present.
+GPU_CONTROL_NODES = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset", "nvidia-caps")
+NVIDIA_SMI_SECONDS = 30
 
 
 class IsolationError(AgentgolfError, RuntimeError):
@@ -117,7 +134,8 @@ def bwrap_command(spec: PhaseSpec, bwrap: str) -> list[str]:
         elif os.path.isdir(path):
             cmd += ["--ro-bind", path, path]
     # /tmp first: a RAM-backed, size-capped scratch; binds below may land inside it (a venv under /tmp).
-    cmd += ["--size", str(spec.limits.max_file_bytes), "--tmpfs", "/tmp"]
+    scratch = str(spec.limits.disk_bytes or spec.limits.max_file_bytes)
+    cmd += ["--size", scratch, "--tmpfs", "/tmp"]
     for path in python_ro_paths():
         cmd += ["--ro-bind", str(path), str(path)]
     for path in SECRET_FILES:
@@ -130,11 +148,13 @@ def bwrap_command(spec: PhaseSpec, bwrap: str) -> list[str]:
         cmd += ["--tmpfs", str(path), "--remount-ro", str(path)]
     cmd += ["--ro-bind", str(hosts_file()), "/etc/hosts"]  # torchrun resolves its own hostname
     cmd += ["--proc", "/proc"]
-    cmd += ["--dev", "/dev"]  # a minimal /dev (null, zero, random, tty, shm): no host disks
-    if spec.gpu:  # only the NVIDIA device nodes, and sysfs (read-only) for NVML and NCCL's topology
-        for node in gpu_device_nodes():
-            cmd += ["--dev-bind", node, node]
+    cmd += ["--dev", "/dev"]  # a minimal /dev (null, zero, random, tty): no host disks
+    cmd += ["--size", scratch, "--tmpfs", "/dev/shm"]  # its own capped tmpfs, not /dev's
+    if spec.gpus:  # only the slot's NVIDIA device nodes, and sysfs (read-only) for NVML and NCCL's topology
+        for host, inside in gpu_device_nodes(spec.gpus):
+            cmd += ["--dev-bind", str(host), str(inside)]
         cmd += ["--ro-bind", "/sys", "/sys"]
+    cmd += ["--remount-ro", "/dev"]  # nothing new in /dev: no device node made, no file outside the caps
     for host, inside in spec.ro_binds:
         cmd += ["--ro-bind", str(host), str(inside)]
     for host, inside in spec.rw_binds:
@@ -163,9 +183,79 @@ def hosts_file() -> Path:
     return path
 
 
-def gpu_device_nodes() -> list[str]:
-    """/dev/nvidia0.., nvidiactl, nvidia-uvm(-tools), nvidia-modeset and the nvidia-caps folder, where present."""
-    return sorted(str(p) for p in Path("/dev").glob("nvidia*"))
+class GpuDevice(NamedTuple):
+    index: int  # as the slot names it (nvidia-smi's numbering on this machine, or in this SLURM job)
+    minor: int  # its device node: /dev/nvidia<minor>
+    uuid: str | None  # "GPU-..." where nvidia-smi reported it
+
+
+def parse_gpu_table(text: str) -> dict[int, GpuDevice]:
+    """`nvidia-smi --query-gpu=index,minor_number,uuid --format=csv,noheader` as {index: GpuDevice}. A minor
+    number nvidia-smi does not know ("[N/A]") is taken to equal the index."""
+    table = {}
+    for line in text.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 3 or not parts[0].isdigit():
+            continue
+        index = int(parts[0])
+        minor = int(parts[1]) if parts[1].isdigit() else index
+        table[index] = GpuDevice(index, minor, parts[2] if parts[2].startswith(("GPU-", "MIG-")) else None)
+    return table
+
+
+@functools.lru_cache(maxsize=1)
+def nvidia_smi_gpus() -> dict[int, GpuDevice]:
+    """This machine's GPUs as nvidia-smi numbers them, once per process; {} where nvidia-smi is missing or
+    fails. Inside a SLURM job with constrained devices it lists the job's GPUs only, from index 0, each with
+    its real minor number, which is what a slot's index then means."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return {}
+    try:
+        done = subprocess.run(
+            [exe, "--query-gpu=index,minor_number,uuid", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=NVIDIA_SMI_SECONDS,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return parse_gpu_table(done.stdout) if done.returncode == 0 else {}
+
+
+def slot_devices(gpus: list[int]) -> list[GpuDevice]:
+    """The slot's GPUs with their device nodes; without nvidia-smi, node N is taken to be GPU N."""
+    table = nvidia_smi_gpus()
+    return [table.get(g, GpuDevice(g, g, None)) for g in gpus]
+
+
+def gpu_device_nodes(gpus: list[int], root: Path | None = None) -> list[tuple[Path, Path]]:
+    """(host node, node inside) for a phase on `gpus`: each slot GPU's /dev/nvidia<minor>, plus the control
+    and UVM nodes where present (GPU_CONTROL_NODES). A slot GPU's node is listed even where it is missing,
+    so that bwrap refuses to start (an infra_error) rather than the candidate running without its GPU.
+    `root` (default DEVICE_ROOT) is where the host's nodes are looked up; inside they are always /dev/...."""
+    root = DEVICE_ROOT if root is None else Path(root)
+    inside = Path("/dev")
+    names = [f"nvidia{d.minor}" for d in slot_devices(gpus)]
+    names += [n for n in GPU_CONTROL_NODES if os.path.lexists(root / n)]
+    return [(root / n, inside / n) for n in dict.fromkeys(names)]
+
+
+def cuda_visible_devices(gpus: list[int]) -> str:
+    """CUDA_VISIBLE_DEVICES for a phase on `gpus`: their UUIDs where nvidia-smi gave them, else their indices.
+
+    Why UUIDs: the CUDA driver lists the GPUs it can open. In the sandbox only the slot's nodes exist, so it
+    may well number them from 0 (as it does in a container given some of a machine's GPUs), and then the
+    host's index 3 would name no GPU at all. A UUID names the same GPU either way, and in either order of
+    enumeration (CUDA's FASTEST_FIRST or PCI_BUS_ID). Without nvidia-smi the slot's indices are kept, which
+    is right where the driver numbers GPUs by their minor numbers, whether or not their nodes are bound.
+    Either way the isolation comes from the nodes: a candidate that changes the variable still cannot open
+    another GPU (`gpu_device_nodes`). A machine with 2+ GPUs is needed to see which numbering holds
+    (tests/test_isolation.py::test_a_candidate_cannot_use_another_slots_gpu)."""
+    devices = slot_devices(gpus)
+    if devices and all(d.uuid for d in devices):
+        return ",".join(d.uuid for d in devices if d.uuid)
+    return ",".join(str(g) for g in gpus)
 
 
 @functools.lru_cache(maxsize=1)

@@ -55,6 +55,17 @@ def classify_phase(
         return Status.infra_error, f"{name}: the harness could not write the log ({phase.log_error})"
     if not phase.ready:
         return Status.infra_error, f"{name}: the sandbox failed to start{suffix}"
+    if phase.oom_killed:
+        return Status.oom, (
+            f"{name} used more than its memory limit of {_size(phase.memory_limit_bytes)} "
+            "(phase_memory_bytes: the RAM of all its processes plus the files it wrote to /tmp and /dev/shm, "
+            "which are RAM) and the kernel's OOM killer stopped it"
+        )
+    if phase.written_bytes is not None:
+        return Status.violation, (
+            f"{name} wrote {_size(phase.written_bytes)}, more than its disk limit of "
+            f"{_size(phase.disk_limit_bytes)} (disk_bytes: its run folder plus /tmp and /dev/shm), and was stopped"
+        )
     if phase.timed_out:
         return Status.timeout, f"{name} ran past its {limit_seconds:g} s wall-clock limit and was killed"
     if phase.returncode == 0:
@@ -84,3 +95,11 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return str(number)
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    if n >= 2**30:
+        return f"{n / 2**30:.1f} GiB ({n:,} bytes)"
+    return f"{n / 2**20:.1f} MiB ({n:,} bytes)"

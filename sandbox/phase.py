@@ -17,13 +17,14 @@ class PhaseSpec(BaseModel):
     env: dict[str, str]
     ro_binds: list[tuple[Path, Path]] = []  # (host path, path inside)
     rw_binds: list[tuple[Path, Path]] = []
-    gpu: bool = False
+    gpus: list[int] = []  # the slot's GPUs: only their device nodes are bound in (sandbox/bwrap.py)
     limits: Limits
     log_path: Path
     log_bytes: int
     protocol: bool = False  # stdin/stdout become pipes to the caller; only stderr goes to the log
     hidden: list[Path] = []  # host paths that must not show through a system bind (data, other runs)
     network: bool = False  # only the command proposer's agent gets one (it calls its LLM API)
+    disk_paths: list[Path] = []  # host folders it may write, counted against limits.disk_bytes
 
 
 class PhaseOutcome(BaseModel):
@@ -37,4 +38,8 @@ class PhaseOutcome(BaseModel):
     signal: int | None = None  # the signal that ended the candidate's top process, if any
     limit_hit: bool = False  # the pids cgroup refused a fork
     survivors: int = 0  # processes that could not be killed (should be 0)
+    oom_killed: bool = False  # the kernel's OOM killer killed a member for the phase's memory cgroup limit
+    memory_limit_bytes: int | None = None  # that limit (limits.phase_memory_bytes)
+    written_bytes: int | None = None  # set when the phase wrote more than limits.disk_bytes: what it had
+    disk_limit_bytes: int | None = None
     log_error: str | None = None  # harness-side I/O error while writing the log

@@ -3,10 +3,16 @@
 Two modes. "bwrap": the process runs inside bubblewrap (sandbox/bwrap.py); killing the outer bwrap kills
 the namespace's init and with it every process inside. "none": the same limits and the same kill, but no
 filesystem or network isolation; stragglers that left the process group are found by a per-run marker in
-their environment. In both modes each phase also gets its own pids cgroup when one can be made (it caps the
-task count and lists every member for the kill; sandbox/cgroup.py), and rlimits are applied before exec, so
-they are inherited by everything the candidate starts (sandbox/limits.py). Its output goes to a capped log
-(sandbox/logs.py).
+their environment. In both modes each phase also gets its own pids and memory cgroups when they can be made
+(they cap the task count and the phase's RAM, tmpfs included, and list every member for the kill;
+sandbox/cgroup.py), and rlimits are applied before exec, so they are inherited by everything the candidate
+starts (sandbox/limits.py). Its output goes to a capped log (sandbox/logs.py).
+
+A watcher thread polls the phase while it runs: when the kernel's OOM killer has killed a member for the
+memory cgroup's limit, or the bytes written (its writable host folders plus the sandbox's /tmp and /dev/shm,
+measured from outside through /proc/<pid>/root) pass limits.disk_bytes, it kills the whole tree, and the
+outcome says which (PhaseOutcome.oom_killed, .written_bytes). What could not be enforced here is appended to
+`notes` (`unenforced`).
 """
 
 from __future__ import annotations
@@ -21,9 +27,9 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from agentgolf.sandbox.bwrap import MINIMAL_PATH, IsolationError, bwrap_command, find_bwrap
-from agentgolf.sandbox.cgroup import KILL_ROUND_SLEEP, KILL_ROUNDS, PidsCgroup
-from agentgolf.sandbox.limits import make_preexec
+from agentgolf.sandbox.bwrap import MINIMAL_PATH, TMPFS_MOUNTS, IsolationError, bwrap_command, find_bwrap
+from agentgolf.sandbox.cgroup import KILL_ROUND_SLEEP, KILL_ROUNDS, PhaseCgroup
+from agentgolf.sandbox.limits import filesystem_used_bytes, make_preexec, written_bytes
 from agentgolf.sandbox.logs import READY_LINE, LogCapture
 from agentgolf.sandbox.phase import PhaseOutcome, PhaseSpec
 
@@ -32,6 +38,8 @@ log = logging.getLogger(__name__)
 MARKER_ENV = "AGENTGOLF_RUN_MARKER"  # set in every sandboxed process; lets a sweep of /proc find stragglers
 LAUNCHER = f'echo "{READY_LINE}" >&2 && exec "$@"'
 CGROUP_OVERHEAD_TASKS = 4  # bwrap (outer + init) and the launcher shell, on top of the candidate's budget
+WATCH_SECONDS = 0.1  # how often the watcher looks at the memory cgroup's OOM count and the bytes written
+UNMEASURED_LOOKS = 20  # looks in a row without a view of the sandbox's tmpfs before the result says so
 
 
 def launcher_argv(argv: list[str]) -> list[str]:
@@ -56,7 +64,38 @@ def marked_pids(marker: str) -> list[int]:
     return found
 
 
-def kill_tree(pgid: int | None, marker: str, cgroup: PidsCgroup | None) -> int:
+def unenforced(spec: PhaseSpec, isolation: str, cgroup: PhaseCgroup) -> list[str]:
+    """The limits this phase asked for that this machine cannot enforce, one line each, named first."""
+    notes = []
+    if os.getuid() == 0 and cgroup.pids_dir is None:
+        notes.append(
+            "process limit: running as root without a writable pids cgroup (RLIMIT_NPROC does not bind root)"
+        )
+    if spec.limits.phase_memory_bytes is not None and cgroup.memory_dir is None:
+        notes.append(
+            "memory limit: no writable memory cgroup, so /tmp and /dev/shm are not counted and "
+            + ("GPU runs have no host memory limit" if spec.gpus else "each process has only its RLIMIT_AS")
+        )
+    if spec.limits.disk_bytes is not None and isolation != "bwrap":
+        notes.append(
+            "disk limit: without bubblewrap only the run folder is counted; the trainer can write anywhere "
+            "else on the host"
+        )
+    if spec.gpus and isolation != "bwrap":
+        notes.append(
+            "GPU isolation: without bubblewrap every GPU's device node is visible; only "
+            "CUDA_VISIBLE_DEVICES, which the trainer can change, keeps it on its slot"
+        )
+    return notes
+
+
+TMPFS_UNMEASURED = (
+    "disk limit: the sandbox's /tmp and /dev/shm could not be measured from outside, so only the run folder "
+    "is summed; each of them is still capped at disk_bytes by itself"
+)
+
+
+def kill_tree(pgid: int | None, marker: str, cgroup: PhaseCgroup | None) -> int:
     """SIGKILL the process group, every cgroup member and every marked process, until none is left.
 
     Returns how many stragglers survived all rounds (0 is the expected answer).
@@ -86,15 +125,23 @@ class SandboxedProcess:
     A watchdog kills the whole tree at the wall-clock limit, so blocking reads in the caller also end.
     """
 
-    def __init__(self, spec: PhaseSpec, isolation: str, marker: str | None = None):
+    def __init__(
+        self, spec: PhaseSpec, isolation: str, marker: str | None = None, notes: list[str] | None = None
+    ):
         self.spec, self.isolation = spec, isolation
         self.marker = marker or uuid.uuid4().hex
+        self.notes = notes if notes is not None else []  # limits not enforced here (shared with the run)
         self.proc: subprocess.Popen | None = None
-        self.cgroup: PidsCgroup | None = None
+        self.cgroup: PhaseCgroup | None = None
         self.capture: LogCapture | None = None
         self.timed_out = False
         self.aborted = False
+        self.oom_killed = False
+        self.written_over: int | None = None  # bytes written when the disk cap was passed
         self._timer: threading.Timer | None = None
+        self._watcher: threading.Thread | None = None
+        self._watch_stop = threading.Event()
+        self._unmeasured = 0  # looks in a row at which the sandbox's tmpfs could not be measured
         self._t0 = 0.0
         self._killed_lock = threading.Lock()
 
@@ -120,9 +167,13 @@ class SandboxedProcess:
             argv = bwrap_command(spec.model_copy(update={"env": env}), bwrap) + argv
             host_env = {"PATH": MINIMAL_PATH, MARKER_ENV: self.marker}
             cwd = None
-        self.cgroup = PidsCgroup.create(
-            f"agentgolf-{self.marker}", spec.limits.max_processes + CGROUP_OVERHEAD_TASKS
+        self.cgroup = PhaseCgroup.create(
+            f"agentgolf-{self.marker}",
+            spec.limits.max_processes + CGROUP_OVERHEAD_TASKS,
+            spec.limits.phase_memory_bytes,
         )
+        for note in unenforced(spec, self.isolation, self.cgroup):
+            self._note(note)
         log_r, log_w = os.pipe()
         try:
             self.capture = LogCapture(log_r, spec.log_path, spec.log_bytes)  # drains until the child's EOF
@@ -152,7 +203,70 @@ class SandboxedProcess:
         self._timer = threading.Timer(spec.limits.wall_seconds, self._on_deadline)
         self._timer.daemon = True
         self._timer.start()
+        if self.cgroup.memory_dir is not None or spec.limits.disk_bytes is not None:
+            self._watcher = threading.Thread(target=self._watch, name=f"watch:{self.marker}", daemon=True)
+            self._watcher.start()
         return self.proc.pid
+
+    def _note(self, note: str) -> None:
+        if note not in self.notes:
+            self.notes.append(note)
+
+    def _watch(self) -> None:
+        """Kill the tree once the kernel OOM-killed a member, or once it has written more than disk_bytes."""
+        cap = self.spec.limits.disk_bytes
+        while not self._watch_stop.wait(WATCH_SECONDS):
+            if self.cgroup is not None and self.cgroup.oom_kills():
+                self.oom_killed = True
+                self.kill()
+                return
+            if cap is not None:
+                used = self._written(cap)
+                if used > cap:
+                    self.written_over = used
+                    self.kill()
+                    return
+
+    def _written(self, cap: int) -> int:
+        """Bytes in the writable host folders, plus (bwrap) what the sandbox's /tmp and /dev/shm hold."""
+        total = written_bytes(self.spec.disk_paths, stop_above=cap)
+        if total > cap or self.isolation != "bwrap" or not (self.capture and self.capture.saw_ready):
+            return total  # before READY the sandbox's mounts may not be in place: nothing to measure yet
+        for pid in self._inside_pids():
+            try:
+                used = sum(filesystem_used_bytes(f"/proc/{pid}/root{m}") for m in TMPFS_MOUNTS)
+            except OSError:
+                continue
+            self._unmeasured = 0
+            return total + used
+        self._unmeasured += (
+            1  # once is the sandbox ending between two looks; a while is a machine that hides it
+        )
+        if self._unmeasured == UNMEASURED_LOOKS and self.proc is not None and self.proc.poll() is None:
+            self._note(TMPFS_UNMEASURED)
+        return total
+
+    def _inside_pids(self) -> list[int]:
+        """Processes of this phase that live in the sandbox's own mount namespace: bwrap's init first."""
+        if self.proc is None:
+            return []
+        try:
+            ours = os.stat("/proc/self/ns/mnt").st_ino
+        except OSError:
+            return []
+        found, frontier = [], [self.proc.pid]
+        for _ in range(3):  # outer bwrap -> its init -> the launcher / candidate
+            children = []
+            for pid in frontier:
+                children += _children(pid)
+            for pid in children:
+                try:
+                    if os.stat(f"/proc/{pid}/ns/mnt").st_ino != ours:
+                        found.append(pid)
+                except OSError:
+                    continue
+            frontier = children
+        return found
 
     def _drop_cgroup(self) -> None:
         if self.cgroup:
@@ -206,6 +320,9 @@ class SandboxedProcess:
         wall = time.monotonic() - self._t0
         if self._timer:
             self._timer.cancel()
+        self._watch_stop.set()
+        if self._watcher is not None:
+            self._watcher.join()
         survivors = self.kill()
         for stream in (self.proc.stdin, self.proc.stdout):
             if stream is not None:
@@ -215,6 +332,11 @@ class SandboxedProcess:
                     pass
         self.capture.close()
         limit_hit = bool(self.cgroup and self.cgroup.limit_hit())
+        self.oom_killed = self.oom_killed or bool(self.cgroup and self.cgroup.oom_kills())
+        cap = self.spec.limits.disk_bytes
+        if cap is not None and self.written_over is None:  # what it wrote after the last look
+            left = written_bytes(self.spec.disk_paths, stop_above=cap)
+            self.written_over = left if left > cap else None
         self._drop_cgroup()
         if survivors:
             log.error("%d process(es) of run %s survived SIGKILL", survivors, self.marker)
@@ -227,6 +349,10 @@ class SandboxedProcess:
             signal=_signal_of(rc, self.isolation),
             limit_hit=limit_hit,
             survivors=survivors,
+            oom_killed=self.oom_killed,
+            memory_limit_bytes=self.spec.limits.phase_memory_bytes,
+            written_bytes=self.written_over,
+            disk_limit_bytes=cap,
             log_error=str(self.capture.error) if self.capture.error else None,
         )
 
@@ -240,3 +366,11 @@ def _signal_of(rc: int | None, isolation: str) -> int | None:
     if isolation == "bwrap" and 128 < rc < 128 + 65:
         return rc - 128
     return None
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except (OSError, ValueError):
+        return []

@@ -53,6 +53,8 @@ class SandboxResult(BaseModel):
     val_tokens: int | None = None  # targets the harness scored (whole windows of the model's seq_len)
     val_bytes: int | None = None  # their bytes, from the harness's ByteTable
     isolation: str = "none"  # "bwrap" or "none"
+    # Limits this machine could not enforce, one line each, named first ("memory limit: ..."); also in reason.
+    limits_not_enforced: list[str] = []
     trust: str = "harness"  # "harness" or "self_reported"
     log_tail: str = ""
     run_dir: Path | None = None

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from agentgolf.challenge import TRAINER_FILE
 from agentgolf.sandbox.budget import Budget
-from agentgolf.sandbox.bwrap import MINIMAL_PATH, SANDBOX_HOME
+from agentgolf.sandbox.bwrap import MINIMAL_PATH, SANDBOX_HOME, cuda_visible_devices
 from agentgolf.sandbox.limits import Limits
 from agentgolf.sandbox.result import DataSpec
 
@@ -50,6 +50,7 @@ class RunSetup:
         self.mode: str = mode
         self.train_dir = self.run_dir / "train"
         self.score_dir = self.run_dir / "score"
+        self.limit_notes: list[str] = []  # limits this machine could not enforce, from every phase
 
     def inside(self, host: Path, inside: Path) -> Path:
         """Where a host path appears to the candidate: its bind target, or itself without isolation."""
@@ -77,10 +78,21 @@ class RunSetup:
             max_file_bytes=b.max_file_bytes,
             memory_bytes=None if self.gpus else b.memory_bytes,
             max_processes=b.max_processes,
+            phase_memory_bytes=b.phase_memory_bytes,
+            disk_bytes=b.disk_bytes,
         )
 
+    def writable(self, folders: list[Path]) -> list[Path]:
+        """The host folders a phase can write, counted against disk_bytes: those bound writable, plus the
+        shared home without isolation (with it, /tmp is the sandbox's own and measured inside)."""
+        return [*folders, self.run_dir / "home"] if self.mode == "none" else list(folders)
+
+    def cuda_visible(self, gpus: list[int]) -> str:
+        """CUDA_VISIBLE_DEVICES for a phase on these GPUs (sandbox/bwrap.py: cuda_visible_devices)."""
+        return cuda_visible_devices(gpus) if gpus else ""
+
     def prepare(self) -> None:
-        for sub in ("train", "score", "data", "home"):
+        for sub in ("train", "score", "verify", "data", "home"):  # a re-run in place starts clean
             shutil.rmtree(self.run_dir / sub, ignore_errors=True)
         self.train_dir.mkdir()
         (self.train_dir / TRAINER_NAME).write_bytes(self.source)

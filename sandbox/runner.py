@@ -28,7 +28,6 @@ from pathlib import Path
 from agentgolf.errors import AgentgolfError
 from agentgolf.sandbox.budget import Budget
 from agentgolf.sandbox.bwrap import IsolationError, resolve_isolation
-from agentgolf.sandbox.limits import process_limit_enforced
 from agentgolf.sandbox.metrics import compile_patterns
 from agentgolf.sandbox.process import MARKER_ENV
 from agentgolf.sandbox.result import DataSpec, SandboxResult, Status
@@ -95,9 +94,6 @@ def run_sandboxed(
     user_env = _user_env(env)
     if gpus is not None and (not gpus or any(not isinstance(g, int) or g < 0 for g in gpus)):
         raise SandboxInputError(f"gpus must be a non-empty list of device indices, got {gpus!r}")
-    if not process_limit_enforced():
-        note = "process limit NOT enforced: running as root without a writable pids cgroup"
-        warning = f"{warning}; {note}" if warning else note
     if warning:
         log.warning("sandbox: %s", warning)
 
@@ -111,6 +107,11 @@ def run_sandboxed(
     except OSError as e:  # the harness's own disk or files, not the candidate
         result = SandboxResult(status=Status.infra_error, reason=f"harness I/O error: {e}")
     result.isolation = mode
+    result.limits_not_enforced = list(run.limit_notes)
+    if run.limit_notes:
+        log.warning("sandbox: NOT enforced here: %s", "; ".join(run.limit_notes))
+        unenforced = "NOT enforced here: " + "; ".join(run.limit_notes)
+        warning = f"{warning}; {unenforced}" if warning else unenforced
     result.trust = "self_reported" if self_reported else "harness"
     result.code_bytes = len(source)
     result.run_dir = run_dir

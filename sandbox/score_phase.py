@@ -160,7 +160,7 @@ def _worker(run: RunSetup, folder: Path, log_name: str, wall: float) -> Sandboxe
     env = {
         **run.base_env(run.home()),
         **run.user_env,
-        "CUDA_VISIBLE_DEVICES": str(run.gpus[0]) if run.gpus else "",
+        "CUDA_VISIBLE_DEVICES": run.cuda_visible(run.gpus[:1] if run.gpus else []),
     }
     argv = [sys.executable, "-I", "-B", WORKER_NAME, "--trainer", TRAINER_NAME]
     spec = PhaseSpec(
@@ -168,14 +168,15 @@ def _worker(run: RunSetup, folder: Path, log_name: str, wall: float) -> Sandboxe
         cwd=run.inside(folder, INSIDE_SCORE),
         env=env,
         ro_binds=[(folder, INSIDE_SCORE)] if run.mode == "bwrap" else [],
-        gpu=bool(run.gpus),
+        gpus=run.gpus[:1] if run.gpus else [],
         limits=run.limits(wall),
         log_path=run.run_dir / log_name,
         log_bytes=run.budget.log_bytes,
         protocol=True,
         hidden=run.hidden(),
+        disk_paths=run.writable([] if run.mode == "bwrap" else [folder]),  # read-only inside bwrap
     )
-    return SandboxedProcess(spec, run.mode)
+    return SandboxedProcess(spec, run.mode, notes=run.limit_notes)
 
 
 def _copy_artifact(run: RunSetup, dest: Path) -> None:

@@ -48,7 +48,7 @@ def train_candidate(run: RunSetup) -> SandboxResult:
         "SEED": str(run.seed),
         "ARTIFACT_PATH": str(cwd / ARTIFACT_NAME),
         "MAX_WALLCLOCK_SECONDS": f"{b.train_seconds:g}",
-        "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in run.gpus) if run.gpus else "",
+        "CUDA_VISIBLE_DEVICES": run.cuda_visible(run.gpus or []),
     }
     env = {**run.base_env(run.home()), **run.user_env, **harness}
     if run.gpus:
@@ -68,13 +68,14 @@ def train_candidate(run: RunSetup) -> SandboxResult:
         env=env,
         ro_binds=binds,
         rw_binds=[(run.train_dir, INSIDE_TRAIN)] if run.mode == "bwrap" else [],
-        gpu=bool(run.gpus),
+        gpus=run.gpus or [],
         limits=run.limits(b.train_kill_seconds),
         log_path=run.run_dir / TRAIN_LOG,
         log_bytes=b.log_bytes,
         hidden=run.hidden(),
+        disk_paths=run.writable([run.train_dir]),
     )
-    proc = SandboxedProcess(spec, run.mode)
+    proc = SandboxedProcess(spec, run.mode, notes=run.limit_notes)
     phase = proc.run(run.on_start)
     return _after_training(run, phase, proc.capture)
 

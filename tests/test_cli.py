@@ -62,9 +62,122 @@ def test_bad_input_gives_one_line_errors(tmp_path, workspace):
     one_line_error(
         agentgolf("run", "--budget", "2", "--proposer", "magic", cwd=workspace), "unknown proposer"
     )
-    one_line_error(agentgolf("run", "--budget", "2", "--time-budget", "-5", cwd=workspace), "invalid budget")
+    one_line_error(
+        agentgolf("run", "--budget", "2", "--time-budget", "-5", cwd=workspace),
+        "--time-budget: must be a positive number",
+    )
     one_line_error(agentgolf("init", str(workspace), cwd=tmp_path), "already an agentgolf workspace")
     one_line_error(agentgolf("report", cwd=workspace), "no runs yet")
+
+
+def test_bad_arguments_and_negative_budgets_are_one_line(workspace):
+    """argparse's own errors (a word for a number, an unknown choice) and every negative or zero budget:
+    one line naming the argument, exit 2, and no run started."""
+    cases = [
+        (("run", "--budget", "-3"), "at least 1"),
+        (("run", "--budget", "abc"), "argument --budget: invalid int value: 'abc'"),
+        (("run", "--budget", "2", "--max-gpu-hours", "-1"), "argument --max-gpu-hours: must be a positive"),
+        (("run", "--budget", "2", "--max-usd", "-2"), "argument --max-usd: must be a positive number"),
+        (("run", "--budget", "2", "--max-usd", "nan"), "argument --max-usd: must be a positive number"),
+        (
+            ("run", "--budget", "2", "--gpus-per-experiment", "-1"),
+            "--gpus-per-experiment: must be at least 1",
+        ),
+        (("run", "--budget", "2", "--max-concurrent", "0"), "--max-concurrent: must be at least 1"),
+        (("run", "--budget", "2", "--time-budget", "-5"), "--time-budget: must be a positive number"),
+        (("run", "--budget", "2", "--size-budget", "-1"), "--size-budget: must be at least 1"),
+        (("run", "--budget", "2", "--executor", "cloud"), "argument --executor: invalid choice"),
+        (("replay", "x"), "argument id: invalid int value: 'x'"),
+        (("replay", "1", "--seeds", "0"), "--seeds: must be at least 1"),
+        (("sandbox", "t.py", "--time-budget", "0"), "--time-budget: must be a positive number"),
+        (("frobnicate",), "invalid choice: 'frobnicate'"),
+    ]
+    for args, expected in cases:
+        one_line_error(agentgolf(*args, cwd=workspace), expected)
+    assert not (workspace / ".agentgolf" / "runs").exists() or not any(
+        (workspace / ".agentgolf" / "runs").iterdir()
+    )
+    assert agentgolf("ledger", "--json", cwd=workspace, check=True).stdout.strip() == "[]"
+
+
+def test_a_config_with_wrong_types_or_negative_values_is_one_line(workspace):
+    """Each names the field and what is wrong with it (not pydantic's documentation link)."""
+    config = workspace / ".agentgolf" / "config.json"
+    good = json.loads(config.read_text())
+    cases = [
+        ({"budget": {**good["budget"], "train_seconds": -5}}, "budget.train_seconds"),
+        ({"budget": {**good["budget"], "disk_bytes": -1}}, "budget.disk_bytes"),
+        ({"budget": "big"}, "budget"),
+        ({"gpus": "all"}, "gpus"),
+        ({"acceptance": {**good["acceptance"], "noise_seeds": "ten"}}, "acceptance.noise_seeds"),
+    ]
+    for change, field in cases:
+        config.write_text(json.dumps({**good, **change}))
+        proc = agentgolf("run", "--budget", "1", cwd=workspace)
+        one_line_error(proc, field)
+        assert "errors.pydantic.dev" not in proc.stderr
+    config.write_text("[1, 2]")
+    one_line_error(agentgolf("ledger", cwd=workspace), "workspace config")
+    config.write_text(json.dumps(good))
+    proc = agentgolf("run", "--budget", "1", "--size-budget", "0", cwd=workspace)
+    one_line_error(proc, "--size-budget: must be at least 1")
+
+
+def test_a_ledger_locked_by_another_process_is_one_line(workspace):
+    """Another process holds the ledger (sqlite3 in exclusive mode, mid-write): after the busy timeout,
+    one line saying so, exit 2, and the ledger unchanged."""
+    db = workspace / ".agentgolf" / "ledger.db"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys, time\n"
+            f"db = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
+            "db.execute('PRAGMA locking_mode=EXCLUSIVE'); db.execute('BEGIN EXCLUSIVE')\n"
+            "db.execute('UPDATE runs SET status = status')\n"
+            "print('holding', flush=True); time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        for args in (("ledger",), ("run", "--budget", "1")):
+            one_line_error(agentgolf(*args, cwd=workspace, timeout=120), "is locked by another process")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert agentgolf("ledger", "--json", cwd=workspace, check=True).stdout.strip() == "[]"
+
+
+def test_a_branch_name_git_refuses_is_one_line(workspace):
+    """`pick --onto` with names git will not take: one line each, exit 2, no branch made; a good name works."""
+    import time as clock
+
+    from agentgolf.experiments.ledger import Ledger, Run
+
+    repo = git.Repo(workspace)
+    base = repo.head.commit.hexsha
+    trainer = workspace / "train_gpt.py"
+    repo.git.checkout("-b", "side")
+    trainer.write_text(trainer.read_text() + "\n# a change\n")
+    repo.index.add(["train_gpt.py"])
+    change = repo.index.commit("a change").hexsha
+    repo.git.checkout("-")
+    ledger = Ledger(workspace / ".agentgolf" / "ledger.db")
+    ledger.add_run(Run(id="r1", created_at=clock.time(), base_commit=base))
+    exp = ledger.add_experiment(
+        run_id="r1", kind="proposal", status="ok", commit_sha=change, created_at=clock.time()
+    )
+    ledger.close()
+    before = {h.name for h in repo.heads}
+    for bad in ("my branch", "a..b", "x.lock", "-dash", "end/", "ref~1"):
+        one_line_error(
+            agentgolf("pick", str(exp.id), f"--onto={bad}", cwd=workspace), "not a valid git branch"
+        )
+    assert {h.name for h in repo.heads} == before
+    agentgolf("pick", str(exp.id), "--onto", "winner", cwd=workspace, check=True)
+    assert "# a change" in repo.commit("winner").tree["train_gpt.py"].data_stream.read().decode()
 
 
 def test_corrupt_ledger_is_reported_and_left_alone(workspace):
