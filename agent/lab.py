@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import git
 
 from agentgolf.agent.executor import Executor, Slot, executor_for
+from agentgolf.agent.fidelity import Rung, rung_budget, rung_env
 from agentgolf.agent.proposers.proposal import ProposalError, check_trainer
 from agentgolf.challenge import TRAINER_FILE
 from agentgolf.errors import AgentgolfError
@@ -73,8 +74,8 @@ class Lab:
             data=self.data,
             data_hashes=self._data_hashes,
             seed=self.seed_of(exp),
-            env=dict(self.ws.config.trainer_env),
-            budget=self.budget,
+            env=self.env_for(exp),
+            budget=self.budget_for(exp),
             gpus=slot,
             proposer=exp.proposer,
             tokens=exp.tokens,
@@ -87,19 +88,30 @@ class Lab:
     def sandbox(self, exp: Experiment, slot: Slot) -> SandboxResult:
         """Runs in a worker thread: no ledger access here, only the executor."""
         run_dir = self.ws.run_dir(exp.id)
-        env = dict(self.ws.config.trainer_env)
-        return self.executor.run(run_dir / TRAINER_FILE, run_dir, self.seed_of(exp), env, slot, self.budget)
+        env, budget = self.env_for(exp), self.budget_for(exp)
+        return self.executor.run(run_dir / TRAINER_FILE, run_dir, self.seed_of(exp), env, slot, budget)
+
+    def rung_of(self, exp: Experiment) -> Rung | None:
+        """The screening rung that measures `exp`; None for the full budget."""
+        screen = self.ws.config.fidelity.screen
+        return screen if exp.rung and screen is not None and exp.rung == screen.name else None
+
+    def budget_for(self, exp: Experiment) -> Budget:
+        return rung_budget(self.budget, self.rung_of(exp))
+
+    def env_for(self, exp: Experiment) -> dict[str, str]:
+        return rung_env(self.ws.config.trainer_env, self.rung_of(exp))
 
     def record(self, exp: Experiment, result: SandboxResult, slot: Slot) -> Experiment:
         # Where it ran (job id, node, queue wait), the eval mode it was scored by, and the cross-check's numbers.
         facts = self.executor.facts(self.ws.run_dir(exp.id))
         facts |= {"eval": result.eval_mode, "verification": result.verification}
-        facts |= {"train_allowed_seconds": self.budget.train_allowed_seconds}
+        facts |= {"train_allowed_seconds": self.budget_for(exp).train_allowed_seconds}
         self.ledger.update(exp.id, manifest={**self.ledger.get(exp.id).manifest, **facts})
         parent = self.ledger.get(exp.parent_id) if exp.parent_id else None
         delta = None
-        if result.val_bpb is not None and parent is not None and parent.val_bpb is not None:
-            delta = result.val_bpb - parent.val_bpb
+        if result.val_bpb is not None and parent is not None:
+            delta = self._delta(exp, parent, result.val_bpb)
         return self.ledger.update(
             exp.id,
             status=result.status.value,
@@ -117,6 +129,20 @@ class Lab:
             log_tail=result.log_tail,
             finished_at=time.time(),
         )
+
+    def _delta(self, exp: Experiment, parent: Experiment, val_bpb: float) -> float | None:
+        """Against the parent's score on the same rung: its full-budget score, or its screened runs' mean."""
+        if not exp.rung:
+            return None if parent.val_bpb is None else val_bpb - parent.val_bpb
+        lane = [
+            e.val_bpb
+            for e in self.ledger.experiments(run_id=exp.run_id)
+            if e.rung == exp.rung
+            and e.commit_sha == parent.commit_sha
+            and e.status == RowStatus.ok
+            and e.val_bpb
+        ]
+        return val_bpb - sum(lane) / len(lane) if lane else None
 
     def execute(self, exp: Experiment, slot: Slot = None) -> Experiment:
         """Train and score one row now, in this thread (replay, and tests)."""
@@ -152,10 +178,18 @@ class Lab:
         return self.ledger.update(base.id, branch=branch)
 
     def remeasure(
-        self, original: Experiment, kind: Kind, seed: int, title: str = "", run_id: str | None = None
+        self,
+        original: Experiment,
+        kind: Kind,
+        seed: int,
+        title: str = "",
+        run_id: str | None = None,
+        rung: str | None = None,
     ) -> Experiment:
-        """A new row that measures the same commit again with another seed: replay, confirm or calibration."""
+        """A new row that measures the same commit again with another seed: replay, confirm or calibration;
+        on the original's rung unless `rung` names another."""
         return self.ledger.add_experiment(
+            rung=original.rung if rung is None else rung,
             run_id=run_id or original.run_id,
             kind=kind,
             status=RowStatus.running,

@@ -31,8 +31,10 @@ def describe(exp: Experiment) -> str:
     delta = f" (Δ {exp.delta_bpb:+.4f})" if exp.delta_bpb is not None else ""
     colour = COLOURS.get(exp.status, "red")
     kept = " [bold]kept[/]" if exp.kept and exp.kind == Kind.proposal else ""
-    reason = f" — {exp.reason}" if exp.reason and (exp.status != RowStatus.ok or kept) else ""
-    return f"#{exp.id} {exp.title}: [{colour}]{exp.status}[/] {bpb}{delta}{kept}{reason}"
+    shown = exp.status != RowStatus.ok or kept or exp.rung  # a screen's verdict says where the idea went
+    reason = f" — {exp.reason}" if exp.reason and shown else ""
+    rung = f" ({exp.rung})" if exp.rung else ""
+    return f"#{exp.id} {exp.title}{rung}: [{colour}]{exp.status}[/] {bpb}{delta}{kept}{reason}"
 
 
 class LiveView:

@@ -71,9 +71,16 @@ class Pipeline:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     def register(
-        self, prepared: Prepared, run: Run, proposer: str, best: Experiment | None, log: Callable[[str], None]
+        self,
+        prepared: Prepared,
+        run: Run,
+        proposer: str,
+        best: Experiment | None,
+        log: Callable[[str], None],
+        rung: str = "",
     ) -> tuple[Experiment, str]:
-        """The prepared proposal as a ledger row: (row, "") ready to train, or (row, why) rejected."""
+        """The prepared proposal as a ledger row: (row, "") ready to train, or (row, why) rejected. `rung`:
+        a screen's name when new proposals are screened first (screening.py)."""
         lab, ledger, proposal = self.lab, self.lab.ledger, prepared.proposal
         if not prepared.error and best is not None and prepared.parent_id != best.id:
             # The best moved on while this was prepared: carry the whole change over if it still applies.
@@ -91,6 +98,7 @@ class Pipeline:
             run_id=run.id,
             kind=Kind.proposal,
             status=RowStatus.running,
+            rung=rung,
             parent_id=parent.id,
             parent_commit=parent.commit_sha,
             title=proposal.title,

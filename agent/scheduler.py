@@ -3,7 +3,9 @@
 One thread (the caller's) owns the ledger and the git refs; sandboxes run in a pool with one worker per
 slot, and the next proposals are prepared in the pipeline's pool while experiments train (one per slot
 that will want one: `pipeline.py`), so the hardware does not wait for the LLM. A win decided after the
-best moved on is carried onto the new best and re-tested (`retest.py`). Everything the scheduler knows
+best moved on is carried onto the new best and re-tested (`retest.py`). With a fidelity ladder, new
+proposals are screened on the cheaper rung first and only what earns it runs at the full budget
+(`screening.py`). Everything the scheduler knows
 is re-read from the ledger, so `--resume` needs no other state. `state()` is its public view: the live
 display reads that and nothing else.
 """
@@ -15,7 +17,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from pydantic import BaseModel, Field
 
-from agentgolf.agent import acceptance, retest
+from agentgolf.agent import acceptance, retest, screening
 from agentgolf.agent.executor import Slot
 from agentgolf.agent.lab import Lab
 from agentgolf.agent.live import LiveView, describe
@@ -90,6 +92,8 @@ class Scheduler:
         self.ledger = lab.ledger
         self.cfg = lab.ws.config.acceptance
         self.settings = lab.ws.config.scheduler
+        self.ladder = lab.ws.config.fidelity
+        self.screen = self.ladder.screen.name if self.ladder.screen is not None else ""
         self.slots: list[Slot] = list(slots)
         self.free: list[int] = list(range(len(slots)))  # indices into self.slots
         self.running: dict[Future, tuple[Experiment, int, float]] = {}
@@ -116,15 +120,21 @@ class Scheduler:
         """Experiments that count against --budget: the baseline and every proposal, rejected ones too
         (so a proposer that only produces rejects still ends). Calibration and confirmation seeds are
         extra measurements of those, and a re-test is a proposal already counted, carried onto a newer
-        best (retest.py): they count only against the GPU-hour cap."""
-        return sum(1 for e in self.rows() if e.kind in CHARGED_KINDS and not retest.is_retest(e))
+        best (retest.py), and a screened idea's full-budget run is the same idea measured again: they
+        count only against the GPU-hour cap."""
+        return sum(
+            1
+            for e in self.rows()
+            if e.kind in CHARGED_KINDS and not retest.is_retest(e) and e.screen_of is None
+        )
 
     def spend(self) -> tuple[float, float]:
         rows = self.rows()
         return sum(e.gpu_seconds or 0.0 for e in rows) / 3600, sum(e.usd for e in rows)
 
     def calibration(self) -> list[Experiment]:
-        return [e for e in self.rows() if e.kind in NOISE_KINDS]
+        """The baseline's seeds at the full budget (a screen's are `screening.seeds`)."""
+        return [e for e in self.rows() if e.kind in NOISE_KINDS and not e.rung]
 
     def current_best(self) -> Experiment | None:
         kept = [e for e in self.rows() if e.kept and e.kind in CHARGED_KINDS]
@@ -215,6 +225,10 @@ class Scheduler:
             return lab.remeasure(base, Kind.calibration, seed, title=f"Baseline, seed {seed}")
         if base.status != RowStatus.ok:
             return None  # every proposal is made on, and measured against, the baseline's score
+        if self.screen and self.best is not None:
+            screen = screening.next_measurement(lab, self.rows(), base, self.best, self.screen)
+            if screen is not None:
+                return screen
         for exp in self.rows():
             if exp.status == RowStatus.confirming and not self._confirmation_running(exp):
                 done = len(acceptance.samples(self.rows(), exp))
@@ -262,7 +276,7 @@ class Scheduler:
                 self.exhausted = True
                 return None
             exp, rejected = self.pipeline.register(
-                prepared, self.run, self.proposer, self.best, self.view.log
+                prepared, self.run, self.proposer, self.best, self.view.log, rung=self.screen
             )
             if not rejected:
                 return exp
@@ -335,11 +349,16 @@ class Scheduler:
 
     def _decide(self, exp: Experiment) -> None:
         """The verdict on a scored proposal, once every calibration seed is in (until then it waits)."""
+        if exp.rung:  # the screen's verdict: a full-budget run for what earns one, never a promotion
+            screened = screening.decide(
+                self.lab, self.run, self.rows(), exp, self.best, self.settings.carry_forward
+            )
+            return self._announce(screened) if screened is not None else None
         seeds = self.calibration()
         if len(seeds) < self.cfg.noise_seeds or any(e.status == RowStatus.running for e in seeds):
             return  # decided when the last seed comes in (_finish)
         parent = self.ledger.get(exp.parent_id)
-        verdict = acceptance.decide(self.rows(), exp, parent, self.cfg)
+        verdict = acceptance.decide(screening.lane(self.rows(), ""), exp, parent, self.cfg)
         fields = {"reason": verdict.reason, "decision": verdict.record()}  # evidence: ledger --json, report
         if verdict.decision == "promote" and self.best is not None and parent.id != self.best.id:
             # A win over a parent that is no longer the best: re-test its change on the best (retest.py).

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from agentgolf.agent.acceptance import AcceptanceConfig
 from agentgolf.agent.executor import LocalConfig
+from agentgolf.agent.fidelity import FidelityConfig, Rung
 from agentgolf.agent.proposers.command import CommandConfig
 from agentgolf.agent.proposers.digest import DigestConfig
 from agentgolf.agent.proposers.llm import LLMConfig
@@ -58,6 +59,7 @@ class WorkspaceConfig(BaseModel):
     local: LocalConfig = Field(default_factory=LocalConfig)
     slurm: SlurmConfig = Field(default_factory=SlurmConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    fidelity: FidelityConfig = Field(default_factory=FidelityConfig)
     digest: DigestConfig = Field(default_factory=DigestConfig)
 
 
@@ -171,6 +173,8 @@ DEMO_BUDGET = Budget(
 )
 DEMO_ACCEPTANCE = AcceptanceConfig(noise_seeds=3, max_runs=2)  # at most 3 + 2 x 2 = 7 runs
 DEMO_SLOTS = LocalConfig(cpu_slots=2)  # two experiments at once, a core each
+# The fidelity ladder at demo scale: ideas are screened with a third of the training, winners then get it all.
+DEMO_FIDELITY = FidelityConfig(screen=Rung(name="screen", train_seconds=DEMO_TRAIN_SECONDS / 3))
 
 
 def init_workspace(root: Path, *, demo: bool = False, progress: bool = True) -> Workspace:
@@ -230,6 +234,7 @@ def init_workspace(root: Path, *, demo: bool = False, progress: bool = True) -> 
             # too, so the baseline's seeds measure real noise; fewer seeds and re-runs than on GPUs.
             acceptance=DEMO_ACCEPTANCE,
             local=DEMO_SLOTS,
+            fidelity=DEMO_FIDELITY,
         )
     save_config(root / STATE_DIR / CONFIG_FILE, config)
     ws = Workspace(root)

@@ -89,6 +89,12 @@ MIGRATIONS: list[str] = [
     ALTER TABLE experiments ADD COLUMN slot INTEGER;
     ALTER TABLE experiments ADD COLUMN started_at REAL;
     """,
+    # v4 -> v5: the fidelity ladder. A row says which rung measured it ('' = the full budget), and an idea's
+    # full-budget row links the screened row that earned it.
+    """
+    ALTER TABLE experiments ADD COLUMN rung TEXT NOT NULL DEFAULT '';
+    ALTER TABLE experiments ADD COLUMN screen_of INTEGER REFERENCES experiments(id);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -130,6 +136,8 @@ class Experiment(BaseModel):
     replay_of: int | None = None  # the row it measures again, same commit: confirm, calibration, replay
     retest_of: int | None = None  # the win this one carries onto a newer best (its change, rebased)
     slot: int | None = None  # the scheduler's slot it last trained on (0, 1, ...)
+    rung: str = ""  # the fidelity rung that measured it: "" is the full budget, else a screen's name
+    screen_of: int | None = None  # the screened row whose verdict earned this full-budget run
     started_at: float | None = None  # when a slot started it (after --resume, anew); finished_at: result
     manifest: dict[str, Any] = Field(default_factory=dict)
     decision: dict[str, Any] = Field(default_factory=dict)  # the evidence of its acceptance verdict

@@ -166,12 +166,25 @@ def gather(
         ):
             continue  # another proposer changed more than this search's knobs and techniques
         evidence.points.append(
-            Point(id=e.id, parent_id=e.parent_id, status=e.status, val_bpb=e.val_bpb, config=config)
+            Point(
+                id=e.id, parent_id=e.parent_id, status=e.status, val_bpb=_full_scale(e, rows), config=config
+            )
         )
         if e.artifact_bytes and (found := artifact_size.record(text, env, e.artifact_bytes)):
             records.append(found)
     evidence.ratio = artifact_size.bytes_ratio(records, default_ratio)
     return evidence
+
+
+def _full_scale(e: Experiment, rows: dict[int, Experiment]) -> float | None:
+    """A row's score on the full budget's scale: a screened row (fidelity ladder) counts as its parent's
+    full-budget score plus the gain it showed over that parent on the screen."""
+    if not e.rung:
+        return e.val_bpb
+    parent = rows.get(e.parent_id) if e.parent_id is not None else None
+    if parent is None or parent.val_bpb is None or e.delta_bpb is None:
+        return None
+    return parent.val_bpb + e.delta_bpb
 
 
 def _explained(evidence: Evidence, base_source: str, text: str) -> bool:

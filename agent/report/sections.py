@@ -50,6 +50,7 @@ def build_sections(s: Summary) -> list[Section]:
         _spend_section(s),
         _anomalies_section(s),
         _categories_section(s),
+        *([_screening_section(s)] if s.screening else []),
     ]
 
 
@@ -207,6 +208,27 @@ def _categories_section(s: Summary) -> Section:
         title="Win rate by category",
         note="Win rate = confirmed wins / proposals that ran (rejected, interrupted and infra failures excluded).",
         table=Table(headers=headers, rows=rows) if rows else None,
+    )
+
+
+def _screening_section(s: Summary) -> Section:
+    rows = [
+        [
+            category,
+            str(a.pairs),
+            f"{a.agreement:.0%}" if a.agreement is not None else "–",
+            f"{a.rank_correlation:+.2f}" if a.rank_correlation is not None else "–",
+        ]
+        for category, a in s.screening.items()
+    ]
+    return Section(
+        title="Screen vs full budget",
+        note="Ideas measured on both rungs: how often the screen's verdict (promote or not) held at the full "
+        "budget, and Spearman's rank correlation between the gains each rung measured.",
+        table=Table(headers=["category", "ideas on both rungs", "agreement", "rank correlation"], rows=rows)
+        if s.screening["all"].pairs
+        else None,
+        empty="No idea has been measured on both rungs yet.",
     )
 
 

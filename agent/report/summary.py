@@ -11,6 +11,7 @@ from collections import Counter
 from pydantic import BaseModel, Field
 
 from agentgolf.agent.acceptance import noise_floor
+from agentgolf.agent.fidelity import Agreement, by_category, pairs
 from agentgolf.errors import AgentgolfError
 from agentgolf.experiments.ledger import Experiment, Ledger, Run, lineage
 from agentgolf.experiments.status import (
@@ -89,6 +90,7 @@ class Summary(BaseModel):
     noise_bpb: float | None  # seed-to-seed std of the run, None when unknown
     jump_threshold_bpb: float
     utilization: Utilization | None = None  # None until an experiment has finished
+    screening: dict[str, Agreement] = Field(default_factory=dict)  # fidelity ladder: category -> agreement
 
 
 def pick_run(ledger: Ledger, run_id: str | None) -> Run:
@@ -123,6 +125,7 @@ def summarize(run: Run, experiments: list[Experiment]) -> Summary:
         if e.replay_of is not None:  # replay, confirm and calibration rows
             reruns.setdefault(e.replay_of, []).append(e)
     noise = run_noise(run, experiments)
+    sent = {e.screen_of for e in experiments if e.screen_of is not None}  # screened ideas run at full budget
     jump = JUMP_NOISE_MULTIPLE * noise if noise else JUMP_DEFAULT_BPB
     return Summary(
         run=run,
@@ -133,7 +136,7 @@ def summarize(run: Run, experiments: list[Experiment]) -> Summary:
         reruns=reruns,
         retests={e.retest_of: e for e in experiments if e.retest_of is not None},
         inconclusive=[e for e in proposals if e.status in (RowStatus.inconclusive, RowStatus.confirming)],
-        dead_ends=[e for e in proposals if e.status == RowStatus.ok and not e.kept],
+        dead_ends=[e for e in proposals if e.status == RowStatus.ok and not e.kept and e.id not in sent],
         failures=failures,
         spend=spend_of(experiments),
         anomalies=find_anomalies(run, experiments, jump),
@@ -141,6 +144,7 @@ def summarize(run: Run, experiments: list[Experiment]) -> Summary:
         noise_bpb=noise,
         jump_threshold_bpb=jump,
         utilization=slot_utilization(experiments, int(run.settings.get("slots") or 0)),
+        screening=by_category(pairs(experiments)) if any(e.rung for e in experiments) else {},
     )
 
 
@@ -239,8 +243,13 @@ def find_anomalies(run: Run, experiments: list[Experiment], jump_bpb: float) -> 
 
 
 def category_stats(proposals: list[Experiment]) -> list[CategoryStats]:
+    """Per idea: a screened idea that ran at the full budget counts once, with its full run's outcome."""
     stats: dict[str, CategoryStats] = {}
-    for e in proposals:
+    full_of = {e.screen_of: e for e in proposals if e.screen_of is not None}
+    for idea in proposals:
+        if idea.screen_of is not None:
+            continue
+        e = full_of.get(idea.id, idea)
         if e.status in UNDECIDED:
             continue
         s = stats.setdefault(e.category or "(none)", CategoryStats(category=e.category or "(none)"))
