@@ -54,10 +54,9 @@ def next_measurement(lab: Lab, rows: Sequence[Experiment], base: Experiment, bes
     have = seeds(rows, base, rung)
     if len(have) < cfg.noise_seeds:
         seed = seed0 + len(have)
-        title = f"Baseline, seed {seed} ({rung})"
-        return lab.remeasure(base, Kind.calibration, seed, title=title, rung=rung)
+        return lab.remeasure(base, Kind.calibration, seed, title=f"Baseline, seed {seed}", rung=rung)
     if best.id != base.id and not anchor(rows, best, rung):
-        return lab.remeasure(best, Kind.calibration, seed0, title=f"{best.title} ({rung})", rung=rung)
+        return lab.remeasure(best, Kind.calibration, seed0, title=best.title, rung=rung)
     return None
 
 
