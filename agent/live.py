@@ -62,7 +62,8 @@ class LiveView:
 
     def started(self, exp: Experiment) -> None:
         if self.live is None:
-            self.console.print(f"#{exp.id} {exp.title}: training (seed {exp.seed})")
+            rung = f" ({exp.rung})" if exp.rung else ""
+            self.console.print(f"#{exp.id} {exp.title}{rung}: training (seed {exp.seed})")
 
     def refresh(self, state: SchedulerState) -> None:
         if self.live is None:
