@@ -7,7 +7,10 @@ validate, the sp1024 tokenizer; otherwise the demo corpus), runs the loop with n
 default offline proposer for N experiments, then measures the baseline and every promoted step of the best
 chain again with seeds the run never used. Promotions "hold" when the fresh means keep each step better
 than its parent; the confirmed gain is the baseline's fresh mean minus the best's, with a 95% Welch
-interval. Every training is the CPU preset, stopped by the clock as in the challenge.
+interval. Every training is the CPU preset, stopped by the clock as in the challenge, with the demo's
+settings otherwise: two slots of one core each, and the fidelity ladder (ideas screened with a third of the
+training; the screen-to-full agreement is reported). "experiments" counts ideas: the baseline and each
+proposal, not their seeds, screens' full runs or re-tests.
 """
 
 from __future__ import annotations
@@ -19,16 +22,19 @@ import math
 import statistics
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from rich.console import Console
 
 from agentgolf.agent.acceptance import AcceptanceConfig
+from agentgolf.agent.fidelity import agreement, pairs
 from agentgolf.agent.loop import Loop, RunCaps, new_run_id
 from agentgolf.agent.stats import t_isf
 from agentgolf.agent.workspace import DEMO_BUDGET, DataConfig, Workspace, init_workspace, save_config
-from agentgolf.experiments.ledger import Experiment, Run
+from agentgolf.experiments.ledger import Experiment, Ledger, Run
 from agentgolf.experiments.status import Kind, RowStatus
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -74,14 +80,26 @@ def best_chain(ledger_rows: list[Experiment], best: Experiment) -> list[Experime
     return chain[::-1]
 
 
-def fresh_scores(loop: Loop, exp: Experiment, seeds: int, run_id: str) -> list[float]:
-    """`exp` trained again with seeds the run never saw, in a run of its own."""
-    out = []
-    for k in range(seeds):
-        copy = loop.lab.remeasure(exp, Kind.replay, FRESH_SEED_OFFSET + k, run_id=run_id)
-        done = loop.lab.execute(copy)
-        if done.status == RowStatus.ok and done.val_bpb is not None:
-            out.append(done.val_bpb)
+def fresh_scores(ws: Workspace, chain: list[Experiment], seeds: int, run_id: str) -> dict[int, list[float]]:
+    """Each row of `chain` trained again with seeds the run never saw, in a run of its own, on as many
+    slots at once as the run had (each worker with its own ledger connection)."""
+    jobs = [(e, FRESH_SEED_OFFSET + k) for k in range(seeds) for e in chain]
+    local = threading.local()
+
+    def one(job: tuple[Experiment, int]) -> tuple[int, float | None]:
+        if not hasattr(local, "loop"):
+            local.loop = Loop(
+                ws, Ledger(ws.state / "ledger.db"), ws.config.budget, console=Console(quiet=True)
+            )
+        exp, seed = job
+        done = local.loop.lab.execute(local.loop.lab.remeasure(exp, Kind.replay, seed, run_id=run_id))
+        return exp.id, done.val_bpb if done.status == RowStatus.ok else None
+
+    out: dict[int, list[float]] = {e.id: [] for e in chain}
+    with ThreadPoolExecutor(max_workers=ws.config.local.cpu_slots) as pool:
+        for exp_id, score in pool.map(one, jobs):
+            if score is not None:
+                out[exp_id].append(score)
     return out
 
 
@@ -114,7 +132,7 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
 
     fresh_run = Run(id=f"{new_run_id()}-fresh-seeds", created_at=time.time(), base_commit=base.commit_sha)
     loop.ledger.add_run(fresh_run)
-    fresh = {e.id: fresh_scores(loop, e, args.fresh_seeds, fresh_run.id) for e in chain}
+    fresh = fresh_scores(ws, chain, args.fresh_seeds, fresh_run.id)
     fresh_rows = loop.ledger.experiments(run_id=fresh_run.id)
     fresh_seconds = sum(e.gpu_seconds or 0.0 for e in fresh_rows)
     held = sum(
@@ -128,10 +146,11 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
     enough = len(base_fresh) >= 2 and len(best_fresh) >= 2
     gain = statistics.fmean(base_fresh) - statistics.fmean(best_fresh) if base_fresh and best_fresh else None
     ci = welch_ci95(base_fresh, best_fresh) if enough and best.id != base.id else None
-    proposals = [e for e in rows if e.kind == Kind.proposal]
+    proposals = [e for e in rows if e.kind == Kind.proposal and e.screen_of is None and e.retest_of is None]
+    seen = agreement(pairs(rows))
     return {
         "data": data,
-        "experiments": sum(1 for e in rows if e.kind in (Kind.baseline, Kind.proposal)),
+        "experiments": 1 + len(proposals),
         "proposals": len(proposals),
         "trainings": len(rows),
         "stop_reason": summary.stop_reason,
@@ -148,7 +167,9 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
         "ci95_bpb": list(ci) if ci else None,
         "cpu_hours": (run_seconds + fresh_seconds) / 3600,
         "cpu_hours_run": run_seconds / 3600,
-        "screen_full_agreement": None,  # a single rung: nothing screened
+        "screen_full_agreement": seen.agreement,
+        "screen_full_rank_correlation": seen.rank_correlation,
+        "ideas_on_both_rungs": seen.pairs,
         "wall_seconds": time.perf_counter() - started,
         "workspace": str(root),
     }
