@@ -4,7 +4,6 @@ one real run that screens two ideas and runs the winner at the full budget."""
 from __future__ import annotations
 
 import json
-import sqlite3
 
 import pytest
 
@@ -24,9 +23,10 @@ from agentgolf.agent.fidelity import (
 from agentgolf.agent.report.report import write_report
 from agentgolf.agent.report.tables import ledger_json
 from agentgolf.agent.workspace import save_config
-from agentgolf.experiments.ledger import MIGRATIONS, SCHEMA_VERSION, Experiment, Ledger, Run
+from agentgolf.experiments.ledger import SCHEMA_VERSION, Experiment, Ledger, Run
 from agentgolf.sandbox.budget import Budget
 from tests.test_hill_climb import Scripted, _loop_run, _steps, _workspace
+from tests.tiny import old_ledger
 
 
 def _pair(category: str, screen: float, full: float, screen_won: bool, full_won: bool) -> Pair:
@@ -111,16 +111,7 @@ def test_pairs_link_an_ideas_rungs_through_screen_of():
 
 
 def test_a_v4_ledger_gains_the_rung_and_the_screen_link(tmp_path):
-    path = tmp_path / "ledger.db"
-    old = sqlite3.connect(path)
-    old.executescript("".join(MIGRATIONS[:4]))
-    old.execute("PRAGMA user_version = 4")
-    old.execute(
-        "INSERT INTO experiments (kind, status, val_bpb, created_at) VALUES ('proposal', 'ok', 2.0, 1.0)"
-    )
-    old.commit()
-    old.close()
-    ledger = Ledger(path)
+    ledger = Ledger(old_ledger(tmp_path / "ledger.db", 4))
     assert ledger.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 5
     assert (ledger.get(1).rung, ledger.get(1).screen_of) == ("", None)
     ledger.add_run(Run(id="r", created_at=1.0, base_commit="abc"))

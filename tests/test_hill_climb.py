@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -27,8 +26,8 @@ from agentgolf.agent.report.summary import slot_utilization
 from agentgolf.agent.report.tables import ledger_json
 from agentgolf.agent.workspace import save_config
 from agentgolf.experiments import worktree as wt
-from agentgolf.experiments.ledger import MIGRATIONS, SCHEMA_VERSION, Experiment, Ledger, Run
-from tests.tiny import TINY_ENV, make_workspace
+from agentgolf.experiments.ledger import SCHEMA_VERSION, Experiment, Ledger, Run
+from tests.tiny import TINY_ENV, make_workspace, old_ledger
 
 # The baseline's steps: the preset's count (6 here), plus EXTRA, a second knob on a line of its own.
 EXTRA = '    os.environ["ITERATIONS"] = str(int(os.environ["ITERATIONS"]) + 0)  # EXTRA\n'
@@ -313,16 +312,7 @@ def test_the_whole_change_is_rebased_not_only_its_tip(tmp_path):
 
 def test_a_v3_ledger_gains_the_retest_link_and_the_slot_columns(tmp_path):
     """v3 -> v4: old rows read with no link, slot or start; new rows store them."""
-    path = tmp_path / "ledger.db"
-    old = sqlite3.connect(path)
-    old.executescript("".join(MIGRATIONS[:3]))
-    old.execute("PRAGMA user_version = 3")
-    old.execute(
-        "INSERT INTO experiments (kind, status, val_bpb, created_at) VALUES ('proposal', 'ok', 2.0, 1.0)"
-    )
-    old.commit()
-    old.close()
-    ledger = Ledger(path)
+    ledger = Ledger(old_ledger(tmp_path / "ledger.db", 3))
     assert ledger.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 4
     first = ledger.get(1)
     assert (first.retest_of, first.slot, first.started_at, first.val_bpb) == (None, None, None, 2.0)

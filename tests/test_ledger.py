@@ -8,6 +8,7 @@ import time
 import pytest
 
 from agentgolf.experiments.ledger import SCHEMA_VERSION, Ledger, LedgerError, Run
+from tests.tiny import old_ledger
 
 
 def _fill(ledger: Ledger) -> None:
@@ -133,19 +134,11 @@ def test_locked_database_gives_clear_error(tmp_path):
 
 def test_ledger_written_by_an_older_schema_opens_after_migration(tmp_path):
     """A v1 file (as the first release wrote it) gains the v2 columns and keeps every row."""
-    from agentgolf.experiments.ledger import MIGRATIONS
-
-    path = tmp_path / "ledger.db"
-    old = sqlite3.connect(path)
-    old.executescript(MIGRATIONS[0])
-    old.execute("PRAGMA user_version = 1")
-    old.execute(
+    insert = (
         "INSERT INTO experiments (run_id, kind, status, title, val_bpb, created_at) "
         "VALUES ('r0', 'baseline', 'ok', 'from v1', 2.25, 1.0)"
     )
-    old.commit()
-    old.close()
-    ledger = Ledger(path)
+    ledger = Ledger(old_ledger(tmp_path / "ledger.db", 1, insert))
     row = ledger.get(1)
     assert (row.title, row.val_bpb, row.tokens, row.usd, row.fingerprint) == ("from v1", 2.25, 0, 0.0, "")
     assert ledger.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 2
@@ -155,18 +148,7 @@ def test_ledger_written_by_an_older_schema_opens_after_migration(tmp_path):
 
 def test_a_v2_ledger_gains_the_decision_column(tmp_path):
     """v2 -> v3: every row gets an empty decision; a decision's evidence round-trips as JSON, in listings too."""
-    from agentgolf.experiments.ledger import MIGRATIONS
-
-    path = tmp_path / "ledger.db"
-    old = sqlite3.connect(path)
-    old.executescript(MIGRATIONS[0] + MIGRATIONS[1])
-    old.execute("PRAGMA user_version = 2")
-    old.execute(
-        "INSERT INTO experiments (kind, status, val_bpb, created_at) VALUES ('proposal', 'ok', 2.0, 1.0)"
-    )
-    old.commit()
-    old.close()
-    ledger = Ledger(path)
+    ledger = Ledger(old_ledger(tmp_path / "ledger.db", 2))
     assert ledger.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 3
     assert ledger.get(1).decision == {}
     evidence = {

@@ -98,3 +98,22 @@ def proposal_tree(folder: Path, trainer: str):
         trainer_env={},
         budget=Budget(),
     )
+
+
+def old_ledger(path: Path, version: int, insert: str = "") -> Path:
+    """A ledger file as schema `version` wrote it (its first `version` migrations), with one row inserted by
+    `insert` (SQL), for the migration tests."""
+    import sqlite3
+
+    from agentgolf.experiments.ledger import MIGRATIONS
+
+    old = sqlite3.connect(path)
+    old.executescript("".join(MIGRATIONS[:version]))
+    old.execute(f"PRAGMA user_version = {version}")
+    old.execute(
+        insert
+        or "INSERT INTO experiments (kind, status, val_bpb, created_at) VALUES ('proposal', 'ok', 2.0, 1.0)"
+    )
+    old.commit()
+    old.close()
+    return path
