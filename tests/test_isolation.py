@@ -207,7 +207,8 @@ def test_many_small_files_are_stopped_by_the_disk_limit(data, tmp_path, folder):
     assert "more than its disk limit of 32.0 MiB" in result.reason, result.reason
     assert "never stopped" not in _log(run)
     assert time.monotonic() - t0 < budget.train_kill_seconds
-    assert written_bytes([run / "train"]) < 16 * DISK  # a few polls past the cap at most, not the 8 GiB it tried
+    # a few polls past the cap at most, not the 8 GiB it tried
+    assert written_bytes([run / "train"]) < 16 * DISK
 
 
 def test_written_bytes_counts_what_files_take(tmp_path):
