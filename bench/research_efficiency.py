@@ -185,7 +185,7 @@ def show(result: dict[str, object]) -> None:
 
     width = max(len(k) for k in result)
     print("| measure".ljust(width + 2) + " | value |")
-    print("|" + "-" * (width + 1) + "|-------|")
+    print("|" + "-" * (width + 2) + "|-------|")
     for key, value in result.items():
         print(f"| {key.ljust(width)} | {fmt(value)} |")
 
