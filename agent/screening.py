@@ -48,7 +48,9 @@ def anchor_samples(rows: Sequence[Experiment], parent: Experiment, rung: str) ->
     ]
 
 
-def next_measurement(lab: Lab, rows: Sequence[Experiment], base: Experiment, best: Experiment, rung: str):
+def next_measurement(
+    lab: Lab, rows: Sequence[Experiment], base: Experiment, best: Experiment, rung: str
+) -> Experiment | None:
     """The screen's next calibration: a baseline seed on it, else a first screened run of the best."""
     cfg, seed0 = lab.ws.config.acceptance, lab.ws.config.seed
     have = seeds(rows, base, rung)
