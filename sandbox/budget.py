@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from agentgolf.challenge import SIZE_LIMIT_BYTES, TRAIN_SECONDS
+from agentgolf.sandbox.result import SandboxResult
 from agentgolf.sandbox.verify import VerifyConfig
 
 
@@ -28,6 +29,24 @@ class Budget(BaseModel):
         10.0, ge=0, description="margin on top of the baseline's measured overhead"
     )
     score_seconds: float = Field(600.0, gt=0, description="wall-clock limit of the scoring phase")
+    load_allowance_seconds: float | None = Field(
+        None,
+        ge=0,
+        description="how long a scoring worker may take from its start to ready (load_model) before the "
+        "result is over_time; None: only score_seconds bounds it. Set from the baseline's own load time",
+    )
+    predict_allowance_seconds_per_token: float | None = Field(
+        None,
+        ge=0,
+        description="scoring time per validation token (predict requests; stream mode's adapt excluded) past "
+        "which the result is over_time; None: only score_seconds bounds it. Set from the baseline's",
+    )
+    scoring_margin_fraction: float = Field(
+        0.5, ge=0, description="share added to the baseline's load and predict times for the allowances"
+    )
+    scoring_margin_seconds: float = Field(
+        5.0, ge=0, description="seconds added to the baseline's load and predict times for the allowances"
+    )
     size_bytes: int = Field(SIZE_LIMIT_BYTES, gt=0, description="artifact limit: code bytes + model bytes")
     memory_bytes: int | None = Field(
         32 * 2**30, description="address-space limit per process (None: unlimited; ignored on GPU runs)"
@@ -76,3 +95,42 @@ class Budget(BaseModel):
             self.train_allowed_seconds - self.train_seconds, measured + self.overhead_margin_seconds
         )
         return self.model_copy(update={"train_overhead_seconds": allowed})
+
+    def with_measured(self, timing: Timing) -> Budget:
+        """Every allowance set from what the baseline itself needed, plus the margins: no candidate may buy
+        training in the start-up allowance, nor train while it loads, nor spend more eval than it may."""
+        b = (
+            self
+            if timing.train_phase_seconds is None
+            else self.with_measured_overhead(timing.train_phase_seconds)
+        )
+        grow = 1.0 + self.scoring_margin_fraction
+        update: dict[str, float] = {}
+        if timing.load_seconds is not None:
+            update["load_allowance_seconds"] = timing.load_seconds * grow + self.scoring_margin_seconds
+        if timing.predict_seconds is not None and timing.val_tokens:
+            update["predict_allowance_seconds_per_token"] = timing.predict_seconds * grow / timing.val_tokens
+        return b.model_copy(update=update)
+
+    def predict_allowed_seconds(self, val_tokens: int) -> float | None:
+        """The scoring time (predict requests) allowed for `val_tokens` targets, or None: no bound."""
+        per_token = self.predict_allowance_seconds_per_token
+        return None if per_token is None else per_token * val_tokens + self.scoring_margin_seconds
+
+
+class Timing(BaseModel):
+    """What one run measured of itself: a baseline's becomes the yardstick of the allowances above."""
+
+    train_phase_seconds: float | None = None  # the training phase, start to reaped tree
+    load_seconds: float | None = None  # the scoring worker, start to ready (load_model done)
+    predict_seconds: float | None = None  # the scoring worker's predict requests, adapt excluded
+    val_tokens: int | None = None  # the targets those predictions scored
+
+    @classmethod
+    def of(cls, result: SandboxResult) -> Timing:
+        return cls(
+            train_phase_seconds=result.train_seconds,
+            load_seconds=result.load_seconds,
+            predict_seconds=result.predict_seconds,
+            val_tokens=result.val_tokens,
+        )

@@ -48,9 +48,13 @@ class SandboxResult(BaseModel):
     train_seconds: float | None = None  # wall time of the training phase
     score_seconds: float | None = None  # the scoring worker, from start to exit
     verify_seconds: float | None = None  # what verification adds after scoring: its requests and exit
+    load_seconds: float | None = None  # the scoring worker from its start to ready (load_model done)
+    predict_seconds: float | None = (
+        None  # the scoring worker's predict requests (stream mode: adapt excluded)
+    )
     wall_seconds: float = 0.0
     steps: int | None = None
-    val_tokens: int | None = None  # targets the harness scored (whole windows of the model's seq_len)
+    val_tokens: int | None = None  # targets the harness scored: every one of the stream's N - 1
     val_bytes: int | None = None  # their bytes, from the harness's ByteTable
     isolation: str = "none"  # "bwrap" or "none"
     # Limits this machine could not enforce, one line each, named first ("memory limit: ..."); also in reason.

@@ -1,17 +1,23 @@
 """The scoring phase of a run: the artifact scored by trusted code in a sandbox without data, then verified.
 
-Two workers, each in its own folder under run_dir/ with a pristine copy of the trainer as it was before
-training (so a trainer that edits its own file changes nothing), the artifact and the worker script; no
-data files at all. The first scores every validation window (sandbox/score.py). The second re-scores a
-random sample of positions without their continuations (sandbox/verify.py): it starts with the first, in
-its own sandbox (its own namespaces, no writable path, nothing shared), so that its start-up overlaps the
-scoring, and is sent its requests only once the first has exited.
+Two workers, one after the other, each in a fresh folder run_dir/score/ (the same path, made just before it
+starts) holding a pristine copy of the trainer as it was before training (so a trainer that edits its own
+file changes nothing), the artifact and the worker script; no data files at all. The first scores every
+validation target (sandbox/score.py; stream mode: sandbox/stream.py). The second, started only once the first
+has exited, re-scores a secret sample of positions without their continuations (sandbox/verify.py; stream
+mode: a replay). Nothing tells either which one it is, and they never run at the same time.
+
+What the scoring phase may spend is bounded like training: loading (worker start to ready) and predicting
+(per token; stream mode's adapt excluded) against the baseline's own times plus a margin (Budget's
+allowances); past them the result is `over_time`. After scoring succeeded, any failure of the verification
+is the candidate's: "verification failed", a `violation`.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import secrets
 import shutil
 import stat
 import sys
@@ -21,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from agentgolf.baseline.shards import ShardError
+from agentgolf.sandbox import stream as stream_mode
 from agentgolf.sandbox.bpb import ByteTable, ByteTableError
 from agentgolf.sandbox.budget import Budget
 from agentgolf.sandbox.classify import classify_phase
@@ -33,9 +40,13 @@ from agentgolf.sandbox.score import (
     BATCH_TOKENS_CPU,
     BATCH_TOKENS_GPU,
     ScoreOutcome,
+    Session,
+    count_stream_bytes,
     drive,
     load_val_tokens,
-    score_stream,
+    open_layout,
+    score_rows,
+    scored,
 )
 from agentgolf.sandbox.verify import cross_check, sample_positions
 
@@ -43,6 +54,7 @@ WORKER_SOURCE = Path(__file__).with_name("score_worker.py")
 WORKER_NAME = "score_worker.py"
 COPY_CHUNK = 1 << 20
 SCORE_LOG, VERIFY_LOG = "score.log", "verify.log"
+MACHINE_FAULTS = (Status.infra_error,)
 
 
 def score_artifact(run: RunSetup, train: SandboxResult) -> SandboxResult:
@@ -54,59 +66,80 @@ def score_artifact(run: RunSetup, train: SandboxResult) -> SandboxResult:
     except (ShardError, ByteTableError) as e:
         result.status, result.reason = Status.infra_error, f"cannot read the validation data: {e}"
         return result
+    batch = BATCH_TOKENS_GPU if run.gpus else BATCH_TOKENS_CPU
+    rng = np.random.default_rng(secrets.randbits(64))
+    layouts: list[Layout] = []
+
+    def score(session: Session) -> ScoreOutcome:
+        layout = open_layout(session, val, batch)
+        layouts.append(layout)
+        keep = sample_positions(layout, b.verify, rng)
+        n_bytes = count_stream_bytes(table, val)
+        walk = stream_mode.score_chunks if layout.mode.mode == "stream" else score_rows
+        nll_sum, reported = walk(session, layout, val, {i: p for i, p in keep.items()}, rng)
+        session.send("bye")
+        return scored(nll_sum, n_bytes, layout, session, reported=reported)
+
     try:
-        scorer = _worker(run, run.score_dir, SCORE_LOG, b.score_seconds)
-        verifier = _worker(run, run.run_dir / "verify", VERIFY_LOG, 2 * b.score_seconds)  # waits, then checks
+        scorer = _worker(run, SCORE_LOG, b.score_seconds)
     except OSError as e:
         result.status, result.reason = Status.crash, f"the artifact could not be read ({type(e).__name__})"
         return result
-    batch = BATCH_TOKENS_GPU if run.gpus else BATCH_TOKENS_CPU
-    layout: list[Layout] = []
-
-    def checked(rows: Layout) -> set[int]:
-        layout.append(rows)
-        return set(sample_positions(rows, b.verify))
-
-    # The verifier starts now, in its own sandbox, so that its start-up overlaps the scoring; it is sent
-    # nothing until the scoring worker has exited.
-    pid = verifier.start()
-    if run.on_start:
-        run.on_start(pid)
-    v = b.verify
-    outcome, phase = drive(
-        scorer,
-        lambda s: score_stream(s, val, table, batch, checked, v.stream_probe_fraction, v.tolerance_nats),
-        run.on_start,
-    )
+    outcome, phase = drive(scorer, run.data.vocab_size, score, run.on_start)
     result.score_seconds = phase.wall_seconds
     if _failed(result, outcome, phase, scorer, "scoring", b.score_seconds):
-        verifier.abort()
-        verifier.wait()
         return result
     result.val_tokens, result.val_bytes = outcome.val_tokens, outcome.val_bytes
     result.val_bpb, result.val_loss = outcome.val_bpb, outcome.val_loss
+    result.load_seconds, result.predict_seconds = outcome.load_seconds, outcome.predict_seconds
     result.eval_mode = outcome.mode.model_dump() if outcome.mode else None
-    if outcome.mode is not None and outcome.mode.mode == "stream":  # checked inside the stream instead
-        verifier.abort()
-        verifier.wait()
-        result.verification = {"positions": 0, "in_stream_probes": outcome.probes, "fresh_process": False}
-        return _mismatch(result, outcome.val_bpb, b)
-    stream = val[: layout[0].positions + 1].astype(np.int64)
+    layout = layouts[0]
+    check = stream_mode.replay if layout.mode.mode == "stream" else cross_check
     found = []
 
-    def verify(session) -> ScoreOutcome:
-        checked_outcome, verification = cross_check(session, stream, layout[0], outcome, b.verify)
+    def verify(session: Session) -> ScoreOutcome:
+        checked_outcome, verification = check(session, layout, val, outcome, b.verify, rng)
         found.append(verification)
         return checked_outcome
 
     t0 = time.monotonic()
-    verified, phase = drive(verifier, verify, stop_when_done=True)
+    try:
+        verifier = _worker(run, VERIFY_LOG, 2 * b.score_seconds)  # a fresh folder at the same path
+    except OSError as e:
+        result.status, result.reason = Status.infra_error, f"harness I/O error before verification: {e}"
+        result.val_bpb = result.val_loss = None
+        return result
+    verified, phase = drive(verifier, run.data.vocab_size, verify, run.on_start, stop_when_done=True)
     result.verify_seconds = time.monotonic() - t0
     if _failed(result, verified, phase, verifier, "verification", 2 * b.score_seconds):
+        if result.status not in MACHINE_FAULTS and not result.reason.startswith("unverifiable"):
+            result.status, result.reason = Status.violation, f"verification failed: {result.reason}"
         result.val_bpb = result.val_loss = None  # a score that could not be verified is no score
         return result
     result.verification = found[0].model_dump()
-    return _mismatch(result, outcome.val_bpb, b)
+    return _over_scoring_time(_mismatch(result, outcome.val_bpb, b), b)
+
+
+def _over_scoring_time(result: SandboxResult, b: Budget) -> SandboxResult:
+    """Loading or predicting longer than the baseline did, plus the margin, is `over_time`: scored and
+    shown, never promoted (a load_model that trains, or eval compute the rules do not allow)."""
+    if result.status is not Status.ok:
+        return result
+    load, predict = result.load_seconds or 0.0, result.predict_seconds or 0.0
+    allowed = b.predict_allowed_seconds(result.val_tokens or 0)
+    if b.load_allowance_seconds is not None and load > b.load_allowance_seconds:
+        result.status = Status.over_time
+        result.reason = (
+            f"loading the model took {load:.1f} s: more than the {b.load_allowance_seconds:.1f} s allowed "
+            "(the baseline's own load time plus its margin)"
+        )
+    elif allowed is not None and predict > allowed:
+        result.status = Status.over_time
+        result.reason = (
+            f"scoring took {predict:.1f} s of predictions: more than the {allowed:.1f} s allowed for "
+            f"{result.val_tokens:,} tokens (the baseline's own time per token plus its margin)"
+        )
+    return result
 
 
 def _mismatch(result: SandboxResult, measured: float, b: Budget) -> SandboxResult:
@@ -150,8 +183,11 @@ def _failed(
     return True
 
 
-def _worker(run: RunSetup, folder: Path, log_name: str, wall: float) -> SandboxedProcess:
-    """A scoring worker in its own read-only folder: the pristine trainer, the artifact, the worker script."""
+def _worker(run: RunSetup, log_name: str, wall: float) -> SandboxedProcess:
+    """A scoring worker in a fresh read-only folder, always at run_dir/score: the pristine trainer, the
+    artifact and the worker script, written just now, so neither path nor file times tell it which it is."""
+    folder = run.score_dir
+    shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir()
     (folder / TRAINER_NAME).write_bytes(run.source)  # pristine: as measured before training
     shutil.copyfile(WORKER_SOURCE, folder / WORKER_NAME)

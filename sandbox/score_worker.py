@@ -6,7 +6,7 @@ length-prefixed numpy frames. The candidate's prints are sent to stderr (the log
 the protocol. This process runs the candidate's code, so the parent trusts nothing it says: it validates
 every frame and verifies a sample of its answers in a fresh process (see sandbox/verify.py).
 
-Requests: "nll" (inputs [B, T] and `at`, a list of (row, position) pairs -> a frame of float64 NLL [B, T-1] of
+Requests: "nll" (inputs [B, T], T >= 1, and `at`, a list of (row, position) pairs -> a frame of float64 NLL [B, T-1] of
 each next token inside the block, from a float64 log-softmax over the whole vocabulary, then a frame of the
 raw float32 logits [len(at), V] at those pairs), "adapt" (stream mode: a chunk after it was scored, with its
 document starts, for the model's own `adapt(tokens, doc_starts)`), "bye". Scoring and verification send the
@@ -155,7 +155,7 @@ def serve(model, device: str, proto_in: IO[bytes], proto_out: IO[bytes], torch) 
             continue
         if kind != "nll":
             raise ValueError(f"unknown request {kind!r}")
-        if array is None or array.dtype != np.int64 or array.ndim != 2 or array.shape[1] < 2:
+        if array is None or array.dtype != np.int64 or array.ndim != 2 or array.shape[1] < 1:
             raise ValueError("request 'nll' needs an int64 [B, T] token array")
         tokens = torch.from_numpy(array.copy()).to(device)
         at = header.get("at") or []
@@ -180,7 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         module = _load_candidate(args.trainer)
-        model = module.load_model(args.artifact, args.device)
+        with (
+            torch.no_grad()
+        ):  # loading is not training (not inference_mode: its tensors could not adapt later)
+            model = module.load_model(args.artifact, args.device)
         if hasattr(model, "eval"):
             model.eval()
         try:

@@ -6,13 +6,14 @@ the harness scores it; only then is the chunk, with its document starts, sent to
 `adapt(tokens, doc_starts)`. So every target is scored once, left to right, by a model that has trained
 only on tokens already graded: legal by construction (the challenge's rule on test-time training).
 
-A model that keeps state cannot be re-scored by a fresh process without replaying the whole stream, so the
-checks here run inside the stream, and are best effort: at secret random chunks the harness makes a second
-predict call, identical in shape, whose tokens after a random position come from other real text, in random
-order before or after the real call. Predicting must be pure (no state change between the two calls: the
-NLLs before the splice must match) and causal (the prediction at the splice must match). A model that adapts
-inside `forward_logits` on the tokens it is asked to predict fails the first; one that peeks fails the
-second. A model that peeks on first sight and memoizes its answers per prefix can pass both: see the README.
+A model that keeps state is verified by a replay: a fresh worker, which could not see what the scorer saw,
+is sent the same stream in the same order, with the same requests, and adapts on each true chunk after
+predicting it, as the scorer did. At m secret chunks (sandbox/verify.py: `sample_positions`) it is asked to
+predict only a spliced copy, the tokens after the checked position taken from other real text, never the real
+chunk; the harness compares the NLL of the true next token there with what the scorer reported. A model that
+peeks (on first sight, with a memo, or by adapting inside `forward_logits` on what it is asked to predict)
+predicts the spliced token in the replay and is caught; an honest one gives the same numbers. The replay
+stops after the last checked chunk, so it costs up to one more pass of the stream.
 """
 
 from __future__ import annotations
@@ -22,71 +23,58 @@ import numpy as np
 from agentgolf.baseline.shards import BOS_ID
 from agentgolf.sandbox.layout import Layout, row_inputs
 from agentgolf.sandbox.result import Status
-from agentgolf.sandbox.score import Session, Verdict, nll_from_logits
-from agentgolf.sandbox.verify import splice
-
-
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64)
-    top = z.max(axis=-1, keepdims=True)
-    return z - (top + np.log(np.exp(z - top).sum(axis=-1, keepdims=True)))
+from agentgolf.sandbox.score import (
+    ScoreOutcome,
+    Session,
+    Verdict,
+    any_position,
+    ask,
+    nll_from_logits,
+    row_nll,
+)
+from agentgolf.sandbox.verify import Verification, VerifyConfig, judge, row_for
 
 
 def score_chunks(
-    session: Session, stream: np.ndarray, layout: Layout, rng, probe_fraction: float, tolerance: float
-) -> tuple[float, int]:
-    """Drive the stream; returns (summed NLL of every scored position, probes made). Violations raise."""
-    nll_sum, probes = 0.0, 0
-    for (i,) in layout.batches():
+    session: Session, layout: Layout, stream: np.ndarray, keep: dict[int, int], rng: np.random.Generator
+) -> tuple[float, dict[int, float]]:
+    """The scorer's pass: returns (summed NLL of every scored position, the reported NLL at the positions
+    `keep` names, by row). Violations raise."""
+    nll_sum, reported = 0.0, {}
+    for (i,) in layout.batches(rng):
+        i = int(i)
         block = row_inputs(stream, layout, [i])
-        last = block.shape[1] - 1
-        t = int(rng.integers(max(1, last)))  # a second position asked for, in every call alike
-        inner, logits = _predict(session, block, last, t)
-        if rng.random() < probe_fraction and last >= 1:
-            probes += 1
-            spliced = splice(stream, block[0], t, layout.start[i] + t, layout.positions, rng)
-            first_real = rng.random() < 0.5
-            if first_real:
-                other = _predict(session, spliced[None], last, t)
-            else:  # the probe first, then the real call again: a state change shows either way
-                other = (inner, logits)
-                inner, logits = _predict(session, block, last, t)
-            _compare(inner, logits, other, t, tolerance, layout.start[i])
-        target = stream[layout.end[i]]
-        ends = nll_from_logits(logits[:1], np.array([target]))
-        nll = np.concatenate([inner[0], ends])
-        scored = nll[nll.size - layout.scored[i] :]
-        if not np.isfinite(scored).all():
-            raise Verdict(
-                Status.nan, f"non-finite NLL in the chunk ending at validation token {layout.end[i]}"
-            )
-        if scored.min() < -1e-6:
-            raise Verdict(Status.violation, f"negative NLL {scored.min():.3g}: not a normalized distribution")
+        t = any_position(layout, i, rng)
+        inner, ends, at_checked = ask(session, block, layout, [i], [t])
+        scored = row_nll(stream, layout, i, inner[0], ends[0], at_checked[0], t)
         nll_sum += float(scored.sum())
-        revealed = stream[layout.start[i] : layout.end[i] + 1][None].astype(np.int64)
-        session.send("adapt", revealed, doc_starts=[int(k) for k in np.flatnonzero(revealed[0] == BOS_ID)])
-        session.receive("adapted", max_payload=0)
-    return nll_sum, probes
+        if i in keep:
+            reported[keep[i]] = float(scored[keep[i] - (int(layout.end[i]) - scored.size)])
+        _reveal(session, stream, layout, i)
+    return nll_sum, reported
 
 
-def _predict(session: Session, block: np.ndarray, last: int, t: int) -> tuple[np.ndarray, np.ndarray]:
-    return session.nll(block, at=[(0, last), (0, t)])
+def replay(
+    session: Session, layout: Layout, stream: np.ndarray, scored: ScoreOutcome, cfg: VerifyConfig, rng
+) -> tuple[ScoreOutcome, Verification]:
+    """The verifier's pass: the same stream, spliced at the checked chunks, up to the last of them."""
+    mode = session.hello()
+    if mode != layout.mode:
+        raise Verdict(Status.violation, f"the model declared {mode} when verified, {layout.mode} when scored")
+    probes = {layout.row_of(p): p for p in scored.reported}
+    verified: dict[int, float] = {}
+    for i in range(max(probes, default=-1) + 1):
+        block = row_for(stream, layout, i, probes, rng)[None]
+        t = probes[i] - int(layout.start[i]) if i in probes else any_position(layout, i, rng)
+        _, _, at_checked = ask(session, block, layout, [i], [t])
+        if i in probes:
+            flat = probes[i]
+            verified[flat] = float(nll_from_logits(at_checked, np.array([stream[flat + 1]]))[0])
+        _reveal(session, stream, layout, i)
+    return scored, judge(scored.reported, verified, cfg)
 
 
-def _compare(inner, logits, other, t: int, tolerance: float, row_start: int) -> None:
-    o_inner, o_logits = other
-    if t > 0:
-        gap = float(np.max(np.abs(inner[0, :t] - o_inner[0, :t])))
-        if not gap <= tolerance:
-            raise Verdict(
-                Status.violation,
-                f"predicting changed the model: the same tokens before validation token {row_start + t} gave "
-                f"NLLs {gap:.3g} nats apart in two predict calls (adapting before the chunk was scored?)",
-            )
-    gap = float(np.max(np.abs(_log_softmax(logits[1:2]) - _log_softmax(o_logits[1:2]))))
-    if not gap <= tolerance:
-        raise Verdict(
-            Status.violation,
-            f"non-causal prediction: at validation token {row_start + t} the prediction moved by {gap:.3g} "
-            "nats when only the tokens after it changed",
-        )
+def _reveal(session: Session, stream: np.ndarray, layout: Layout, i: int) -> None:
+    """Chunk i, with the target after it, once it has been scored: the model may now learn from it."""
+    revealed = stream[layout.start[i] : layout.end[i] + 1][None].astype(np.int64)
+    session.adapt(revealed, [int(k) for k in np.flatnonzero(revealed[0] == BOS_ID)])

@@ -8,11 +8,11 @@ the verified numbers in the reason; a closed channel must give the attacker noth
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from agentgolf.sandbox import run_setup
@@ -20,7 +20,13 @@ from agentgolf.sandbox.bwrap import find_bwrap, masks
 from agentgolf.sandbox.layout import EvalMode, build_layout
 from agentgolf.sandbox.result import DataSpec, Status
 from agentgolf.sandbox.runner import run_sandboxed
-from agentgolf.sandbox.verify import VerifyConfig, detectable_fraction
+from agentgolf.sandbox.verify import (
+    VerifyConfig,
+    detectable_fraction,
+    requests,
+    sample_count,
+    sample_positions,
+)
 from tests.sandbox_support import TEST_BUDGET, TOY, compose, data_spec
 
 pytestmark = pytest.mark.skipif(find_bwrap() is None, reason="bubblewrap is not installed")
@@ -50,10 +56,11 @@ def _forged(result) -> None:
 
 
 def test_the_honest_model_verifies_exactly(honest):
-    v = honest.verification
-    assert v["positions"] == 300 and v["max_gap_nats"] <= 1e-9  # the same model, the same numbers
+    v, rows = honest.verification, math.ceil(honest.val_tokens / 32)  # one checked position per row at most
+    assert v["positions"] == min(300, rows) and v["max_gap_nats"] <= 1e-9  # the same model, the same numbers
     assert v["reported_mean_nats"] == pytest.approx(v["verified_mean_nats"], abs=1e-9)
-    assert v["detectable_fraction"] == pytest.approx(detectable_fraction(300))
+    assert v["detectable_fraction"] == pytest.approx(detectable_fraction(v["positions"]))
+    assert v["escape_at_1pct"] == pytest.approx(0.99 ** v["positions"])
 
 
 @pytest.mark.parametrize(
@@ -79,13 +86,17 @@ def test_a_small_bias_at_every_position_is_caught_by_the_mean(data, tmp_path):
 
 @pytest.mark.parametrize("mode", ["windows", "sliding"])
 def test_no_row_of_a_request_holds_another_rows_last_target(mode):
-    """Rows are strided across requests, so a row's continuation is never in its own batch."""
+    """Rows are strided across requests, in the scorer's and the verifier's alike, so a row's continuation is
+    never in its own request."""
     layout = build_layout(EvalMode(mode=mode, seq_len=32, stride=8 if mode == "sliding" else None), 4001, 256)
+    rng = np.random.default_rng(0)
 
-    def leaks(batch: list[int]) -> bool:
-        return any(layout.end[i] in range(layout.start[j], layout.end[j]) for i in batch for j in batch)
+    def leaks(batch) -> bool:
+        return any(layout.start[j] <= layout.end[i] < layout.end[j] for i in batch for j in batch)
 
-    assert not any(leaks(batch) for batch in layout.batches()), mode
+    assert not any(leaks(batch) for batch in layout.batches(rng)), mode
+    probes = sample_positions(layout, VerifyConfig(min_positions=200), rng)
+    assert not any(leaks(batch) for batch in requests(layout, probes, rng)), mode
     contiguous = [list(range(j, min(j + layout.per_batch, layout.rows))) for j in range(0, layout.rows, 8)]
     assert any(leaks(batch) for batch in contiguous)  # control: consecutive rows would leak
 
@@ -164,10 +175,14 @@ def test_data_under_a_system_path_is_masked(data_under_opt, tmp_path, monkeypatc
 
 
 def test_the_guarantee_in_numbers():
-    """The README's statement: 921 checked positions catch a 0.5% forger with 99% probability."""
+    """The README's statements: 921 checked positions catch a 0.5% forger with 99% probability; on the full
+    FineWeb sp1024 validation stream (63,779,840 targets, seq_len 1,024) m is 6,229 whatever the rows."""
     assert detectable_fraction(921) <= 0.005 < detectable_fraction(900)
     assert 1 - (1 - 0.005) ** 921 >= 0.99
-    assert os.path.exists(run_setup.__file__)
+    cfg, n = VerifyConfig(), 63_779_841
+    for mode in (EvalMode(seq_len=1024), EvalMode(mode="sliding", seq_len=1024, stride=4096, context=4096)):
+        assert sample_count(build_layout(mode, n, 32768), cfg) == 6229
+    assert 0.99**6229 < 1e-27 and detectable_fraction(6229) < 0.00075
 
 
 @pytest.mark.parametrize("mode", ["windows", "sliding"])
@@ -221,7 +236,7 @@ def _ttt(data, tmp_path, mode: str, ttt: str = "legal"):
 def test_score_first_ttt_is_legal_and_gains_in_stream_mode(data, tmp_path):
     stream, windows = _ttt(data, tmp_path, "stream"), _ttt(data, tmp_path, "windows")
     assert stream.status is Status.ok and windows.status is Status.ok, (stream.reason, windows.reason)
-    assert stream.eval_mode["mode"] == "stream" and stream.verification["in_stream_probes"] > 0
+    assert stream.eval_mode["mode"] == "stream" and stream.verification["positions"] > 0  # replayed
     assert stream.val_tokens == windows.val_tokens and stream.val_bytes == windows.val_bytes
     assert stream.val_bpb < windows.val_bpb - 0.01, (stream.val_bpb, windows.val_bpb)
 
@@ -234,9 +249,9 @@ def test_stream_mode_without_adaptation_scores_as_sliding(data, tmp_path):
 
 
 def test_adapting_before_predicting_is_a_violation(data, tmp_path):
-    result = _ttt(data, tmp_path, "stream", "illegal")
-    assert result.status is Status.violation, (result.status, result.reason)
-    assert "predicting changed the model" in result.reason or "non-causal prediction" in result.reason
+    """Adapting inside forward_logits on the tokens it predicts: the replay's spliced copy trains it on other
+    text, so its prediction at the checked position differs from the scorer's."""
+    _forged(_ttt(data, tmp_path, "stream", "illegal"))
 
 
 @pytest.mark.slow
