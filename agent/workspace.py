@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -27,6 +27,9 @@ from agentgolf.experiments.ledger import Ledger
 from agentgolf.sandbox.budget import Budget
 from agentgolf.sandbox.result import DataSpec
 from agentgolf.sandbox.slurm import SlurmConfig
+
+if TYPE_CHECKING:
+    from agentgolf.baseline.dataset import DatasetInfo
 
 STATE_DIR = ".agentgolf"
 CONFIG_FILE = "config.json"
@@ -211,17 +214,7 @@ def init_workspace(root: Path, *, demo: bool = False, progress: bool = True) -> 
 
     config = WorkspaceConfig(gpus=visible_gpus())
     if demo:
-        from agentgolf.baseline.corpus import demo_corpus
-        from agentgolf.baseline.dataset import build_dataset
-
-        info = build_dataset(
-            demo_corpus(DEMO_CORPUS_BYTES),
-            root / "data",
-            name=DEMO_DATASET,
-            vocab_size=1024,
-            val_fraction=DEMO_VAL_FRACTION,
-            progress=progress,
-        )
+        info = build_demo_dataset(root / "data", progress=progress)
         config = WorkspaceConfig(
             data=DataConfig(
                 dataset_dir=info.dataset_dir.relative_to(root),
@@ -240,6 +233,33 @@ def init_workspace(root: Path, *, demo: bool = False, progress: bool = True) -> 
     ws = Workspace(root)
     ws.ledger().close()
     return ws
+
+
+def build_demo_dataset(
+    root: Path,
+    *,
+    max_bytes: int = DEMO_CORPUS_BYTES,
+    vocab_size: int = 1024,
+    byte_fallback: bool = True,
+    progress: bool = False,
+) -> DatasetInfo:
+    """The demo dataset: stdlib sources train as they are; the held-out first DEMO_VAL_FRACTION of them
+    validate disguised with a fresh secret seed (`disguise_docs`), since the sandbox can read the stdlib."""
+    from agentgolf.baseline.corpus import demo_corpus, disguise_docs
+    from agentgolf.baseline.dataset import build_dataset
+
+    docs = demo_corpus(max_bytes)
+    n_val = max(1, round(DEMO_VAL_FRACTION * len(docs)))
+    train = docs[n_val:]
+    return build_dataset(
+        train,
+        root,
+        name=DEMO_DATASET,
+        vocab_size=vocab_size,
+        val_docs_iter=disguise_docs(docs[:n_val], train),
+        progress=progress,
+        byte_fallback=byte_fallback,
+    )
 
 
 def visible_gpus() -> list[int] | None:
