@@ -302,8 +302,16 @@ def judge(
     )
 
 
+def comparable(rows: Sequence[Experiment], exp: Experiment) -> list[Experiment]:
+    """The rows scored on the same validation targets as `exp` (the harness records how many): a score over
+    other targets is another number, never compared. Rows that do not say (older ledgers) are kept."""
+    mine = exp.manifest.get("val_tokens")
+    return [e for e in rows if mine is None or e.manifest.get("val_tokens") in (None, mine)]
+
+
 def decide(rows: Sequence[Experiment], exp: Experiment, parent: Experiment, cfg: AcceptanceConfig) -> Verdict:
-    """The verdict on `exp` against `parent`, from everything `rows` (one run's) has measured."""
+    """The verdict on `exp` against `parent`, from everything `rows` (one run's) has measured on its targets."""
+    rows = comparable(rows, exp)
     noise = noise_floor(rows, cfg.known_sigma_bpb, leave_out=exp.id)
     return judge(
         samples(rows, exp), samples(rows, parent), noise.sigma, noise.dof, cfg, margin_bpb(rows, cfg)

@@ -74,6 +74,7 @@ def ready(
 
 def judge(rows: Sequence[Experiment], exp: Experiment, parent: Experiment, cfg: AcceptanceConfig) -> Verdict:
     """The sequential rule on the screen's rows only: its own samples, its parent's, its pooled noise."""
+    rows = acceptance.comparable(rows, exp)
     on_rung = lane(rows, exp.rung)
     noise = acceptance.noise_floor(on_rung, cfg.known_sigma_bpb, leave_out=exp.id)
     return acceptance.judge(

@@ -264,18 +264,18 @@ def score_rows(
 ) -> tuple[float, dict[int, float]]:
     """Windows and sliding: every row, in secret random batches. Returns (summed NLL, the reported NLL at the
     positions `keep` names, by row: verify.py checks those)."""
-    nll_sum, reported = 0.0, {}
+    sums, reported = np.zeros(layout.rows), {}  # summed in row order: the same answers, the same score
     for rows in layout.batches(rng):
         block = row_inputs(stream, layout, rows)
         checked = [any_position(layout, int(i), rng) for i in rows]
         inner, ends, at_checked = ask(session, block, layout, rows, checked)
         for r, i in enumerate(rows):
             scored = row_nll(stream, layout, int(i), inner[r], ends[r], at_checked[r], checked[r])
-            nll_sum += float(scored.sum())
+            sums[i] = scored.sum()
             if int(i) in keep:
                 p = keep[int(i)]
                 reported[p] = float(scored[p - (int(layout.end[i]) - scored.size)])
-    return nll_sum, reported
+    return float(sums.sum()), reported
 
 
 def scored(nll_sum: float, n_bytes: int, layout: Layout, session: Session, **checks) -> ScoreOutcome:
