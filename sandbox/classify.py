@@ -2,6 +2,10 @@
 
 The log is written by the candidate, so patterns found in it only ever choose between statuses that all
 charge the idea (oom, violation, crash); nothing a trainer prints can make its failure an infra_error.
+
+Nor can what it writes: a harness log write that failed is the machine's fault (infra_error) only where the
+phase stayed within its disk caps. One that passed them (sandbox/process.py: disk_bytes, or the free space at
+its start less the harness's reserve) filled the disk itself, and the failed write is its doing: violation.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ def classify_phase(
     harness's own words only: the scoring log is written by the candidate's code and must not reach a prompt."""
     detail = last_error_line(log_text) if quote_log else ""
     suffix = f": {detail}" if detail else ""
-    if phase.log_error:
+    if phase.log_error and phase.written_bytes is None:  # no candidate writes behind it: the machine's disk
         return Status.infra_error, f"{name}: the harness could not write the log ({phase.log_error})"
     if not phase.ready:
         return Status.infra_error, f"{name}: the sandbox failed to start{suffix}"
@@ -62,10 +66,7 @@ def classify_phase(
             "which are RAM) and the kernel's OOM killer stopped it"
         )
     if phase.written_bytes is not None:
-        return Status.violation, (
-            f"{name} wrote {_size(phase.written_bytes)}, more than its disk limit of "
-            f"{_size(phase.disk_limit_bytes)} (disk_bytes: its run folder plus /tmp and /dev/shm), and was stopped"
-        )
+        return Status.violation, disk_reason(phase, name)
     if phase.timed_out:
         return Status.timeout, f"{name} ran past its {limit_seconds:g} s wall-clock limit and was killed"
     if phase.returncode == 0:
@@ -88,6 +89,25 @@ def classify_phase(
     if phase.signal is not None:
         return Status.crash, f"{name} was killed by signal {_signal_name(phase.signal)}{suffix}"
     return Status.crash, f"{name} exited with code {phase.returncode}{suffix}"
+
+
+def disk_reason(phase: PhaseOutcome, name: str) -> str:
+    """Why a phase that passed a disk cap is charged: the cap and where its figure came from."""
+    if phase.disk_limit_from_free:
+        reason = (
+            f"{name} wrote {_size(phase.written_bytes)} to its run folder, more than its disk limit of "
+            f"{_size(phase.disk_limit_bytes)} there: the {_size(phase.disk_free_bytes)} free on that disk at "
+            f"its start less {_size(phase.disk_reserve_bytes)} kept for the harness's logs and result "
+            "(lower than disk_bytes; files deleted but held open count), and was stopped"
+        )
+    else:
+        reason = (
+            f"{name} wrote {_size(phase.written_bytes)}, more than its disk limit of "
+            f"{_size(phase.disk_limit_bytes)} (disk_bytes: its run folder plus /tmp and /dev/shm), and was stopped"
+        )
+    if phase.log_error:
+        reason += f"; the harness's log write then failed ({phase.log_error}): its doing, not the machine's"
+    return reason
 
 
 def _signal_name(number: int) -> str:

@@ -24,7 +24,7 @@ class PhaseSpec(BaseModel):
     protocol: bool = False  # stdin/stdout become pipes to the caller; only stderr goes to the log
     hidden: list[Path] = []  # host paths that must not show through a system bind (data, other runs)
     network: bool = False  # only the command proposer's agent gets one (it calls its LLM API)
-    disk_paths: list[Path] = []  # host folders it may write, counted against limits.disk_bytes
+    disk_paths: list[Path] = []  # host folders it may write, counted against its disk caps
 
 
 class PhaseOutcome(BaseModel):
@@ -40,6 +40,9 @@ class PhaseOutcome(BaseModel):
     survivors: int = 0  # processes that could not be killed (should be 0)
     oom_killed: bool = False  # the kernel's OOM killer killed a member for the phase's memory cgroup limit
     memory_limit_bytes: int | None = None  # that limit (limits.phase_memory_bytes)
-    written_bytes: int | None = None  # set when the phase wrote more than limits.disk_bytes: what it had
-    disk_limit_bytes: int | None = None
+    written_bytes: int | None = None  # set when the phase wrote more than a disk cap: what it had
+    disk_limit_bytes: int | None = None  # the cap it passed (else limits.disk_bytes)
+    disk_limit_from_free: bool = False  # that cap was the free space at its start less the reserve
+    disk_free_bytes: int | None = None  # free on its host folders' filesystem at its start (where measured)
+    disk_reserve_bytes: int | None = None  # what of that was kept for the harness (limits.disk_reserve_bytes)
     log_error: str | None = None  # harness-side I/O error while writing the log

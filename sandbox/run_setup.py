@@ -16,7 +16,7 @@ from pathlib import Path
 from agentgolf.challenge import TRAINER_FILE
 from agentgolf.sandbox.budget import Budget
 from agentgolf.sandbox.bwrap import MINIMAL_PATH, SANDBOX_HOME, cuda_visible_devices
-from agentgolf.sandbox.limits import Limits
+from agentgolf.sandbox.limits import Limits, harness_disk_reserve
 from agentgolf.sandbox.result import DataSpec
 
 TRAINER_NAME = TRAINER_FILE
@@ -80,6 +80,7 @@ class RunSetup:
             max_processes=b.max_processes,
             phase_memory_bytes=b.phase_memory_bytes,
             disk_bytes=b.disk_bytes,
+            disk_reserve_bytes=harness_disk_reserve(b.log_bytes, b.size_bytes),
         )
 
     def writable(self, folders: list[Path]) -> list[Path]:
