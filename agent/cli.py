@@ -145,6 +145,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size-budget", type=at_least(1), help="artifact byte limit (default: config)")
     p.add_argument("--self-reported", action="store_true", help="for trainers the harness cannot re-score")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument(
+        "--overhead",
+        type=at_least(0, float),
+        metavar="SECONDS",
+        help="how long past the training seconds the training phase may run (default: measured once on "
+        "the workspace's baseline for this commit and machine, then cached)",
+    )
+    how.add_argument(
+        "--no-measure",
+        action="store_true",
+        help="do not measure the baseline: only the budget's default overhead allowance bounds training",
+    )
     p.set_defaults(func=cmd_sandbox)
 
     p = sub.add_parser("report", help="summary of a run with a progress plot")
@@ -312,6 +325,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_sandbox(args: argparse.Namespace) -> int:
     import time
 
+    from agentgolf.agent.allowance import resolve
     from agentgolf.agent.report.tables import sandbox_lines
     from agentgolf.agent.workspace import find_workspace
     from agentgolf.sandbox.runner import run_sandboxed
@@ -320,13 +334,21 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     if not trainer.is_file():
         raise AgentgolfError(f"trainer file {args.trainer} does not exist")
     ws = find_workspace()
-    budget = ws.budget(args.time_budget, args.size_budget)
+    say = err.print if args.json else out.print  # --json keeps stdout one JSON object
+    allowance = resolve(
+        ws,
+        ws.budget(args.time_budget, args.size_budget),
+        overhead=args.overhead,
+        measure=not args.no_measure,
+        say=lambda line: err.print(line, markup=False),
+    )
+    say(allowance.line(), markup=False)
     run_dir = ws.state / "sandbox" / time.strftime("%Y%m%d-%H%M%S")
     result = run_sandboxed(
         trainer,
         run_dir,
         ws.data_spec(),
-        budget,
+        allowance.budget,
         env=dict(ws.config.trainer_env),
         seed=ws.config.seed,
         gpus=ws.config.gpus,

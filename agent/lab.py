@@ -24,7 +24,7 @@ from agentgolf.experiments import worktree as wt
 from agentgolf.experiments.ledger import Experiment, Ledger, Run
 from agentgolf.experiments.manifest import build_manifest, data_fingerprint
 from agentgolf.experiments.status import Kind, RowStatus
-from agentgolf.sandbox.budget import Budget
+from agentgolf.sandbox.budget import Budget, Timing
 from agentgolf.sandbox.result import DataSpec, SandboxResult
 
 if TYPE_CHECKING:
@@ -103,10 +103,12 @@ class Lab:
         return rung_env(self.ws.config.trainer_env, self.rung_of(exp))
 
     def record(self, exp: Experiment, result: SandboxResult, slot: Slot) -> Experiment:
-        # Where it ran (job id, node, queue wait), the eval mode it was scored by, and the cross-check's numbers.
+        # Where it ran (job id, node, queue wait), the eval mode it was scored by, and the cross-check's numbers;
+        # its own timing too: a baseline's sets the allowances of the run's candidates (scheduler).
         facts = self.executor.facts(self.ws.run_dir(exp.id))
         facts |= {"eval": result.eval_mode, "verification": result.verification}
         facts |= {"train_allowed_seconds": self.budget_for(exp).train_allowed_seconds}
+        facts |= {"timing": Timing.of(result).model_dump()}
         self.ledger.update(exp.id, manifest={**self.ledger.get(exp.id).manifest, **facts})
         parent = self.ledger.get(exp.parent_id) if exp.parent_id else None
         delta = None

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from agentgolf.agent import acceptance, retest, screening
 from agentgolf.agent.executor import Slot
@@ -28,6 +28,7 @@ from agentgolf.errors import AgentgolfError
 from agentgolf.experiments import worktree as wt
 from agentgolf.experiments.ledger import Experiment, Run
 from agentgolf.experiments.status import CHARGED_KINDS, NOISE_KINDS, Kind, RowStatus
+from agentgolf.sandbox.budget import Timing
 from agentgolf.sandbox.result import SandboxResult, Status
 
 
@@ -382,9 +383,16 @@ class Scheduler:
         return exp
 
     def _bound_overhead(self, base: Experiment) -> None:
-        """No candidate may buy training time in the start-up allowance: cut it to what the baseline needed."""
-        if base.train_seconds is not None:
-            self.lab.budget = self.lab.budget.with_measured_overhead(base.train_seconds)
+        """No candidate may buy training time in the start-up allowance, nor spend longer loading or scoring
+        than the baseline needed: every allowance is cut to the baseline's own timing (its row's manifest;
+        a row recorded before timings were kept has only its training phase)."""
+        try:
+            timing = Timing.model_validate(base.manifest.get("timing") or {})
+        except ValidationError:
+            timing = Timing()
+        if timing.train_phase_seconds is None:
+            timing.train_phase_seconds = base.train_seconds
+        self.lab.budget = self.lab.budget.with_measured(timing)
 
     def _announce(self, exp: Experiment) -> None:
         self.view.log(describe(exp))
