@@ -132,6 +132,9 @@ class Evidence(BaseModel):
     p_value: float | None = None  # one-sided, at this look
     promote_below: float | None = None  # promoted when p_value <= this
     drop_above: float | None = None  # dropped when p_value >= this
+    design: Literal["unpaired", "paired"] = "unpaired"  # paired: samples are candidate - control differences
+    pool: str = ""  # paired: the noise pool ("same_init" or "new_init")
+    pairs: list[dict[str, Any]] = []  # paired: each round's rows, seed, slots, start times and difference
 
 
 class Verdict(BaseModel):
@@ -276,37 +279,63 @@ def judge(
         if n < cfg.first_promotion:
             return verdict("confirm", "looks better: confirming with another seed")
         return verdict("promote", f"{delta:+.4f} bpb (plain comparison: no noise estimate)", 0.0)
-    look = min(n, cap)
     c, drop = boundaries(m, dof, cfg)
-    statistic = gain / (sigma * math.sqrt(1.0 / n + 1.0 / m))
+    return sequential(evidence, gain / (sigma * math.sqrt(1.0 / n + 1.0 / m)), c, drop, cfg)
+
+
+def paired_boundaries(dof: float, cfg: AcceptanceConfig) -> tuple[float, tuple[float, ...]]:
+    """The boundaries for paired differences: information n (the reference is inside every pair), and the
+    design gain, given per arm, in units of the differences' noise (divided by sqrt(2))."""
+    steps = math.inf if math.isinf(dof) else max(d for d in DOF_STEPS if d <= max(dof, 1))
+    gain = cfg.design_gain_sigma / math.sqrt(2)
+    return _boundaries(math.inf, steps, cfg.runs_cap, cfg.first_promotion, cfg.alpha, gain, cfg.futility_odds)
+
+
+def sequential(
+    evidence: Evidence,
+    statistic: float,
+    c: float,
+    drop: tuple[float, ...],
+    cfg: AcceptanceConfig,
+    unit: str = "runs",
+) -> Verdict:
+    """One look of the group-sequential rule: promote at c (from the first promotion on), drop at the
+    futility line or when no better, else measure again up to the cap. `evidence` is completed here."""
+    n, cap, delta = evidence.runs, cfg.runs_cap, evidence.delta_bpb
+    known = evidence.noise == "known"
+    dof = math.inf if known else float(evidence.dof or 0)
 
     def tail(t: float) -> float:
-        return normal_sf(t) if source == "known" else student_t_sf(t, dof)
+        return normal_sf(t) if known else student_t_sf(t, dof)
 
+    look = min(n, cap)
     p, promote_below, drop_above = tail(statistic), tail(c), tail(drop[look - 1])
     evidence.statistic, evidence.p_value = statistic, p
     evidence.promote_below, evidence.drop_above = promote_below, drop_above
-    test = f"{'z' if source == 'known' else 't'}={statistic:.2f}, p={p:.3g}"
+    test = f"{'z' if known else 't'}={statistic:.2f}, p={p:.3g}"
+
+    def verdict(decision: Decision, reason: str) -> Verdict:
+        evidence.decision = decision
+        return Verdict(decision=decision, delta_bpb=delta, p_value=p, reason=reason, evidence=evidence)
+
     if delta >= 0:
-        return verdict("dead_end", f"no better than its parent ({delta:+.4f} bpb, {test})", p)
+        return verdict("dead_end", f"no better than its parent ({delta:+.4f} bpb, {test})")
     if n >= cfg.first_promotion and statistic >= c:
-        return verdict("promote", f"{delta:+.4f} bpb after {n} runs, {test} <= {promote_below:.3g}", p)
+        return verdict("promote", f"{delta:+.4f} bpb after {n} {unit}, {test} <= {promote_below:.3g}")
     if statistic <= drop[look - 1]:
-        return verdict(
-            "inconclusive", f"{delta:+.4f} bpb, likely no real gain: {test} >= {drop_above:.3g}", p
-        )
+        return verdict("inconclusive", f"{delta:+.4f} bpb, likely no real gain: {test} >= {drop_above:.3g}")
     if n >= cap:
-        return verdict("inconclusive", f"{delta:+.4f} bpb, undecided after {n} runs: {test}", p)
+        return verdict("inconclusive", f"{delta:+.4f} bpb, undecided after {n} {unit}: {test}")
     return verdict(
-        "confirm", f"looks better ({delta:+.4f} bpb, {test}): measuring again, run {n + 1}/{cap}", p
+        "confirm", f"looks better ({delta:+.4f} bpb, {test}): measuring again, {unit[:-1]} {n + 1}/{cap}"
     )
 
 
 def comparable(rows: Sequence[Experiment], exp: Experiment) -> list[Experiment]:
     """The rows scored on the same validation targets as `exp` (the harness records how many): a score over
     other targets is another number, never compared. Rows that do not say (older ledgers) are kept."""
-    mine = exp.manifest.get("val_tokens")
-    return [e for e in rows if mine is None or e.manifest.get("val_tokens") in (None, mine)]
+    mine = exp.val_tokens
+    return [e for e in rows if mine is None or e.val_tokens in (None, mine)]
 
 
 def decide(rows: Sequence[Experiment], exp: Experiment, parent: Experiment, cfg: AcceptanceConfig) -> Verdict:

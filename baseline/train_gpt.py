@@ -14,6 +14,7 @@ Importing this file does nothing; `load_model(artifact_path)` rebuilds a trained
 
 import copy
 import glob
+import hashlib
 import io
 import math
 import os
@@ -987,6 +988,7 @@ def train(args: Hyperparameters) -> None:
 
     # model and optimizers
     base_model = GPT(ModelConfig.from_args(args)).to(device)
+    log0(f"init_hash:{init_hash(base_model)}")  # the harness pairs runs that start from the same weights
     if cuda_path and args.bf16_stream:
         base_model.stream_dtype = torch.bfloat16
     if cuda:
@@ -1123,6 +1125,15 @@ def train(args: Hyperparameters) -> None:
 
 # -----------------------------------------------------------------------------
 # Main
+
+
+def init_hash(model: nn.Module) -> str:
+    """A short hash of the initial weights: two runs with one seed and one init print the same."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def main() -> None:

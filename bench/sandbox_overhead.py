@@ -5,8 +5,9 @@
 Bare train: the toy trainer as a plain subprocess. Bare score: a plain subprocess that imports the toy,
 loads its artifact and computes the float64 NLL of every validation window in one go. Sandboxed: the
 train_seconds and score_seconds of run_sandboxed (process start to reaped tree; scoring includes the worker
-protocol). Verification: the wall time it adds after scoring (a fresh worker re-scores a secret sample of
-positions; it starts alongside the scoring worker). Also the cost of an empty process in the sandbox.
+protocol). Verification: the wall time it adds after scoring (a fresh worker, started once the scorer has
+exited, re-scores a secret sample of positions; in stream mode it replays the stream up to the last checked
+chunk), with the scoring worker's own load and predict times beside it. Also an empty sandboxed process.
 Figures are medians; results go to stdout and bench/out/sandbox_overhead.json. Goal: < 2 s per phase.
 """
 
@@ -133,21 +134,21 @@ def verification_by_mode(data: DataSpec, isolation: str) -> dict[str, dict]:
             if r.status is not Status.ok:
                 raise SystemExit(f"{mode}: {r.status.value}: {r.reason}")
             v = r.verification or {}
+            verify_s = r.verify_seconds or 0.0
             out[mode] = {
                 "score_s": r.score_seconds,
-                "verify_s": r.verify_seconds or 0.0,
+                "load_s": r.load_seconds,
+                "predict_s": r.predict_seconds,
+                "verify_s": verify_s,
+                "verify_share": verify_s / r.score_seconds,
                 "checked_positions": v.get("positions", 0),
-                "in_stream_probes": v.get("in_stream_probes", 0),
                 "val_bpb": r.val_bpb,
             }
-            how = (
-                f"{v.get('positions')} positions re-scored by a fresh process"
-                if v.get("fresh_process", True)
-                else f"{v.get('in_stream_probes')} in-stream probes (no fresh process)"
-            )
             print(
-                f"    {mode:8s} scoring {r.score_seconds:5.2f} s, verification adds {r.verify_seconds or 0.0:5.2f} s: "
-                f"{how}; val_bpb {r.val_bpb:.4f}"
+                f"    {mode:8s} scoring {r.score_seconds:5.2f} s (load {r.load_seconds:4.2f} s, predict "
+                f"{r.predict_seconds:4.2f} s), verification adds {verify_s:5.2f} s "
+                f"({verify_s / r.score_seconds:4.0%}): {v.get('positions')} positions by a fresh process; "
+                f"val_bpb {r.val_bpb:.4f}"
             )
     return out
 

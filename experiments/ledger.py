@@ -20,83 +20,11 @@ from typing import Any
 from pydantic import BaseModel, Field, TypeAdapter
 
 from agentgolf.errors import AgentgolfError
+from agentgolf.experiments.migrations import MIGRATIONS, SCHEMA_VERSION
 from agentgolf.experiments.status import Kind, RowStatus
 
 BUSY_TIMEOUT_MS = 10_000
 CORRUPTION = ("file is not a database", "malformed", "disk image", "file is encrypted", "not a database")
-
-MIGRATIONS: list[str] = [
-    # v0 -> v1: the first schema.
-    """
-    CREATE TABLE runs (
-        id TEXT PRIMARY KEY,
-        created_at REAL NOT NULL,
-        base_commit TEXT NOT NULL,
-        settings TEXT NOT NULL DEFAULT '{}',
-        status TEXT NOT NULL DEFAULT 'running',
-        stop_reason TEXT NOT NULL DEFAULT ''
-    );
-    CREATE TABLE experiments (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        run_id TEXT,
-        parent_id INTEGER REFERENCES experiments(id),
-        kind TEXT NOT NULL,
-        status TEXT NOT NULL,
-        title TEXT NOT NULL DEFAULT '',
-        hypothesis TEXT NOT NULL DEFAULT '',
-        category TEXT NOT NULL DEFAULT '',
-        proposer TEXT NOT NULL DEFAULT '',
-        branch TEXT NOT NULL DEFAULT '',
-        commit_sha TEXT NOT NULL DEFAULT '',
-        parent_commit TEXT NOT NULL DEFAULT '',
-        seed INTEGER,
-        val_bpb REAL,
-        val_loss REAL,
-        self_val_bpb REAL,
-        delta_bpb REAL,
-        artifact_bytes INTEGER,
-        train_seconds REAL,
-        wall_seconds REAL,
-        isolation TEXT NOT NULL DEFAULT '',
-        trust TEXT NOT NULL DEFAULT '',
-        reason TEXT NOT NULL DEFAULT '',
-        log_tail TEXT NOT NULL DEFAULT '',
-        kept INTEGER NOT NULL DEFAULT 0,
-        replay_of INTEGER REFERENCES experiments(id),
-        manifest TEXT NOT NULL DEFAULT '{}',
-        created_at REAL NOT NULL,
-        finished_at REAL
-    );
-    CREATE INDEX experiments_run ON experiments(run_id, id);
-    CREATE INDEX experiments_status ON experiments(status);
-    """,
-    # v1 -> v2: cost accounting and change fingerprints (for repeat detection).
-    """
-    ALTER TABLE experiments ADD COLUMN gpu_seconds REAL;
-    ALTER TABLE experiments ADD COLUMN fingerprint TEXT NOT NULL DEFAULT '';
-    ALTER TABLE experiments ADD COLUMN tokens INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE experiments ADD COLUMN usd REAL NOT NULL DEFAULT 0;
-    CREATE INDEX experiments_fingerprint ON experiments(fingerprint);
-    """,
-    # v2 -> v3: the acceptance decision's evidence (samples, noise, statistic, p-value, rule), as JSON.
-    """
-    ALTER TABLE experiments ADD COLUMN decision TEXT NOT NULL DEFAULT '{}';
-    """,
-    # v3 -> v4: a win carried onto a newer best is re-tested as a new row linked to the original, and each
-    # run records where and when it trained (slot utilization).
-    """
-    ALTER TABLE experiments ADD COLUMN retest_of INTEGER REFERENCES experiments(id);
-    ALTER TABLE experiments ADD COLUMN slot INTEGER;
-    ALTER TABLE experiments ADD COLUMN started_at REAL;
-    """,
-    # v4 -> v5: the fidelity ladder. A row says which rung measured it ('' = the full budget), and an idea's
-    # full-budget row links the screened row that earned it.
-    """
-    ALTER TABLE experiments ADD COLUMN rung TEXT NOT NULL DEFAULT '';
-    ALTER TABLE experiments ADD COLUMN screen_of INTEGER REFERENCES experiments(id);
-    """,
-]
-SCHEMA_VERSION = len(MIGRATIONS)
 
 
 class LedgerError(AgentgolfError):
@@ -138,6 +66,15 @@ class Experiment(BaseModel):
     slot: int | None = None  # the scheduler's slot it last trained on (0, 1, ...)
     rung: str = ""  # the fidelity rung that measured it: "" is the full budget, else a screen's name
     screen_of: int | None = None  # the screened row whose verdict earned this full-budget run
+    paired_with: list[int] = Field(
+        default_factory=list
+    )  # a control: the candidate runs it was measured beside
+    val_tokens: int | None = None  # the validation targets the harness scored it on
+    init_hash: str = (
+        ""  # the initial weights its trainer logged (`init_hash:`): a common seed, a common init?
+    )
+    steps: int | None = None  # training steps it ran
+    step_ms: float | None = None  # mean step time
     started_at: float | None = None  # when a slot started it (after --resume, anew); finished_at: result
     manifest: dict[str, Any] = Field(default_factory=dict)
     decision: dict[str, Any] = Field(default_factory=dict)  # the evidence of its acceptance verdict
@@ -170,7 +107,7 @@ class Run(BaseModel):
     stop_reason: str = ""
 
 
-JSON_COLUMNS = {"manifest", "settings", "decision"}
+JSON_COLUMNS = {"manifest", "settings", "decision", "paired_with"}
 EXPERIMENT_LIST = TypeAdapter(list[Experiment])  # one validation call for a whole listing
 EXPERIMENT_COLUMNS = list(Experiment.model_fields)
 HEAVY_COLUMNS = {"log_tail", "manifest"}
@@ -196,7 +133,7 @@ def _encode(key: str, value: Any) -> Any:
 
 def _decode_json(row: dict[str, Any]) -> dict[str, Any]:
     for key in JSON_COLUMNS & row.keys():
-        row[key] = json.loads(row[key] or "{}")
+        row[key] = json.loads(row[key] or ("[]" if key == "paired_with" else "{}"))
     return row
 
 

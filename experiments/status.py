@@ -18,6 +18,7 @@ class Kind(str, Enum):
     proposal = "proposal"  # a change a proposer made, on its own branch
     confirm = "confirm"  # a proposal again with another seed, before it is promoted
     replay = "replay"  # any row again from its recorded commit, seed and settings
+    control = "control"  # a candidate's parent beside it, same seed and rung: one round of the paired judge
 
     __str__ = str.__str__  # f-strings print the value on every Python
 

@@ -35,6 +35,22 @@ STEP_PATTERNS = [
 ]
 
 
+INIT_HASH = re.compile(r"^init_hash:([0-9a-fA-F]{8,64})\s*$", re.MULTILINE)
+STEP_AVG = re.compile(r"step_avg:\s*(" + FLOAT + r")\s*ms")
+
+
+def parse_init_hash(log_text: str) -> str:
+    """The hash of its initial weights a trainer logged (`init_hash:<hex>`), or ''."""
+    found = INIT_HASH.findall(log_text)
+    return found[0].lower() if found else ""
+
+
+def parse_step_ms(log_text: str) -> float | None:
+    """The last mean step time the log mentions (`step_avg:<ms>ms`), if finite."""
+    found = [float(x) for x in STEP_AVG.findall(log_text)]
+    return found[-1] if found and math.isfinite(found[-1]) else None
+
+
 class MetricPatternError(AgentgolfError, ValueError):
     """A metric pattern is not a valid regex or lacks the named group val_bpb."""
 

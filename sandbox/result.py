@@ -54,6 +54,8 @@ class SandboxResult(BaseModel):
     )
     wall_seconds: float = 0.0
     steps: int | None = None
+    step_ms: float | None = None  # the trainer's last logged mean step time
+    init_hash: str = ""  # the hash of its initial weights the trainer logged (paired rounds compare them)
     val_tokens: int | None = None  # targets the harness scored: every one of the stream's N - 1
     val_bytes: int | None = None  # their bytes, from the harness's ByteTable
     isolation: str = "none"  # "bwrap" or "none"

@@ -16,7 +16,13 @@ from pathlib import Path
 
 from agentgolf.sandbox.classify import classify_phase
 from agentgolf.sandbox.logs import LogCapture
-from agentgolf.sandbox.metrics import SelfReport, parse_self_report, parse_steps
+from agentgolf.sandbox.metrics import (
+    SelfReport,
+    parse_init_hash,
+    parse_self_report,
+    parse_step_ms,
+    parse_steps,
+)
 from agentgolf.sandbox.phase import PhaseOutcome, PhaseSpec
 from agentgolf.sandbox.process import SandboxedProcess
 from agentgolf.sandbox.result import SandboxResult, Status
@@ -99,6 +105,8 @@ def _after_training(run: RunSetup, phase: PhaseOutcome, capture: LogCapture) -> 
         status=Status.ok,
         train_seconds=phase.wall_seconds,
         steps=parse_steps(text),
+        step_ms=parse_step_ms(text),
+        init_hash=parse_init_hash(text),
         log_tail=capture.tail(LOG_TAIL_CHARS),
     )
     report = parse_self_report(text, run.patterns)
