@@ -1,19 +1,27 @@
-"""How often the acceptance rule promotes a change, and how many runs it spends, for a known true gain.
+"""How often each acceptance design promotes a change, over nights of candidates, under drift and common seeds.
 
-    python bench/acceptance_power.py [--candidates 4000] [--per-run 20] [--json] [settings...]
+    python bench/acceptance_power.py [--nights 300] [--per-night 50] [--f 0.5] [--json] [settings...]
+    python bench/acceptance_power.py --iid [--candidates 4000] [--per-run 20] [--parent-runs N] [--json]
 
-The loop's own decision code (`acceptance.decide`) judges simulated ledger rows, the way the scheduler
-does: each simulated run starts with the baseline and its calibration seeds (`noise_seeds` runs in all),
-then its candidates come one after another. A candidate's first run is a proposal row; while the verdict
-is "confirm" a confirmation row with a fresh seed is added and the rule asks again. Every row stays in
-the run, so the pooled noise estimate grows as it would overnight. Scores are the parent's true val_bpb
-minus the true gain, plus Gaussian seed noise of sigma.
+The loop's own decision code judges simulated ledger rows (bench/acceptance_nights.py says how): today's
+design (`acceptance.decide`, the candidate's runs against its parent's) and the paired one (`paired.judge`
+on rounds of candidate and control with one seed, sigma_d pooled as `paired.noise` pools it; the first night
+of every cell is also judged by `paired.decide` over the whole ledger, and must agree).
 
-Simplification: every candidate is judged against the baseline (a promotion does not move the parent),
-so each row of the table is the rule's behaviour for that gain against a parent measured `noise_seeds`
-times; `--parent-runs N` judges them against a kept proposal measured N times instead.
-Prints the promotion rate and the mean runs per candidate for gains of 0, 0.5, 1, 2 and 3 sigma;
-`--json` prints [{"gain_sigma": g, "promotion_rate": p, "mean_runs": r}, ...].
+A night is the baseline with its calibration seeds, then `--per-night` candidates of one true gain one
+after another; a promotion becomes the next parent, so lucky parents are part of it. Each row is one design
+under one drift (none; linear 2 and 6 sigma over 150 trainings; a 2 sigma step at a random time) and one
+seed share f (the part of the seed noise the seed fixes, shared by two commits trained with one seed).
+Per row: false promotions per no-gain candidate (all-null nights, with the clustered standard error:
+nights are the clusters), the share of nights with any false promotion, the false promotions per night,
+the share of all 1 sigma and 2 sigma candidates promoted through their nights, and the trainings per
+candidate (calibration not counted; paired: 2 per round on 2 slots). Then the paired design's goals, pass
+or fail per row. `--nights N` sets the all-null nights per cell; gain cells get half as many, and the
+current design (five times slower to simulate, and only the reference) a third of each.
+
+`--iid` is the old bench: i.i.d. noise, every candidate against the baseline (or `--parent-runs`, an
+unselected kept proposal), gains 0 to 3 sigma; `--candidates`, `--per-run` and `--parent-runs` imply it.
+`--json` prints the rows (old bench: [{"gain_sigma", "promotion_rate", "mean_runs"}, ...]).
 """
 
 from __future__ import annotations
@@ -23,20 +31,30 @@ import json
 import random
 import time
 
+from acceptance_nights import DESIGNS, DRIFTS, NIGHT_TRAININGS, drift_label, run_cell
+
 from agentgolf.agent.acceptance import ROW_STATUS, AcceptanceConfig, decide
 from agentgolf.experiments.ledger import Experiment
 from agentgolf.experiments.status import Kind, RowStatus
 
+NIGHT_GAINS = (0.0, 1.0, 2.0)
+# The paired design's goals (issue 20): (what, the gain's cell, the figure, at most (True) or at least, limit)
+GOALS = (
+    ("null promoted", 0.0, "promoted", True, 0.01),
+    ("nights with a false promotion", 0.0, "nights_with_any", True, 0.15),
+    ("2σ promoted", 2.0, "promoted", False, 0.90),
+    ("1σ promoted", 1.0, "promoted", False, 0.35),
+)
+CURRENT_SHARE = 3  # the current design runs a third of the nights
+
+# The old bench (--iid), and its goals (issue 12): null promoted, 2 sigma promoted, mean runs.
 GAINS_SIGMA = (0.0, 0.5, 1.0, 2.0, 3.0)
 TRUE_PARENT_BPB = 1.2
-# The goals under the default settings (issue 12).
-MAX_NULL_PROMOTIONS = 0.01
-MIN_POWER_AT_2_SIGMA = 0.80
-MAX_MEAN_RUNS = 3.0
+IID_GOALS = (0.01, 0.80, 3.0)
 
 
 class Run:
-    """One simulated run's ledger rows, in memory."""
+    """One simulated run's ledger rows, in memory (the old bench: i.i.d. noise, no chain)."""
 
     def __init__(self, rng: random.Random, sigma: float, cfg: AcceptanceConfig, parent_runs: int | None):
         self.rng, self.sigma, self.rows = rng, sigma, []
@@ -77,15 +95,7 @@ class Run:
             runs += 1
 
 
-def simulate(
-    gain_sigma: float,
-    cfg: AcceptanceConfig,
-    candidates: int,
-    per_run: int,
-    sigma: float,
-    seed: int,
-    parent_runs: int | None = None,
-) -> dict[str, float]:
+def simulate_iid(gain_sigma, cfg, candidates, per_run, sigma, seed, parent_runs=None) -> dict[str, float]:
     rng = random.Random(f"{seed}/{gain_sigma}")
     promoted = runs = 0
     run = None
@@ -98,56 +108,154 @@ def simulate(
     return {"gain_sigma": gain_sigma, "promotion_rate": promoted / candidates, "mean_runs": runs / candidates}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--candidates", type=int, default=4000, help="simulated candidates per gain")
-    parser.add_argument("--per-run", type=int, default=20, help="candidates per simulated run")
-    parser.add_argument(
-        "--sigma", type=float, default=0.002, help="seed noise (bpb); rates do not depend on it"
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--parent-runs", type=int, help="judge against a kept proposal measured this often")
-    parser.add_argument("--json", action="store_true", help="print the rows as a JSON list")
-    for name, field in AcceptanceConfig.model_fields.items():  # any setting can be changed: --max-runs 4
-        if field.annotation in (int, float):
-            parser.add_argument(f"--{name.replace('_', '-')}", type=field.annotation, help=field.description)
-    parser.add_argument("--known-sigma", action="store_true", help="give the rule sigma as known (a z-test)")
-    args = parser.parse_args()
-    overrides = {
-        k: getattr(args, k) for k in AcceptanceConfig.model_fields if getattr(args, k, None) is not None
-    }
-    if args.known_sigma:
-        overrides["known_sigma_bpb"] = args.sigma
-    cfg = AcceptanceConfig(**overrides)
-
+def main_iid(args: argparse.Namespace, cfg: AcceptanceConfig) -> None:
+    candidates, per_run = args.candidates or 4000, args.per_run or 20
     start = time.perf_counter()
     rows = [
-        simulate(g, cfg, args.candidates, args.per_run, args.sigma, args.seed, args.parent_runs)
+        simulate_iid(g, cfg, candidates, per_run, args.sigma, args.seed, args.parent_runs)
         for g in GAINS_SIGMA
     ]
-    seconds = time.perf_counter() - start
     if args.json:
         print(json.dumps(rows))
         return
     parent = f"a kept proposal run {args.parent_runs} times" if args.parent_runs else "the baseline"
     noise = "known sigma" if cfg.known_sigma_bpb else "pooled sigma"
     print(
-        f"{args.candidates} candidates per gain, {args.per_run} per simulated run, against {parent}; "
-        f"noise_seeds {cfg.noise_seeds}, alpha {cfg.alpha}, max_runs {cfg.max_runs}, {noise}; {seconds:.1f} s"
+        f"{candidates} candidates per gain, {per_run} per simulated run, against {parent}; noise_seeds "
+        f"{cfg.noise_seeds}, alpha {cfg.alpha}, max_runs {cfg.max_runs}, {noise}; "
+        f"{time.perf_counter() - start:.1f} s\n"
     )
-    print()
-    print("| true gain | promoted | mean runs per candidate |")
-    print("|---|---|---|")
+    print("| true gain | promoted | mean runs per candidate |\n|---|---|---|")
     for r in rows:
         print(f"| {r['gain_sigma']:g} σ | {r['promotion_rate']:.1%} | {r['mean_runs']:.2f} |")
-    null, at2 = rows[0], rows[GAINS_SIGMA.index(2.0)]
-    runs = max(r["mean_runs"] for r in rows)
-    print()
+    null, at2, runs = rows[0], rows[GAINS_SIGMA.index(2.0)], max(r["mean_runs"] for r in rows)
     print(
-        f"goals: null promoted {null['promotion_rate']:.1%} (<= {MAX_NULL_PROMOTIONS:.0%}), "
-        f"2 σ promoted {at2['promotion_rate']:.1%} (>= {MIN_POWER_AT_2_SIGMA:.0%}), "
-        f"at most {runs:.2f} runs per candidate on average (<= {MAX_MEAN_RUNS:g})"
+        f"\ngoals: null promoted {null['promotion_rate']:.1%} (<= {IID_GOALS[0]:.0%}), 2 σ promoted "
+        f"{at2['promotion_rate']:.1%} (>= {IID_GOALS[1]:.0%}), at most {runs:.2f} runs per candidate on "
+        f"average (<= {IID_GOALS[2]:g})"
     )
+
+
+def goals(row: dict) -> dict[str, dict]:
+    """The paired design's goals on one row: each figure, its limit, and whether it is met."""
+    out = {}
+    for name, gain, key, at_most, limit in GOALS:
+        value = row["gains"][f"{gain:g}"][key]
+        out[name] = {"value": value, "limit": limit, "pass": value <= limit if at_most else value >= limit}
+    return out
+
+
+def night_rows(args: argparse.Namespace, cfg: AcceptanceConfig) -> list[dict]:
+    scenarios = [(d, args.f) for d in args.drifts] + ([("none", 0.0)] if args.f != 0 else [])
+    rows = []
+    for design in args.designs:
+        for drift, f in scenarios:
+            row = {"design": design, "drift": drift_label(drift), "f": f, "gains": {}}
+            for g in NIGHT_GAINS:
+                nights = args.nights if g == 0 else max(args.nights // 2, 1)
+                if design == "current":
+                    nights = max(nights // CURRENT_SHARE, 1)
+                row["gains"][f"{g:g}"] = run_cell(
+                    design, drift, f, g, cfg, nights, args.per_night, args.sigma, args.seed
+                )
+            if design == "paired":
+                row["goals"] = goals(row)
+            rows.append(row)
+    return rows
+
+
+def print_nights(rows: list[dict], args: argparse.Namespace, cfg: AcceptanceConfig, seconds: float) -> None:
+    noise = "known sigma" if cfg.known_sigma_bpb else "pooled sigma"
+    null, gain = args.nights, max(args.nights // 2, 1)
+    print(
+        f"nights per cell, all-null / each gain: paired {null} / {gain}, current {max(null // CURRENT_SHARE, 1)}"
+        f" / {max(gain // CURRENT_SHARE, 1)}; {args.per_night} candidates a night, a promotion becomes the "
+        f"next parent; drift over "
+        f"{NIGHT_TRAININGS} trainings; noise_seeds {cfg.noise_seeds}, alpha {cfg.alpha}, max_runs "
+        f"{cfg.max_runs}, {noise}; paired on 2 slots; seed {args.seed}; {seconds:.0f} s\n"
+    )
+    print(
+        "| design | drift | f | false promotions per null (± SE) | nights with one | false / night "
+        "| 1σ promoted | 2σ promoted | trainings per candidate (0 / 1σ / 2σ) |\n|---|---|---|---|---|---|---|---|---|"
+    )
+    for r in rows:
+        null, one, two = (r["gains"][k] for k in ("0", "1", "2"))
+        trainings = " / ".join(f"{r['gains'][k]['trainings_per_candidate']:.2f}" for k in ("0", "1", "2"))
+        print(
+            f"| {r['design']} | {r['drift']} | {r['f']:g} | {null['promoted']:.2%} ± {null['promoted_se']:.2%} "
+            f"| {null['nights_with_any']:.0%} ± {null['nights_with_any_se']:.0%} | {null['per_night']:.2f} "
+            f"| {one['promoted']:.1%} ± {one['promoted_se']:.1%} | {two['promoted']:.1%} ± {two['promoted_se']:.1%} "
+            f"| {trainings} |"
+        )
+    paired_rows = [r for r in rows if "goals" in r]
+    if not paired_rows:
+        return
+    heads = " | ".join(
+        f"{name} {'≤' if at_most else '≥'} {limit:.0%}" for name, _, _, at_most, limit in GOALS
+    )
+    print(f"\ngoals, paired design:\n\n| drift | f | {heads} |\n|---|---|{'---|' * len(GOALS)}")
+    for r in paired_rows:
+        cells = " | ".join(
+            f"{'pass' if g['pass'] else 'FAIL'} {g['value']:.{2 if g['limit'] < 0.05 else 1}%}"
+            for g in r["goals"].values()
+        )
+        print(f"| {r['drift']} | {r['f']:g} | {cells} |")
+    failed = [r for r in paired_rows if not all(g["pass"] for g in r["goals"].values())]
+    print(
+        f"\n{len(paired_rows) - len(failed)} of {len(paired_rows)} paired rows meet every goal"
+        + "".join(
+            f"; {r['drift']}, f = {r['f']:g} misses: "
+            + ", ".join(name for name, g in r["goals"].items() if not g["pass"])
+            for r in failed
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nights", type=int, default=300, help="all-null nights per cell (gain cells: half)")
+    parser.add_argument("--per-night", type=int, default=50, help="candidates a night")
+    parser.add_argument("--f", type=float, default=0.5, help="seed share of the noise (a row at f = 0 too)")
+    parser.add_argument(
+        "--designs", type=lambda s: s.split(","), default=list(DESIGNS), help="current,paired"
+    )
+    parser.add_argument("--drifts", type=lambda s: s.split(","), default=list(DRIFTS), help=",".join(DRIFTS))
+    parser.add_argument(
+        "--iid", action="store_true", help="the old bench: i.i.d. noise, against the baseline"
+    )
+    parser.add_argument("--candidates", type=int, help="--iid: simulated candidates per gain (4000)")
+    parser.add_argument("--per-run", type=int, help="--iid: candidates per simulated run (20)")
+    parser.add_argument(
+        "--parent-runs", type=int, help="--iid: judge against a kept proposal measured this often"
+    )
+    parser.add_argument(
+        "--sigma", type=float, default=0.002, help="seed noise (bpb); rates do not depend on it"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    for name, field in AcceptanceConfig.model_fields.items():  # any setting can be changed: --max-runs 4
+        if field.annotation in (int, float):
+            parser.add_argument(f"--{name.replace('_', '-')}", type=field.annotation, help=field.description)
+    parser.add_argument("--known-sigma", action="store_true", help="give the rule sigma as known (a z-test)")
+    args = parser.parse_args()
+    for name, known in [(d, DESIGNS) for d in args.designs] + [(d, tuple(DRIFTS)) for d in args.drifts]:
+        if name not in known:
+            parser.error(f"unknown {name!r}: choose from {', '.join(known)}")
+    overrides = {
+        k: getattr(args, k) for k in AcceptanceConfig.model_fields if getattr(args, k, None) is not None
+    }
+    if args.known_sigma:
+        overrides["known_sigma_bpb"] = args.sigma
+    cfg = AcceptanceConfig(**overrides)
+    if args.iid or args.candidates or args.per_run or args.parent_runs:
+        main_iid(args, cfg)
+        return
+    start = time.perf_counter()
+    rows = night_rows(args, cfg)
+    if args.json:
+        print(json.dumps(rows))
+        return
+    print_nights(rows, args, cfg, time.perf_counter() - start)
 
 
 if __name__ == "__main__":
