@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field, model_validator
 
 from agentgolf import challenge
 from agentgolf.agent.stats import efficacy_boundary, normal_sf, student_t_sf, t_isf
@@ -98,6 +98,15 @@ class AcceptanceConfig(BaseModel):
     replay_noise_k: float = Field(
         2.0, ge=0, description="a replay within this many noise floors of the original reproduces it"
     )
+
+    @model_validator(mode="after")
+    def _noise_is_measured(self) -> AcceptanceConfig:
+        if self.noise_seeds < 2 and self.known_sigma_bpb <= 0:
+            raise ValueError(
+                "noise_seeds must be at least 2 (the baseline and a seed: a noise estimate) unless "
+                "known_sigma_bpb gives the noise; a verdict is never a plain comparison"
+            )
+        return self
 
     @property
     def fallback_sigma_bpb(self) -> float:

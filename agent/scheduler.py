@@ -15,20 +15,19 @@ from __future__ import annotations
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
-from agentgolf.agent import acceptance, retest, screening
+from agentgolf.agent import acceptance, retest, rounds, screening
 from agentgolf.agent.executor import Slot
 from agentgolf.agent.lab import Lab
-from agentgolf.agent.live import LiveView, describe
+from agentgolf.agent.live import LiveView
 from agentgolf.agent.pipeline import Pipeline
 from agentgolf.agent.proposers.prepare import Prepared
 from agentgolf.agent.proposers.proposal import Proposer
+from agentgolf.agent.verdicts import Verdicts
 from agentgolf.errors import AgentgolfError
-from agentgolf.experiments import worktree as wt
 from agentgolf.experiments.ledger import Experiment, Run
 from agentgolf.experiments.status import CHARGED_KINDS, NOISE_KINDS, Kind, RowStatus
-from agentgolf.sandbox.budget import Timing
 from agentgolf.sandbox.result import SandboxResult, Status
 
 
@@ -76,7 +75,7 @@ class SchedulerState(BaseModel):
     usd: float
 
 
-class Scheduler:
+class Scheduler(Verdicts):
     """The scheduling state of one run; every ledger write happens on the calling thread."""
 
     def __init__(
@@ -134,8 +133,13 @@ class Scheduler:
         return sum(e.gpu_seconds or 0.0 for e in rows) / 3600, sum(e.usd for e in rows)
 
     def calibration(self) -> list[Experiment]:
-        """The baseline's seeds at the full budget (a screen's are `screening.seeds`)."""
-        return [e for e in self.rows() if e.kind in NOISE_KINDS and not e.rung]
+        """The baseline's seeds at the full budget that ran or run (a failed one is replaced; a screen's are
+        `screening.seeds`)."""
+        return [
+            e
+            for e in self.rows()
+            if e.kind in NOISE_KINDS and not e.rung and e.status in (RowStatus.running, RowStatus.ok)
+        ]
 
     def current_best(self) -> Experiment | None:
         kept = [e for e in self.rows() if e.kept and e.kind in CHARGED_KINDS]
@@ -205,10 +209,33 @@ class Scheduler:
     def _schedule(self) -> None:
         while self.free:
             exp = self._next_measurement()
-            if exp is None:
+            if exp is None or not self._launch_round(exp):
                 break
-            self._launch(exp, self.free.pop(0))
         self._ensure_pending()
+
+    def _launch_round(self, exp: Experiment) -> bool:
+        """Launch `exp`, with its round's control when it is judged paired (rounds.py); False when the round
+        needs a second free slot and must wait for one (its rows stay for the next look)."""
+        rows = self.rows()
+        if exp.kind == Kind.control:
+            cand = next((e for e in rows if e.id in exp.paired_with), exp)
+            pair = rounds.order(rows, cand, exp) if cand is not exp else (exp,)
+        elif rounds.needs_control(rows, exp):
+            pair = rounds.order(rows, exp, rounds.control_for(self.lab, rows, exp))
+        else:
+            pair = (exp,)
+        todo = [e for e in pair if e.id not in self.launched and e.status == RowStatus.running]
+        if len(todo) == 2 and len(self.slots) > 1:
+            if len(self.free) < 2:
+                return False
+            first, second = sorted(self.free)[:2]
+            self.free.remove(first)
+            self.free.remove(second)
+            self._launch(todo[0], first)
+            self._launch(todo[1], second)
+            return True
+        self._launch(todo[0] if todo else exp, self.free.pop(0))  # one slot: back to back, in order
+        return True
 
     def _next_measurement(self) -> Experiment | None:
         """What to train next: baseline, calibration seeds, confirmations, then a prepared proposal.
@@ -221,8 +248,8 @@ class Scheduler:
         if base is None:
             return lab.add_baseline(self.run)
         seeds = self.calibration()
-        if len(seeds) < self.cfg.noise_seeds:
-            seed = seed0 + len(seeds)
+        if len(seeds) < self.cfg.noise_seeds:  # a seed that failed is replaced by a new one
+            seed = seed0 + sum(e.kind in NOISE_KINDS and not e.rung for e in self.rows())
             return lab.remeasure(base, Kind.calibration, seed, title=f"Baseline, seed {seed}")
         if base.status != RowStatus.ok:
             return None  # every proposal is made on, and measured against, the baseline's score
@@ -231,17 +258,11 @@ class Scheduler:
             if screen is not None:
                 return screen
         for exp in self.rows():
-            if exp.status == RowStatus.confirming and not self._confirmation_running(exp):
+            if exp.status == RowStatus.confirming and not rounds.in_flight(self.rows(), exp):
                 done = len(acceptance.samples(self.rows(), exp))
                 seed = acceptance.confirmation_seed(exp, done, seed0, self.cfg)
                 return lab.remeasure(exp, Kind.confirm, seed, title=f"{exp.title} (confirmation)")
         return self._take_prepared()
-
-    def _confirmation_running(self, exp: Experiment) -> bool:
-        return any(
-            e.kind == Kind.confirm and e.replay_of == exp.id and e.status == RowStatus.running
-            for e in self.rows()
-        )
 
     def _ensure_pending(self) -> None:
         """One proposal in preparation for each slot that will want one, within the caps (pipeline.py)."""
@@ -254,7 +275,7 @@ class Scheduler:
             return
         claimed = sum(  # slots that re-measurements will take next: re-tests and confirmations waiting
             self._left_in_flight(e)
-            or (e.status == RowStatus.confirming and not self._confirmation_running(e))
+            or (e.status == RowStatus.confirming and not rounds.in_flight(self.rows(), e))
             for e in self.rows()
         )
         want = min(self.settings.max_pending_proposals, max(1, len(self.slots) - claimed))
@@ -323,79 +344,6 @@ class Scheduler:
         self.ledger.update(exp.id, reason=f"infra error, retrying: {result.reason}")
         self.view.log(f"#{exp.id} infra error ({result.reason}); retrying without charging the idea")
         return True
-
-    def _finish(self, exp: Experiment, result: SandboxResult, slot: Slot) -> None:
-        exp = self.lab.record(exp, result, slot)
-        if exp.kind == Kind.baseline:
-            if exp.status == RowStatus.ok:
-                exp = self._promote(exp, reason=exp.reason)
-                self._bound_overhead(exp)
-            self._announce(exp)
-        elif exp.kind == Kind.calibration:
-            self._announce(exp)
-            for waiting in self.rows():  # proposals that finished while the noise was being measured
-                if waiting.kind == Kind.proposal and waiting.status == RowStatus.ok and not waiting.decision:
-                    self._decide(waiting)
-        elif exp.kind in (Kind.proposal, Kind.confirm):
-            target = self.ledger.get(exp.replay_of) if exp.kind == Kind.confirm else exp
-            if exp.kind == Kind.confirm:
-                self._announce(exp)
-            if target.status in (RowStatus.ok, RowStatus.confirming) and exp.status == RowStatus.ok:
-                self._decide(target)
-            elif exp.kind == Kind.confirm:  # the confirmation itself failed: the win is not confirmed
-                reason = f"confirmation run failed: {exp.status}"
-                self._announce(self.ledger.update(target.id, status=RowStatus.inconclusive, reason=reason))
-            else:
-                self._announce(exp)
-
-    def _decide(self, exp: Experiment) -> None:
-        """The verdict on a scored proposal, once every calibration seed is in (until then it waits)."""
-        if exp.rung:  # the screen's verdict: a full-budget run for what earns one, never a promotion
-            screened = screening.decide(
-                self.lab, self.run, self.rows(), exp, self.best, self.settings.carry_forward
-            )
-            return self._announce(screened) if screened is not None else None
-        seeds = self.calibration()
-        if len(seeds) < self.cfg.noise_seeds or any(e.status == RowStatus.running for e in seeds):
-            return  # decided when the last seed comes in (_finish)
-        parent = self.ledger.get(exp.parent_id)
-        verdict = acceptance.decide(screening.lane(self.rows(), ""), exp, parent, self.cfg)
-        fields = {"reason": verdict.reason, "decision": verdict.record()}  # evidence: ledger --json, report
-        if verdict.decision == "promote" and self.best is not None and parent.id != self.best.id:
-            # A win over a parent that is no longer the best: re-test its change on the best (retest.py).
-            fields["reason"] += f", but the best moved on to experiment {self.best.id} meanwhile"
-            again, said = retest.carry(
-                self.lab, self.run, self.rows(), exp, self.best, self.settings.carry_forward
-            )
-            exp = self.ledger.update(
-                exp.id, status=RowStatus.inconclusive, **{**fields, "reason": fields["reason"] + said}
-            )
-        elif verdict.decision == "promote":
-            exp = self._promote(exp, **fields)
-        else:  # "confirm" leaves it confirming: _next_measurement schedules its next run
-            exp = self.ledger.update(exp.id, status=acceptance.ROW_STATUS[verdict.decision], **fields)
-        self._announce(exp)
-
-    def _promote(self, exp: Experiment, reason: str, **fields: object) -> Experiment:
-        exp = self.ledger.update(exp.id, status=RowStatus.ok, kept=True, reason=reason, **fields)
-        wt.set_branch(self.lab.repo, wt.best_branch(self.run.id), exp.commit_sha)
-        self.best = exp
-        return exp
-
-    def _bound_overhead(self, base: Experiment) -> None:
-        """No candidate may buy training time in the start-up allowance, nor spend longer loading or scoring
-        than the baseline needed: every allowance is cut to the baseline's own timing (its row's manifest;
-        a row recorded before timings were kept has only its training phase)."""
-        try:
-            timing = Timing.model_validate(base.manifest.get("timing") or {})
-        except ValidationError:
-            timing = Timing()
-        if timing.train_phase_seconds is None:
-            timing.train_phase_seconds = base.train_seconds
-        self.lab.budget = self.lab.budget.with_measured(timing)
-
-    def _announce(self, exp: Experiment) -> None:
-        self.view.log(describe(exp))
 
     def _wind_down(self, reason: str) -> None:
         """A prepared proposal that never ran is dropped (nothing charged); an unconfirmed win stays unconfirmed."""

@@ -50,21 +50,36 @@ def test_calibrate_then_confirm_then_promote(tmp_path: Path, tiny_dataset):
     summary = loop.run(RunCaps(experiments=2), "command")
 
     rows = loop.ledger.experiments(run_id=summary.run_id)
-    kinds = ["baseline", "calibration", "calibration", "proposal", "confirm"]
+    kinds = ["baseline", "calibration", "calibration", "proposal", "control", "confirm", "control"]
     assert [e.kind for e in rows] == kinds, [(e.kind, e.status) for e in rows]
-    base, calibration, calibration2, proposal, confirm = rows
+    base, calibration, calibration2, proposal, control, confirm, control2 = rows
     assert calibration.seed == base.seed + 1 and calibration.replay_of == base.id
     assert calibration2.seed == base.seed + 2 and calibration2.replay_of == base.id
     assert calibration.val_bpb != base.val_bpb  # distinct seeds: a measured, non-zero noise floor
     assert confirm.replay_of == proposal.id and confirm.seed != proposal.seed
     assert confirm.commit_sha == proposal.commit_sha
+    # Each round: the candidate's run and a control of its parent, with one seed (one slot: back to back,
+    # the order alternating: candidate first, then control first).
+    assert (control.paired_with, control.seed, control.commit_sha) == (
+        [proposal.id],
+        proposal.seed,
+        base.commit_sha,
+    )
+    assert (control2.paired_with, control2.seed, control2.replay_of) == ([confirm.id], confirm.seed, base.id)
+    assert proposal.started_at < control.started_at and control2.started_at < confirm.started_at
+    assert control.val_bpb == base.val_bpb  # the CPU trainer is deterministic: the same seed, the same run
     assert proposal.status == "ok" and proposal.kept, proposal.reason
-    assert "p=" in proposal.reason
-    # The evidence is on the row: both runs against the three seeds, the noise pooled over the seeds.
+    assert "p=" in proposal.reason and "2 pairs" in proposal.reason
+    # The evidence is on the row: the two paired differences, the noise from the seeds' prior (2 dof).
     decision = proposal.decision
-    assert decision["decision"] == "promote" and decision["noise"] == "pooled" and decision["dof"] == 2
-    assert decision["samples"] == [proposal.val_bpb, confirm.val_bpb]
-    assert decision["parent_samples"] == [base.val_bpb, calibration.val_bpb, calibration2.val_bpb]
+    assert decision["decision"] == "promote" and decision["design"] == "paired"
+    assert decision["noise"] == "pooled" and decision["dof"] == 2
+    diffs = [proposal.val_bpb - control.val_bpb, confirm.val_bpb - control2.val_bpb]
+    assert decision["samples"] == pytest.approx(diffs) and decision["parent_samples"] == []
+    assert [(p["candidate"], p["control"], p["seed"]) for p in decision["pairs"]] == [
+        (proposal.id, control.id, proposal.seed),
+        (confirm.id, control2.id, confirm.seed),
+    ]
     assert decision["p_value"] <= decision["promote_below"]
     assert summary.best_id == proposal.id and summary.stop_reason == "budget spent"
     assert repo.commit(wt.best_branch(summary.run_id)).hexsha == proposal.commit_sha
