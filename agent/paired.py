@@ -68,7 +68,7 @@ def pairs(rows: Sequence[Experiment], exp: Experiment) -> list[Pair]:
         ctrl = next((c for c in controls_of(rows, run) if measured(c) and c.seed == run.seed), None)
         if ctrl is None or not measured(run):
             continue
-        a, b = run.manifest.get("init_hash"), ctrl.manifest.get("init_hash")
+        a, b = run.init_hash or None, ctrl.init_hash or None
         out.append(
             Pair(
                 candidate=run.id,

@@ -1,0 +1,187 @@
+"""The paired judge: rounds of a candidate and a control of its parent, the pooled noise of the differences,
+and the loop that launches them (who runs with whom, with which seed, on which slot).
+
+The statistics are pure functions over ledger rows, tested on rows built here. The loop tests run real
+trainings (the CPU preset on the tiny dataset) in real git repositories with the real ledger; the only
+stand-in is a control that fails, said where it is used.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from agentgolf.agent import paired
+from agentgolf.agent.acceptance import AcceptanceConfig
+from agentgolf.agent.loop import Loop, RunCaps
+from agentgolf.experiments.ledger import Experiment
+from agentgolf.sandbox.result import SandboxResult, Status
+from tests.test_hill_climb import Scripted, _steps, _workspace
+
+CFG = AcceptanceConfig(noise_seeds=3, max_runs=4)
+
+
+def _row(i: int, kind: str, bpb: float | None, seed: int, **kw) -> Experiment:
+    return Experiment(
+        id=i, kind=kind, status=kw.pop("status", "ok"), val_bpb=bpb, seed=seed, created_at=0.0, **kw
+    )
+
+
+def _candidate(rows: list[Experiment], cand_id: int, diffs: list[float], init: str = "") -> None:
+    """A proposal (id cand_id) on the baseline (id 1) with one round per difference, controls at 3.0."""
+    next_id = cand_id + 1
+    for k, d in enumerate(diffs):
+        run_id = cand_id if k == 0 else next_id
+        if k:
+            next_id += 1
+        kind = "proposal" if k == 0 else "confirm"
+        extra = {"parent_id": 1} if k == 0 else {"replay_of": cand_id}
+        rows.append(_row(run_id, kind, 3.0 + d, 100 + k, init_hash=init or "a", **extra))
+        rows.append(_row(next_id, "control", 3.0, 100 + k, replay_of=1, paired_with=[run_id], init_hash="a"))
+        next_id += 1
+
+
+def test_pairs_are_the_candidates_complete_rounds_only():
+    rows = [_row(1, "baseline", 3.0, 1)]
+    _candidate(rows, 10, [-0.02, -0.03])
+    rows.append(_row(50, "confirm", 2.9, 102, replay_of=10))  # its control failed: not a round
+    rows.append(_row(51, "control", None, 102, replay_of=1, paired_with=[50], status="crash"))
+    found = paired.pairs(rows, rows[1])
+    assert [round(p.d, 6) for p in found] == [-0.02, -0.03] and all(p.same_init for p in found)
+    assert [(p.candidate, p.seed) for p in found] == [(10, 100), (12, 101)]
+
+
+def test_sigma_d_is_pooled_over_the_other_candidates_on_the_seeds_prior():
+    seeds = [3.00, 3.02, 2.98]
+    rows = [_row(1, "baseline", 3.0, 1)]
+    _candidate(rows, 10, [-0.05, -0.01])  # the candidate judged: left out of its own noise
+    _candidate(rows, 20, [0.01, 0.03, 0.02])
+    noise, pool = paired.noise(rows, rows[1], seeds, CFG)
+    prior = 2 * 0.0004 * 2  # twice the seeds' variance (0.0004) on their 2 dof
+    other = (0.01 - 0.02) ** 2 + 0 + (0.03 - 0.02) ** 2  # candidate 20 around its own mean, 2 dof
+    assert (noise.dof, pool) == (4, "same_init")
+    assert noise.sigma == pytest.approx(math.sqrt((prior + other) / 4))
+    judged_20, _ = paired.noise(rows, next(e for e in rows if e.id == 20), seeds, CFG)
+    assert judged_20.dof == 2 + 1  # candidate 10's one dof in, its own out
+
+
+def test_a_candidate_with_new_initial_weights_has_its_own_pool():
+    seeds = [3.00, 3.02, 2.98]
+    rows = [_row(1, "baseline", 3.0, 1)]
+    _candidate(rows, 10, [-0.05, -0.01], init="b")  # another init at the same seed: noise does not cancel
+    _candidate(rows, 20, [0.01, 0.03, 0.02])
+    _candidate(rows, 30, [0.2, -0.2], init="c")
+    noise, pool = paired.noise(rows, rows[1], seeds, CFG)
+    assert pool == "new_init" and noise.dof == 2 + 1  # the prior and candidate 30, never candidate 20
+    noise20, pool20 = paired.noise(rows, next(e for e in rows if e.id == 20), seeds, CFG)
+    assert pool20 == "same_init" and noise20.dof == 2  # the prior only
+
+
+def test_a_known_sigma_is_root_two_times_larger_for_a_difference():
+    rows = [_row(1, "baseline", 3.0, 1)]
+    _candidate(rows, 10, [-0.05])
+    noise, _ = paired.noise(rows, rows[1], [], AcceptanceConfig(noise_seeds=1, known_sigma_bpb=0.01))
+    assert noise.sigma == pytest.approx(0.01 * math.sqrt(2)) and math.isinf(noise.dof)
+
+
+def test_the_verdict_records_its_pairs_and_needs_a_noise_estimate():
+    rows = [_row(1, "baseline", 3.0, 1)]
+    _candidate(rows, 10, [-0.05, -0.06])
+    verdict = paired.decide(rows, rows[1], [3.000, 3.001, 2.999], CFG)
+    ev = verdict.evidence
+    assert verdict.decision == "promote" and ev.design == "paired" and ev.runs == 2
+    assert ev.samples == pytest.approx([-0.05, -0.06]) and ev.parent_samples == []
+    assert [p["control"] for p in ev.pairs] == [11, 13] and "2 pairs" in verdict.reason
+    assert ev.p_value <= ev.promote_below
+    assert paired.decide(rows, rows[1], [3.0], CFG) is None  # no noise estimate: no verdict at all
+    with pytest.raises(ValueError, match="noise_seeds must be at least 2"):
+        AcceptanceConfig(noise_seeds=1)
+
+
+class Machine:
+    """The real local executor with `n` slots; a stand-in failure for the controls in `fail` (a control that
+    crashes, as a lost GPU would make it: the one thing this machine cannot produce on demand)."""
+
+    def __init__(self, real, n: int, fail: set[int] = frozenset()):
+        self.real, self.n, self.fail = real, n, set(fail)
+
+    def slots(self, gpus, per_experiment):
+        return [None] * self.n
+
+    def run(self, trainer: Path, run_dir: Path, seed, env, slot, budget):
+        if int(run_dir.name) in self.fail:
+            return SandboxResult(status=Status.crash, reason="stand-in: the control crashed")
+        return self.real.run(trainer, run_dir, seed, env, slot, budget)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def _loop(tmp_path: Path, tiny_dataset, slots: int, experiments: int, fail=frozenset(), **acceptance):
+    """A run whose scripted proposals train more steps (sure wins: each is confirmed, then promoted)."""
+    cfg = AcceptanceConfig(**{"noise_seeds": 1, "known_sigma_bpb": 1e-6, "max_runs": 2, **acceptance})
+    ws = _workspace(tmp_path / "ws", tiny_dataset, cfg)
+    loop = Loop(ws, ws.ledger(), ws.config.budget, console=Console(file=open(tmp_path / "out.txt", "w")))
+    loop.lab.executor = Machine(loop.lab.executor, slots, fail)
+    script = [(f"{n} steps", lambda tree, n=n: _steps(tree, n)) for n in (12, 9, 10)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("agentgolf.agent.loop.make_proposer", lambda name, ws: Scripted(script))
+        summary = loop.run(RunCaps(experiments=experiments), "scripted")
+    return loop.ledger.experiments(run_id=summary.run_id), summary
+
+
+def _rounds(rows: list[Experiment]) -> list[tuple[Experiment, Experiment]]:
+    by_id = {e.id: e for e in rows}
+    return [(by_id[c.paired_with[0]], c) for c in rows if c.kind == "control"]
+
+
+@pytest.mark.slow
+def test_two_slots_run_each_round_at_once_and_alternate_the_candidates_slot(tmp_path, tiny_dataset):
+    rows, _ = _loop(tmp_path, tiny_dataset, 2, 2)
+    found = _rounds(rows)
+    assert len(found) == 2, [(e.id, e.kind, e.status, e.reason) for e in rows]
+    for k, (run, ctrl) in enumerate(found):
+        assert (
+            ctrl.seed == run.seed and ctrl.commit_sha == rows[0].commit_sha and ctrl.replay_of == rows[0].id
+        )
+        assert {run.slot, ctrl.slot} == {0, 1} and run.slot == k % 2  # the candidate's slot alternates
+        assert abs(run.started_at - ctrl.started_at) < 1.0  # launched together
+        assert run.started_at < ctrl.finished_at and ctrl.started_at < run.finished_at
+    assert found[0][0].seed != found[1][0].seed  # successive rounds: distinct seeds
+
+
+@pytest.mark.slow
+def test_four_slots_run_two_candidates_rounds_side_by_side(tmp_path, tiny_dataset):
+    rows, summary = _loop(tmp_path, tiny_dataset, 4, 3, confirm=False)  # one round each: both at once
+    found = _rounds(rows)
+    assert len(found) == 2 and {e.slot for pair in found for e in pair} == {0, 1, 2, 3}, found
+    for run, ctrl in found:
+        assert (
+            ctrl.seed == run.seed
+            and ctrl.replay_of == rows[0].id
+            and abs(run.started_at - ctrl.started_at) < 1
+        )
+    decided = [e for e in rows if e.kind == "proposal"]
+    assert all(e.decision.get("design") == "paired" for e in decided), [(e.id, e.reason) for e in decided]
+    assert summary.experiments == 3
+
+
+@pytest.mark.slow
+def test_a_failed_control_voids_its_round_which_runs_again_uncharged(tmp_path, tiny_dataset):
+    rows, summary = _loop(
+        tmp_path, tiny_dataset, 1, 2, fail={3}, confirm=False
+    )  # #2 proposal, #3 its control
+    kinds = [(e.id, e.kind, e.status) for e in rows]
+    assert kinds[:3] == [(1, "baseline", "ok"), (2, "proposal", "ok"), (3, "control", "crash")], kinds
+    (again,) = [e for e in rows if e.kind == "confirm"]
+    assert again.replay_of == 2 and again.seed == rows[1].seed and "its control failed" in again.title
+    ((run, ctrl),) = [(r, c) for r, c in _rounds(rows) if c.status == "ok"]
+    assert run.id == again.id and ctrl.seed == again.seed
+    proposal = rows[1]
+    assert proposal.decision["design"] == "paired" and [
+        p["candidate"] for p in proposal.decision["pairs"]
+    ] == [again.id]
+    assert summary.experiments == 2  # the round again is not a new idea
