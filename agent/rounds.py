@@ -44,8 +44,12 @@ def needs_control(rows: Sequence[Experiment], row: Experiment) -> bool:
 
 
 def look(rows: Sequence[Experiment], row: Experiment) -> int:
-    """Which round of its candidate `row` is: 0 for the first run, 1 for the first confirmation, ..."""
-    runs = runs_of(rows, target_of(rows, row))
+    """Which round of its candidate `row` is: 0 for the first run, 1 for the first confirmation, ... (a
+    replay's: its place among the replays of the same row)."""
+    if row.kind == Kind.replay:
+        runs = [e for e in rows if e.kind == Kind.replay and e.replay_of == row.replay_of]
+    else:
+        runs = runs_of(rows, target_of(rows, row))
     return next((k for k, e in enumerate(runs) if e.id == row.id), len(runs))
 
 

@@ -17,7 +17,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from pydantic import BaseModel, Field
 
-from agentgolf.agent import acceptance, retest, rounds, screening
+from agentgolf.agent import acceptance, morning, paired, retest, rounds, screening
 from agentgolf.agent.executor import Slot
 from agentgolf.agent.lab import Lab
 from agentgolf.agent.live import LiveView
@@ -45,6 +45,12 @@ class SchedulerConfig(BaseModel):
     )
     carry_forward: int = Field(
         3, ge=0, description="how often one win is rebased onto a newer best and re-tested (0: never)"
+    )
+    morning_rounds: int = Field(
+        3,
+        ge=0,
+        description="when a run ends, fresh paired rounds of its best against the baseline (the morning "
+        "number; GPU hours, not --budget; 0: none)",
     )
 
 
@@ -177,6 +183,8 @@ class Scheduler(Verdicts):
                 self._schedule()
                 stop = self._stop_reason()
             if not self.running and (stop or not self.pipeline):
+                if self._morning(stop):
+                    continue
                 self._wind_down(stop or "nothing left to schedule")
                 return stop or "nothing left to schedule"
             self._wait()
@@ -203,6 +211,27 @@ class Scheduler(Verdicts):
             return f"the {self.proposer} proposer has nothing new to try"
         return ""
 
+    def _morning(self, stop: str) -> bool:
+        """The run is over: measure its best against the baseline in fresh paired rounds (morning.py), once;
+        True while those rounds were just added. When they are in, the number is logged and kept on the run."""
+        rows, n = self.rows(), self.settings.morning_rounds
+        base = next((e for e in rows if e.kind == Kind.baseline), None)
+        if not n or self.fatal or self.best is None or base is None or self.best.id == base.id:
+            return False
+        if not stop.startswith("GPU-hour cap"):
+            added = morning.plan(self.lab, rows, self.best, base, n, self.lab.ws.config.seed)
+            if added:
+                self.view.log(
+                    f"the morning number: #{self.best.id} beside the baseline, {added} fresh round(s)"
+                )
+                return True
+        found = morning.measure(self.rows(), self.best, base)
+        if found is not None:
+            self.view.log(found.line())
+            settings = self.ledger.get_run(self.run.id).settings
+            self.ledger.update_run(self.run.id, settings={**settings, "morning": found.model_dump()})
+        return False
+
     def _left_in_flight(self, exp: Experiment) -> bool:
         return exp.status == RowStatus.running and bool(exp.commit_sha) and exp.id not in self.launched
 
@@ -217,9 +246,12 @@ class Scheduler(Verdicts):
         """Launch `exp`, with its round's control when it is judged paired (rounds.py); False when the round
         needs a second free slot and must wait for one (its rows stay for the next look)."""
         rows = self.rows()
+        ctrl = next((c for c in paired.controls_of(rows, exp) if c.status == RowStatus.running), None)
         if exp.kind == Kind.control:
             cand = next((e for e in rows if e.id in exp.paired_with), exp)
             pair = rounds.order(rows, cand, exp) if cand is not exp else (exp,)
+        elif ctrl is not None:  # a round made with its control (the morning's)
+            pair = rounds.order(rows, exp, ctrl)
         elif rounds.needs_control(rows, exp):
             pair = rounds.order(rows, exp, rounds.control_for(self.lab, rows, exp))
         else:

@@ -176,6 +176,7 @@ DEMO_BUDGET = Budget(
 )
 DEMO_ACCEPTANCE = AcceptanceConfig(noise_seeds=3, max_runs=2)  # at most 3 + 2 x 2 = 7 runs
 DEMO_SLOTS = LocalConfig(cpu_slots=2)  # two experiments at once, a core each
+DEMO_SCHEDULER = SchedulerConfig(morning_rounds=2)  # a promoted best re-measured twice: about 2 minutes more
 # The fidelity ladder at demo scale: ideas are screened with a third of the training, winners then get it all.
 DEMO_FIDELITY = FidelityConfig(screen=Rung(name="screen", train_seconds=DEMO_TRAIN_SECONDS / 3))
 
@@ -227,6 +228,7 @@ def init_workspace(root: Path, *, demo: bool = False, progress: bool = True) -> 
             # too, so the baseline's seeds measure real noise; fewer seeds and re-runs than on GPUs.
             acceptance=DEMO_ACCEPTANCE,
             local=DEMO_SLOTS,
+            scheduler=DEMO_SCHEDULER,
             fidelity=DEMO_FIDELITY,
         )
     save_config(root / STATE_DIR / CONFIG_FILE, config)

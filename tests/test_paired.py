@@ -17,7 +17,7 @@ from rich.console import Console
 from agentgolf.agent import paired
 from agentgolf.agent.acceptance import AcceptanceConfig
 from agentgolf.agent.loop import Loop, RunCaps
-from agentgolf.experiments.ledger import Experiment
+from agentgolf.experiments.ledger import Experiment, Ledger
 from agentgolf.sandbox.result import SandboxResult, Status
 from tests.test_hill_climb import Scripted, _steps, _workspace
 
@@ -120,10 +120,13 @@ class Machine:
         return getattr(self.real, name)
 
 
-def _loop(tmp_path: Path, tiny_dataset, slots: int, experiments: int, fail=frozenset(), **acceptance):
+def _loop(
+    tmp_path: Path, tiny_dataset, slots: int, experiments: int, fail=frozenset(), morning=0, **acceptance
+):
     """A run whose scripted proposals train more steps (sure wins: each is confirmed, then promoted)."""
     cfg = AcceptanceConfig(**{"noise_seeds": 1, "known_sigma_bpb": 1e-6, "max_runs": 2, **acceptance})
     ws = _workspace(tmp_path / "ws", tiny_dataset, cfg)
+    ws.config.scheduler.morning_rounds = morning
     loop = Loop(ws, ws.ledger(), ws.config.budget, console=Console(file=open(tmp_path / "out.txt", "w")))
     loop.lab.executor = Machine(loop.lab.executor, slots, fail)
     script = [(f"{n} steps", lambda tree, n=n: _steps(tree, n)) for n in (12, 9, 10)]
@@ -185,3 +188,33 @@ def test_a_failed_control_voids_its_round_which_runs_again_uncharged(tmp_path, t
         p["candidate"] for p in proposal.decision["pairs"]
     ] == [again.id]
     assert summary.experiments == 2  # the round again is not a new idea
+
+
+@pytest.mark.slow
+def test_the_morning_number_is_measured_when_the_run_ends(tmp_path, tiny_dataset):
+    """The best chain's tip beside the baseline in fresh paired rounds, its gain with a 95% interval, kept on
+    the run; the rounds are GPU hours, not ideas."""
+    rows, summary = _loop(tmp_path, tiny_dataset, 1, 2, morning=2, confirm=False)
+    best = next(e for e in rows if e.kept and e.kind == "proposal")
+    tips = [e for e in rows if e.kind == "replay"]
+    assert len(tips) == 2 and all(t.replay_of == best.id and t.commit_sha == best.commit_sha for t in tips)
+    for tip in tips:
+        (ctrl,) = [c for c in rows if c.kind == "control" and c.paired_with == [tip.id]]
+        assert (
+            ctrl.replay_of == rows[0].id
+            and ctrl.seed == tip.seed
+            and tip.seed not in (best.seed, rows[0].seed)
+        )
+    assert tips[0].seed != tips[1].seed
+    found = Ledger(tmp_path / "ws" / ".agentgolf" / "ledger.db").get_run(summary.run_id).settings["morning"]
+    diffs = [
+        t.val_bpb - c.val_bpb for t in tips for c in rows if c.kind == "control" and c.paired_with == [t.id]
+    ]
+    assert found["diffs"] == pytest.approx(diffs) and found["rounds"] == 2 and found["promotions"] == 1
+    assert (
+        found["gain_bpb"] == pytest.approx(-sum(diffs) / 2)
+        and found["low"] < found["gain_bpb"] < found["high"]
+    )
+    assert found["gain_bpb"] > 0  # twice the steps: a real gain, confirmed on seeds no decision used
+    assert "morning number: best #" in (tmp_path / "out.txt").read_text()
+    assert summary.experiments == 2

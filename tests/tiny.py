@@ -31,7 +31,10 @@ def make_workspace(root: Path, dataset: DatasetInfo, env: dict[str, str] | None 
     ws.config.trainer_env = dict(TINY_ENV if env is None else env)
     # A far wall-clock cap: the trainer's time-based warmdown must not engage, or replays stop being exact.
     ws.config.budget = Budget(train_seconds=600, train_grace_seconds=60, score_seconds=120)
-    ws.config.acceptance = AcceptanceConfig(noise_seeds=1, known_sigma_bpb=0.001, confirm=False, min_delta_bpb=0.0)
+    ws.config.acceptance = AcceptanceConfig(
+        noise_seeds=1, known_sigma_bpb=0.001, confirm=False, min_delta_bpb=0.0
+    )
+    ws.config.scheduler.morning_rounds = 0  # the morning number has its own test (test_paired.py)
     save_config(ws.config_path, ws.config)
     return ws
 
