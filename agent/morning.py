@@ -95,3 +95,16 @@ def measure(rows: Sequence[Experiment], best: Experiment, base: Experiment) -> M
         high=high,
         promotions=len(kept),
     )
+
+
+def false_promotions(rows: Sequence[Experiment], alpha: float, night_rate: float = 0.10) -> str:
+    """What the night's verdicts risk: alpha x the candidates judged at the full budget is the expected
+    number of false promotions among them; the alpha that would keep the chance of any at `night_rate`."""
+    judged = sum(1 for e in rows if e.kind == Kind.proposal and not e.rung and e.decision)
+    if not judged:
+        return ""
+    return (
+        f"false promotions expected among the {judged} candidate(s) judged: at most {alpha * judged:.2f} "
+        f"(alpha {alpha:g} each); for at most a {night_rate:.0%} chance of any in a night like this one, "
+        f"set acceptance.alpha to {night_rate / judged:.2g}"
+    )

@@ -186,6 +186,8 @@ class Scheduler(Verdicts):
                 if self._morning(stop):
                     continue
                 self._wind_down(stop or "nothing left to schedule")
+                if said := morning.false_promotions(self.rows(), self.cfg.alpha):
+                    self.view.log(said)
                 return stop or "nothing left to schedule"
             self._wait()
 

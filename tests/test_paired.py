@@ -216,5 +216,7 @@ def test_the_morning_number_is_measured_when_the_run_ends(tmp_path, tiny_dataset
         and found["low"] < found["gain_bpb"] < found["high"]
     )
     assert found["gain_bpb"] > 0  # twice the steps: a real gain, confirmed on seeds no decision used
-    assert "morning number: best #" in (tmp_path / "out.txt").read_text()
+    said = (tmp_path / "out.txt").read_text()
+    assert "morning number: best #" in said
+    assert "false promotions expected among the 1 candidate(s) judged: at most 0.01" in said
     assert summary.experiments == 2
