@@ -77,12 +77,15 @@ def rung_env(env: dict[str, str], rung: Rung | None) -> dict[str, str]:
 
 
 def pairs(rows: Sequence[Experiment]) -> list[Pair]:
-    """Every idea with a decided full-rung row linked to its screened row."""
+    """Every idea with a decided full-rung row linked to its screened row, both of one commit (a change
+    carried onto a newer best was screened against another parent: its two deltas do not compare)."""
     by_id = {e.id: e for e in rows}
     out = []
     for full in rows:
         screened = by_id.get(full.screen_of) if full.screen_of is not None else None
         if screened is None or not full.decision or not screened.decision:
+            continue
+        if screened.commit_sha != full.commit_sha or screened.parent_id != full.parent_id:
             continue
         out.append(
             Pair(

@@ -34,9 +34,12 @@ def seeds(rows: Sequence[Experiment], base: Experiment, rung: str) -> list[Exper
 
 
 def anchor(rows: Sequence[Experiment], parent: Experiment, rung: str) -> list[Experiment]:
-    """`parent`'s runs on `rung`: the screened row that made it (and its confirmations), or runs of it
-    measured there since (the baseline's seeds, a new best's screened run)."""
-    own = {parent.id, parent.screen_of} - {None}
+    """`parent`'s runs on `rung`: the screened row that made it (and its confirmations) when that is the same
+    commit (a change carried onto a newer best was screened as another commit: it is screened again), or runs
+    of it measured there since (the baseline's seeds, a new best's screened run)."""
+    screened = next((e for e in rows if e.id == parent.screen_of), None)
+    same = screened is not None and screened.commit_sha == parent.commit_sha
+    own = {parent.id, parent.screen_of if same else None} - {None}
     return [e for e in rows if e.rung == rung and (e.id in own or e.replay_of in own)]
 
 

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from agentgolf.agent import screening
 from agentgolf.agent.acceptance import AcceptanceConfig
 from agentgolf.agent.fidelity import (
     FidelityConfig,
@@ -107,6 +108,39 @@ def test_pairs_link_an_ideas_rungs_through_screen_of():
     (pair,) = pairs(rows)
     assert pair == Pair(
         category="opt", screen_delta=-0.02, full_delta=0.01, screen_promoted=True, full_promoted=False
+    )
+
+
+def test_a_change_carried_onto_a_new_best_is_screened_as_the_commit_it_now_is():
+    """Its screened row measured the change on the old parent: as a new best it is screened again, and its
+    two rungs' deltas (against two parents) are not counted as agreement."""
+    screened = Experiment(
+        id=5,
+        kind="proposal",
+        status="ok",
+        rung="screen",
+        commit_sha="old",
+        parent_id=1,
+        created_at=0.0,
+        decision={"decision": "promote", "delta_bpb": -0.02},
+    )
+    carried = Experiment(
+        id=7,
+        kind="proposal",
+        status="ok",
+        rung="",
+        commit_sha="rebased",
+        parent_id=3,
+        screen_of=5,
+        kept=True,
+        created_at=0.0,
+        decision={"decision": "promote", "delta_bpb": -0.01},
+    )
+    assert screening.anchor([screened, carried], carried, "screen") == []  # screened again (next_measurement)
+    assert pairs([screened, carried]) == []
+    same = carried.model_copy(update={"commit_sha": "old", "parent_id": 1})
+    assert (
+        screening.anchor([screened, same], same, "screen") == [screened] and len(pairs([screened, same])) == 1
     )
 
 
