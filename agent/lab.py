@@ -24,6 +24,7 @@ from agentgolf.experiments import worktree as wt
 from agentgolf.experiments.ledger import Experiment, Ledger, Run
 from agentgolf.experiments.manifest import build_manifest, data_fingerprint
 from agentgolf.experiments.status import Kind, RowStatus
+from agentgolf.experiments.steps import flag_steps
 from agentgolf.sandbox.budget import Budget, Timing
 from agentgolf.sandbox.result import DataSpec, SandboxResult
 
@@ -109,12 +110,13 @@ class Lab:
         facts |= {"eval": result.eval_mode, "verification": result.verification}
         facts |= {"train_allowed_seconds": self.budget_for(exp).train_allowed_seconds}
         facts |= {"timing": Timing.of(result).model_dump()}
+        facts |= {"clock": result.clock_facts()}  # the training clock (wall or CPU) and its CPU figures
         self.ledger.update(exp.id, manifest={**self.ledger.get(exp.id).manifest, **facts})
         parent = self.ledger.get(exp.parent_id) if exp.parent_id else None
         delta = None
         if result.val_bpb is not None and parent is not None:
             delta = self._delta(exp, parent, result.val_bpb)
-        return self.ledger.update(
+        row = self.ledger.update(
             exp.id,
             status=result.status.value,
             reason=result.reason,
@@ -135,6 +137,7 @@ class Lab:
             log_tail=result.log_tail,
             finished_at=time.time(),
         )
+        return flag_steps(self.ledger, row)  # its steps beside its control's: flagged if far apart
 
     def _delta(self, exp: Experiment, parent: Experiment, val_bpb: float) -> float | None:
         """Against the parent's score on the same rung: its full-budget score, or its screened runs' mean."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 from agentgolf.challenge import SIZE_LIMIT_BYTES, TRAIN_SECONDS
@@ -13,10 +15,26 @@ class Budget(BaseModel):
     """Every number the sandbox enforces. The candidate's code never sees or sets these."""
 
     train_seconds: float = Field(TRAIN_SECONDS, gt=0, description="training window given to the trainer")
+    train_clock: Literal["auto", "wall", "cpu"] = Field(
+        "auto",
+        description="what training time is counted on. 'wall': the challenge's wall clock. 'cpu': CPU seconds "
+        "of the training phase's whole process tree, train_seconds x the run's threads (OMP_NUM_THREADS, else "
+        "the cores it may run on), which the load of a shared machine cannot move (sandbox/cpu.py); the kill "
+        "and the overhead allowance scale the same way, and a wall-clock kill stays behind them "
+        "(cpu_wall_factor). 'auto': 'cpu' for a CPU run given a thread count (every CPU slot of the local "
+        "executor), else 'wall'. GPU runs always keep the wall clock",
+    )
     train_grace_seconds: float = Field(
         120.0,
         ge=0,
         description="how long past train_seconds the training phase is killed (at least the overhead)",
+    )
+    cpu_wall_factor: float = Field(
+        3.0,
+        ge=1.0,
+        description="on the CPU clock, the wall-clock kill behind the CPU limit comes at this many times "
+        "train_seconds + train_grace_seconds: load stretches such a run's wall time, not its CPU time, so only a "
+        "run stuck or starved that long is killed (timeout)",
     )
     train_overhead_seconds: float | None = Field(
         60.0,
@@ -77,6 +95,11 @@ class Budget(BaseModel):
     def train_kill_seconds(self) -> float:
         return self.train_seconds + self.train_grace_seconds
 
+    def wall_kill_seconds(self, cpu_clock: bool) -> float:
+        """When the training phase is killed by the wall clock: train_kill_seconds, or on the CPU clock
+        cpu_wall_factor times that, behind its CPU limit."""
+        return self.train_kill_seconds * (self.cpu_wall_factor if cpu_clock else 1.0)
+
     @property
     def train_allowed_seconds(self) -> float:
         """The longest a training phase may take and still count: the kill comes later, so it shows numbers."""
@@ -84,6 +107,11 @@ class Budget(BaseModel):
             self.train_grace_seconds if self.train_overhead_seconds is None else self.train_overhead_seconds
         )
         return self.train_seconds + min(overhead, self.train_grace_seconds)
+
+    def cpu_seconds(self, seconds: float, threads: int) -> float:
+        """A CPU-clocked run's figure for a wall-clock one (train_seconds, the kill, the allowance): the CPU
+        seconds its `threads` would use in that time with the machine to themselves (sandbox/cpu.py)."""
+        return seconds * threads
 
     def with_measured_overhead(self, baseline_phase_seconds: float) -> Budget:
         """The allowance cut to what the baseline needed beyond train_seconds, plus a margin. A baseline that
@@ -121,7 +149,7 @@ class Budget(BaseModel):
 class Timing(BaseModel):
     """What one run measured of itself: a baseline's becomes the yardstick of the allowances above."""
 
-    train_phase_seconds: float | None = None  # the training phase, start to reaped tree
+    train_phase_seconds: float | None = None  # the training phase on its clock (train_clock_seconds)
     load_seconds: float | None = None  # the scoring worker, start to ready (load_model done)
     predict_seconds: float | None = None  # the scoring worker's predict requests, adapt excluded
     val_tokens: int | None = None  # the targets those predictions scored
@@ -129,7 +157,7 @@ class Timing(BaseModel):
     @classmethod
     def of(cls, result: SandboxResult) -> Timing:
         return cls(
-            train_phase_seconds=result.train_seconds,
+            train_phase_seconds=result.train_clock_seconds,
             load_seconds=result.load_seconds,
             predict_seconds=result.predict_seconds,
             val_tokens=result.val_tokens,

@@ -1,5 +1,6 @@
-"""The per-phase cgroups: a pids cgroup (caps the task count, lists every member for the final kill) and a
-memory cgroup (caps the RAM of the whole phase, including the pages it writes to its /tmp and /dev/shm).
+"""The per-phase cgroups: a pids cgroup (caps the task count, lists every member for the final kill), a
+memory cgroup (caps the RAM of the whole phase, including the pages it writes to its /tmp and /dev/shm) and,
+for a CPU-clocked training phase, CPU accounting (the CPU seconds of every process it ever had; sandbox/cpu.py).
 
 /tmp and /dev/shm in the sandbox are tmpfs, that is host RAM, and the kernel charges a tmpfs page to the
 memory cgroup of the process that wrote it; so a phase that fills them runs into its memory limit like one
@@ -7,8 +8,9 @@ that allocates. Where the limit is reached and nothing can be reclaimed, the ker
 member, which the cgroup counts (v1 memory.oom_control, v2 memory.events: "oom_kill N"); the harness sees
 the count and kills the rest of the phase (sandbox/process.py).
 
-cgroup v1 (or a hybrid host): one folder per controller, CGROUP_ROOT/pids/<name> and CGROUP_ROOT/memory/<name>.
-cgroup v2: one folder CGROUP_ROOT/<name> with both controllers, where the root enables them. A cgroup is made
+cgroup v1 (or a hybrid host): one folder per controller, CGROUP_ROOT/pids/<name>, CGROUP_ROOT/memory/<name> and
+CGROUP_ROOT/cpuacct/<name> (cpuacct.usage). cgroup v2: one folder CGROUP_ROOT/<name> with both controllers,
+where the root enables them; its cpu.stat (usage_usec) is there whatever the controllers. A cgroup is made
 only where we may write (in practice as root); where it cannot be made, its limit is not enforced and the
 phase says so (`PhaseCgroup.not_enforced`, carried into SandboxResult.limits_not_enforced).
 """
@@ -47,29 +49,35 @@ def _writable(base: Path) -> bool:
 
 
 class PhaseCgroup:
-    """One phase's cgroups (a pids and a memory one; on v2 a single folder holding both).
+    """One phase's cgroups (a pids, a memory and a CPU accounting one; on v2 a single folder holding all).
 
-    `pids_dir` / `memory_dir` are None where that cgroup could not be made; `create` never fails.
+    `pids_dir` / `memory_dir` / `cpu_dir` are None where that cgroup could not be made; `create` never fails.
     """
 
     def __init__(self) -> None:
         self.pids_dir: Path | None = None
         self.memory_dir: Path | None = None
+        self.cpu_dir: Path | None = None
         self.memory_v2 = False
+        self.cpu_v2 = False
         self._procs: list[str] = []  # computed here: enter() runs between fork and exec
 
     @property
     def dirs(self) -> list[Path]:
-        return list(dict.fromkeys(d for d in (self.pids_dir, self.memory_dir) if d is not None))
+        dirs = (self.pids_dir, self.memory_dir, self.cpu_dir)
+        return list(dict.fromkeys(d for d in dirs if d is not None))
 
     @classmethod
-    def create(cls, name: str, max_tasks: int, memory_bytes: int | None) -> PhaseCgroup:
-        """Make the phase's cgroups with these limits, where we may (memory_bytes None: no memory cgroup)."""
+    def create(cls, name: str, max_tasks: int, memory_bytes: int | None, cpu: bool = False) -> PhaseCgroup:
+        """Make the phase's cgroups with these limits, where we may (memory_bytes None: no memory cgroup;
+        cpu: count the phase's CPU seconds)."""
         cg = cls()
         if _writable(_v1("pids")):
             cg.pids_dir = _make(_v1("pids") / name, {"pids.max": str(max_tasks)})
         if memory_bytes is not None and _writable(_v1("memory")):
             cg.memory_dir = _make(_v1("memory") / name, *_v1_memory(memory_bytes))
+        if cpu and _writable(_v1("cpuacct")):
+            cg.cpu_dir = _make(_v1("cpuacct") / name, {})
         v2 = _v2_controllers() if _writable(CGROUP_ROOT) else set()
         required: dict[str, str] = {}
         optional: dict[str, str] = {}
@@ -78,12 +86,16 @@ class PhaseCgroup:
         if memory_bytes is not None and cg.memory_dir is None and "memory" in v2:
             required["memory.max"] = str(memory_bytes)
             optional = {"memory.swap.max": "0", "memory.oom.group": "1"}  # no swap; OOM kills the whole phase
-        path = _make(CGROUP_ROOT / name, required, optional) if required else None
+        v2_root = _writable(CGROUP_ROOT) and (CGROUP_ROOT / "cgroup.subtree_control").exists()
+        want_cpu = cpu and cg.cpu_dir is None and v2_root
+        path = _make(CGROUP_ROOT / name, required, optional) if required or want_cpu else None
         if path is not None:
             if "pids.max" in required:
                 cg.pids_dir = path
             if "memory.max" in required:
                 cg.memory_dir, cg.memory_v2 = path, True
+            if want_cpu:
+                cg.cpu_dir, cg.cpu_v2 = path, True
         cg._procs = [str(d / "cgroup.procs") for d in cg.dirs]
         return cg
 
@@ -113,11 +125,21 @@ class PhaseCgroup:
             return _counter(self.memory_dir / "memory.events", "oom_kill")
         return _counter(self.memory_dir / "memory.oom_control", "oom_kill")
 
+    def cpu_seconds(self) -> float | None:
+        """The CPU seconds every process of the phase has used so far (None: no CPU accounting here)."""
+        if self.cpu_dir is None:
+            return None
+        if self.cpu_v2:
+            stat = _read(self.cpu_dir / "cpu.stat")
+            return _counter(self.cpu_dir / "cpu.stat", "usage_usec") / 1e6 if "usage_usec" in stat else None
+        text = _read(self.cpu_dir / "cpuacct.usage").strip()
+        return int(text) / 1e9 if text.isdigit() else None
+
     def remove(self) -> None:
         """rmdir, retried: the kernel may still be tearing down tasks we just killed (EBUSY)."""
         for path in self.dirs:
             _remove(path)
-        self.pids_dir = self.memory_dir = None
+        self.pids_dir = self.memory_dir = self.cpu_dir = None
 
 
 def _v1_memory(memory_bytes: int) -> tuple[dict[str, str], dict[str, str]]:

@@ -67,6 +67,11 @@ def classify_phase(
         )
     if phase.written_bytes is not None:
         return Status.violation, disk_reason(phase, name)
+    if phase.timed_out and phase.cpu_timed_out:
+        return Status.timeout, (
+            f"{name} used more than its {phase.cpu_limit_seconds:g} CPU-seconds limit (the CPU clock: "
+            f"{phase.cpu_seconds or 0:.1f} CPU-seconds measured, {phase.wall_seconds:.1f} s wall) and was killed"
+        )
     if phase.timed_out:
         return Status.timeout, f"{name} ran past its {limit_seconds:g} s wall-clock limit and was killed"
     if phase.returncode == 0:

@@ -1,6 +1,8 @@
 """The limits a phase runs under, all enforced from outside the candidate:
 
 - a wall clock for the whole tree (sandbox/process.py kills it);
+- on a CPU-clocked training phase, the CPU seconds of the whole tree (sandbox/cpu.py: measured from outside,
+  the watcher kills it past the limit; RLIMIT_CPU at the same limit binds each process by itself);
 - rlimits applied in the child before exec, so they bind everything the candidate starts: the core size,
   the largest file (RLIMIT_FSIZE), the task count (RLIMIT_NPROC) and, on CPU runs, each process's address
   space (RLIMIT_AS). As root, RLIMIT_NPROC is not enforced (the kernel exempts uid 0, also inside a user
@@ -30,6 +32,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from agentgolf.sandbox.cgroup import PhaseCgroup
+from agentgolf.sandbox.cpu import rlimit_cpu
 
 DISK_RESERVE_BYTES = 64 * 2**20
 """The least room a run keeps free for the harness on its run folder's filesystem, out of reach of the
@@ -49,9 +52,11 @@ def harness_disk_reserve(log_bytes: int, size_bytes: int) -> int:
 
 
 class Limits(BaseModel):
-    """Limits applied from outside: a wall clock for the whole tree, and rlimits inherited by every child."""
+    """Limits applied from outside: a wall clock (and maybe a CPU clock) for the whole tree, and rlimits
+    inherited by every child."""
 
     wall_seconds: float = Field(gt=0)
+    cpu_seconds: float | None = Field(None, gt=0)  # CPU seconds of the whole tree (None: no CPU limit)
     max_file_bytes: int = Field(gt=0)
     memory_bytes: int | None = None  # RLIMIT_AS; leave None on GPU runs (CUDA reserves huge address space)
     max_processes: int = Field(gt=0)
@@ -90,6 +95,7 @@ def process_limit_enforced() -> bool:
 def make_preexec(limits: Limits, cgroup: PhaseCgroup | None) -> Callable[[], None]:
     """rlimits and cgroup membership, applied in the child before exec so every descendant inherits them."""
     nproc = count_user_tasks(os.getuid()) + limits.max_processes
+    cpu = rlimit_cpu(limits.cpu_seconds) if limits.cpu_seconds is not None else None
 
     def preexec() -> None:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -97,6 +103,8 @@ def make_preexec(limits: Limits, cgroup: PhaseCgroup | None) -> Callable[[], Non
         resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
         if limits.memory_bytes is not None:
             resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+        if cpu is not None:
+            resource.setrlimit(resource.RLIMIT_CPU, cpu)
         if cgroup is not None:
             cgroup.enter()
 

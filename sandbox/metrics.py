@@ -29,7 +29,7 @@ GENERIC_PATTERN = (
 DEFAULT_PATTERNS = [OFFICIAL_PATTERN, GENERIC_PATTERN]
 
 STEP_PATTERNS = [
-    re.compile(r"stopping_early: wallclock_cap .*?step:\s*(\d+)"),
+    re.compile(r"stopping_early: (?:wallclock|cpu_clock)_cap .*?step:\s*(\d+)"),
     re.compile(r"^step:(\d+)/\d+", re.MULTILINE),
     re.compile(r"^(\d+)/\d+ (?:train_loss|val_loss)", re.MULTILINE),
 ]

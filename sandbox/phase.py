@@ -32,9 +32,12 @@ class PhaseOutcome(BaseModel):
 
     returncode: int | None
     ready: bool  # the sandbox was set up and the candidate's command started
-    timed_out: bool
+    timed_out: bool  # killed at its wall-clock limit, or at its CPU limit (cpu_timed_out)
     aborted: bool = False  # killed by the harness before it finished, for a reason already decided
     wall_seconds: float
+    cpu_seconds: float | None = None  # CPU seconds of the whole tree, where it had a CPU limit (cpu.py)
+    cpu_limit_seconds: float | None = None  # that limit (limits.cpu_seconds)
+    cpu_timed_out: bool = False  # it used more than that limit and was killed
     signal: int | None = None  # the signal that ended the candidate's top process, if any
     limit_hit: bool = False  # the pids cgroup refused a fork
     survivors: int = 0  # processes that could not be killed (should be 0)

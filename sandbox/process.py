@@ -10,22 +10,14 @@ starts (sandbox/limits.py). Its output goes to a capped log (sandbox/logs.py).
 
 A watcher thread polls the phase while it runs: when the kernel's OOM killer has killed a member for the
 memory cgroup's limit, or the bytes written (its writable host folders plus the sandbox's /tmp and /dev/shm,
-measured from outside through /proc/<pid>/root) pass limits.disk_bytes, it kills the whole tree, and the
-outcome says which (PhaseOutcome.oom_killed, .written_bytes). What could not be enforced here is appended to
-`notes` (`unenforced`).
-
-The host folders alone have a second, lower cap where the disk is short: the space free on their filesystem
-when the phase starts, less limits.disk_reserve_bytes (`_plan_disk`). A candidate that fills the disk thus
-passes its own limit before the harness's log or result.json meet a full disk; and if the harness's log write
-still fails (the candidate wrote faster than the watcher looks), the candidate had passed that limit, and the
-outcome says so (written_bytes set beside log_error: violation, not infra_error; sandbox/classify.py). Files
-it deleted but holds open count as written. What a phase wrote to its host folders past a cap is deleted once
-it is dead, so it cannot leave the disk full for the runs after it.
+measured from outside through /proc/<pid>/root) pass a disk cap (sandbox/disk.py), or, on a CPU-clocked
+phase, its CPU seconds pass limits.cpu_seconds (sandbox/cpu.py), it kills the whole tree, and the outcome says
+which (PhaseOutcome.oom_killed, .written_bytes, .cpu_timed_out). What a phase wrote to its host folders past a
+cap is deleted once it is dead. What could not be enforced here is appended to `notes` (`unenforced`).
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import signal
@@ -36,16 +28,11 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from agentgolf.sandbox.bwrap import MINIMAL_PATH, TMPFS_MOUNTS, IsolationError, bwrap_command, find_bwrap
+from agentgolf.sandbox.bwrap import MINIMAL_PATH, IsolationError, bwrap_command, find_bwrap
 from agentgolf.sandbox.cgroup import KILL_ROUND_SLEEP, KILL_ROUNDS, PhaseCgroup
-from agentgolf.sandbox.limits import (
-    empty_folders,
-    filesystem_used_bytes,
-    free_bytes,
-    held_deleted_bytes,
-    make_preexec,
-    written_bytes,
-)
+from agentgolf.sandbox.cpu import CpuMeter
+from agentgolf.sandbox.disk import DiskWatch, sandbox_tmpfs_bytes
+from agentgolf.sandbox.limits import empty_folders, make_preexec
 from agentgolf.sandbox.logs import READY_LINE, LogCapture
 from agentgolf.sandbox.phase import PhaseOutcome, PhaseSpec
 
@@ -54,19 +41,8 @@ log = logging.getLogger(__name__)
 MARKER_ENV = "AGENTGOLF_RUN_MARKER"  # set in every sandboxed process; lets a sweep of /proc find stragglers
 LAUNCHER = f'echo "{READY_LINE}" >&2 && exec "$@"'
 CGROUP_OVERHEAD_TASKS = 4  # bwrap (outer + init) and the launcher shell, on top of the candidate's budget
-WATCH_SECONDS = 0.1  # how often the watcher looks at the memory cgroup's OOM count and the bytes written
+WATCH_SECONDS = 0.1  # how often the watcher looks at the OOM count, the bytes written and the CPU used
 UNMEASURED_LOOKS = 20  # looks in a row without a view of the sandbox's tmpfs before the result says so
-# The phase's processes are searched for deleted files they hold only when the filesystem has filled by more
-# than this (plus the log's cap) beyond what its folders list, so an honest phase costs a statvfs or two a
-# look. Past it, those files count: a candidate can hide at most this much.
-UNLISTED_SLACK_BYTES = 8 * 2**20
-# Searches between two reads of the phase's memory maps (for deleted files it holds only mapped): reading
-# /proc/<pid>/maps takes each process's mmap lock, too dear for every look at a large trainer.
-MAPPINGS_EVERY = 10
-DISK_MIN_ROOM_BYTES = 64 * 2**20
-"""The least a phase with a disk cap must be able to write beyond the reserve: with less free space at its start
-the machine's disk is full before the candidate has done anything, and the phase is not started (OSError,
-which the runner reports as infra_error). 64 MiB: room for an artifact at the 16 MB limit and then some."""
 
 
 def launcher_argv(argv: list[str]) -> list[str]:
@@ -112,6 +88,11 @@ def unenforced(spec: PhaseSpec, isolation: str, cgroup: PhaseCgroup) -> list[str
         notes.append(
             "GPU isolation: without bubblewrap every GPU's device node is visible; only "
             "CUDA_VISIBLE_DEVICES, which the trainer can change, keeps it on its slot"
+        )
+    if spec.limits.cpu_seconds is not None and cgroup.cpu_dir is None:
+        notes.append(
+            "CPU limit: no writable CPU accounting cgroup, so the phase's CPU is summed over its process tree; "
+            "a process that leaves the tree is bounded only by its own RLIMIT_CPU"
         )
     return notes
 
@@ -164,15 +145,9 @@ class SandboxedProcess:
         self.timed_out = False
         self.aborted = False
         self.oom_killed = False
-        self.written_over: int | None = None  # bytes written when the disk cap was passed
-        self.disk_limit: int | None = None  # the cap it passed (the host folders' or disk_bytes)
-        self.host_over = False  # the cap it passed was the host folders' own
-        self.host_cap: int | None = None  # the host folders' cap: min(disk_bytes, baseline + free - reserve)
-        self.host_cap_from_free = False  # that cap is the free space's, lower than disk_bytes
-        self.disk_free: int | None = None  # free bytes on the host folders' filesystem at the start
-        self._disk_devices: set[int] = set()  # the host folders' filesystems (for deleted files held open)
-        self._host_start = 0  # what the host folders held at the start (the trainer's copy)
-        self._searches = 0  # searches for deleted files held open
+        self.cpu_timed_out = False
+        self.disk = DiskWatch(spec)  # its disk caps and what it wrote past one (sandbox/disk.py)
+        self.cpu: CpuMeter | None = None  # its CPU seconds, where it has a CPU limit (sandbox/cpu.py)
         self._timer: threading.Timer | None = None
         self._watcher: threading.Thread | None = None
         self._watch_stop = threading.Event()
@@ -191,7 +166,7 @@ class SandboxedProcess:
     def start(self) -> int:
         """Launch the phase; returns the pid of its top process (bwrap's, or the launcher's)."""
         spec = self.spec
-        self._plan_disk()
+        self.disk.plan()
         env = {**spec.env, MARKER_ENV: self.marker}
         argv = launcher_argv(spec.argv)
         cwd: Path | None = spec.cwd
@@ -207,7 +182,10 @@ class SandboxedProcess:
             f"agentgolf-{self.marker}",
             spec.limits.max_processes + CGROUP_OVERHEAD_TASKS,
             spec.limits.phase_memory_bytes,
+            cpu=spec.limits.cpu_seconds is not None,
         )
+        if spec.limits.cpu_seconds is not None:
+            self.cpu = CpuMeter(self.cgroup, self._phase_pids)
         for note in unenforced(spec, self.isolation, self.cgroup):
             self._note(note)
         log_r, log_w = os.pipe()
@@ -239,7 +217,7 @@ class SandboxedProcess:
         self._timer = threading.Timer(spec.limits.wall_seconds, self._on_deadline)
         self._timer.daemon = True
         self._timer.start()
-        if self.cgroup.memory_dir is not None or spec.limits.disk_bytes is not None:
+        if self.cgroup.memory_dir is not None or spec.limits.disk_bytes is not None or self.cpu is not None:
             self._watcher = threading.Thread(target=self._watch, name=f"watch:{self.marker}", daemon=True)
             self._watcher.start()
         return self.proc.pid
@@ -248,74 +226,38 @@ class SandboxedProcess:
         if note not in self.notes:
             self.notes.append(note)
 
-    def _plan_disk(self) -> None:
-        """The host folders' cap: disk_bytes, or less where the disk is short (the free space on their
-        filesystem now, less the reserve, plus what they already hold). Raises OSError when even the reserve
-        plus DISK_MIN_ROOM_BYTES is not free: a full machine, before the candidate has run."""
-        spec, limits = self.spec, self.spec.limits
-        if limits.disk_bytes is None or not spec.disk_paths:
-            return
-        free = free_bytes(self._disk_fs_paths())
-        room = free - limits.disk_reserve_bytes
-        if room < DISK_MIN_ROOM_BYTES:
-            raise OSError(
-                errno.ENOSPC,
-                f"the run folder's disk is full: {free:,} bytes free, less than the {limits.disk_reserve_bytes:,} "
-                f"kept for the harness plus {DISK_MIN_ROOM_BYTES:,} for the phase; nothing was run",
-            )
-        held = written_bytes(spec.disk_paths)  # the trainer's copy: counted, and already off the free space
-        self.disk_free = free
-        self.host_cap = min(limits.disk_bytes, held + room)
-        self.host_cap_from_free = held + room < limits.disk_bytes
-        self._host_start = held
-        self._disk_devices = {os.stat(p).st_dev for p in spec.disk_paths if os.path.exists(p)}
-
     def _watch(self) -> None:
-        """Kill the tree once the kernel OOM-killed a member, or once it has written more than a disk cap."""
+        """Kill the tree once the kernel OOM-killed a member, once it has written more than a disk cap, or once
+        it has used more CPU seconds than its CPU limit."""
         cap = self.spec.limits.disk_bytes
         while not self._watch_stop.wait(WATCH_SECONDS):
             if self.cgroup is not None and self.cgroup.oom_kills():
                 self.oom_killed = True
                 self.kill()
                 return
-            if cap is not None and self._past_disk_cap(cap):
+            if cap is not None and self.disk.past_cap(cap, self._phase_pids, self._scratch_bytes):
+                self.kill()
+                return
+            if self._past_cpu_limit():
                 self.kill()
                 return
 
-    def _past_disk_cap(self, cap: int, final: bool = False) -> bool:
-        """One look at what the phase has written; True, with the figures kept, once it is past a cap: its host
-        folders (with the deleted files it holds) past theirs, or those plus the sandbox's tmpfs past
-        disk_bytes. `final`: after the tree is dead, only the host folders are left to count."""
-        host_cap = self.host_cap if self.host_cap is not None else cap
-        host = written_bytes(self.spec.disk_paths, stop_above=host_cap)
-        if not final and host <= host_cap and self._unlisted(host):
-            self._searches += 1
-            mappings = self._searches % MAPPINGS_EVERY == 1
-            host += held_deleted_bytes(self._phase_pids(), self._disk_devices, mappings)
-        if host > host_cap:
-            self.written_over, self.disk_limit, self.host_over = host, host_cap, True
-            return True
-        total = host if final else host + self._scratch_bytes()
-        if total > cap:
-            self.written_over, self.disk_limit = total, cap
-            return True
-        return False
+    def _past_cpu_limit(self, extra: list[int] | None = None) -> bool:
+        """One look at the CPU the phase has used; True (and cpu_timed_out) once it is past its CPU limit."""
+        limit = self.spec.limits.cpu_seconds
+        used = self.cpu.read(extra) if self.cpu is not None else None
+        if limit is not None and used is not None and used > limit:
+            self.cpu_timed_out = self.timed_out = True
+        return self.cpu_timed_out
 
-    def _unlisted(self, host: int) -> bool:
-        """The host folders' filesystem has filled by more than what they list has grown (plus slack): something
-        holds files no folder lists, deleted while open, maybe the phase's."""
-        if not self._disk_devices or self.disk_free is None:
-            return False
+    def _last_cpu_look(self) -> None:
+        """Once the top process has ended, and before it is reaped, one last look at the CPU clock: its /proc
+        entry still holds what it and every child it reaped used (the tree's whole figure without a cgroup)."""
         try:
-            free = free_bytes(self._disk_fs_paths())
-        except OSError:
-            return True
-        harness = self.spec.log_bytes + UNLISTED_SLACK_BYTES  # its log may be on the same filesystem
-        return self.disk_free - free > host - self._host_start + harness
-
-    def _disk_fs_paths(self) -> list[Path]:
-        """Where the free space is measured: the log's folder (the harness's writes) and the host folders."""
-        return [self.spec.log_path.parent, *self.spec.disk_paths]
+            os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOWAIT)
+        except ChildProcessError:
+            return  # reaped already (the deadline's poll): the watcher's last look stands
+        self._past_cpu_limit(extra=[self.proc.pid])
 
     def _phase_pids(self) -> list[int]:
         """Every process of the phase: its cgroups' members where it has any, else its process tree."""
@@ -330,44 +272,17 @@ class SandboxedProcess:
         return found
 
     def _scratch_bytes(self) -> int:
-        """(bwrap) What the sandbox's /tmp and /dev/shm hold, measured through /proc/<pid>/root; 0 elsewhere."""
-        if self.isolation != "bwrap" or not (self.capture and self.capture.saw_ready):
+        """(bwrap) What the sandbox's /tmp and /dev/shm hold (sandbox/disk.py); 0 elsewhere."""
+        if self.isolation != "bwrap" or not (self.capture and self.capture.saw_ready) or self.proc is None:
             return 0  # before READY the sandbox's mounts may not be in place: nothing to measure yet
-        for pid in self._inside_pids():
-            try:
-                used = sum(filesystem_used_bytes(f"/proc/{pid}/root{m}") for m in TMPFS_MOUNTS)
-            except OSError:
-                continue
+        used = sandbox_tmpfs_bytes(self.proc.pid)
+        if used is not None:
             self._unmeasured = 0
             return used
-        self._unmeasured += (
-            1  # once is the sandbox ending between two looks; a while is a machine that hides it
-        )
-        if self._unmeasured == UNMEASURED_LOOKS and self.proc is not None and self.proc.poll() is None:
+        self._unmeasured += 1  # once: the sandbox ended between two looks; a while: the machine hides it
+        if self._unmeasured == UNMEASURED_LOOKS and self.proc.poll() is None:
             self._note(TMPFS_UNMEASURED)
         return 0
-
-    def _inside_pids(self) -> list[int]:
-        """Processes of this phase that live in the sandbox's own mount namespace: bwrap's init first."""
-        if self.proc is None:
-            return []
-        try:
-            ours = os.stat("/proc/self/ns/mnt").st_ino
-        except OSError:
-            return []
-        found, frontier = [], [self.proc.pid]
-        for _ in range(3):  # outer bwrap -> its init -> the launcher / candidate
-            children = []
-            for pid in frontier:
-                children += _children(pid)
-            for pid in children:
-                try:
-                    if os.stat(f"/proc/{pid}/ns/mnt").st_ino != ours:
-                        found.append(pid)
-                except OSError:
-                    continue
-            frontier = children
-        return found
 
     def _drop_cgroup(self) -> None:
         if self.cgroup:
@@ -413,6 +328,8 @@ class SandboxedProcess:
         """Wait for the top process, then kill whatever it left behind and finish the log."""
         assert self.proc is not None and self.capture is not None, "start() first"
         try:
+            if self.cpu is not None:
+                self._last_cpu_look()
             rc = self.proc.wait()
         except BaseException:  # interrupted: never leave the tree running
             self.abort()
@@ -434,10 +351,12 @@ class SandboxedProcess:
         self.capture.close()
         limit_hit = bool(self.cgroup and self.cgroup.limit_hit())
         self.oom_killed = self.oom_killed or bool(self.cgroup and self.cgroup.oom_kills())
-        cap = self.spec.limits.disk_bytes
-        if cap is not None and self.written_over is None:  # what it wrote after the last look
-            self._past_disk_cap(cap, final=True)
-        if self.host_over:
+        if self.cpu is not None and self.cpu.from_cgroup:
+            self._past_cpu_limit()  # every process of it, all dead now
+        disk, cap = self.disk, self.spec.limits.disk_bytes
+        if cap is not None and disk.written_over is None:  # what it wrote after the last look
+            disk.past_cap(cap, self._phase_pids, self._scratch_bytes, final=True)
+        if disk.host_over:
             empty_folders(self.spec.disk_paths)  # the tree is dead: give the machine its disk back
         self._drop_cgroup()
         if survivors:
@@ -448,16 +367,19 @@ class SandboxedProcess:
             timed_out=self.timed_out,
             aborted=self.aborted,
             wall_seconds=wall,
+            cpu_seconds=self.cpu.seconds if self.cpu is not None else None,
+            cpu_limit_seconds=self.spec.limits.cpu_seconds,
+            cpu_timed_out=self.cpu_timed_out,
             signal=_signal_of(rc, self.isolation),
             limit_hit=limit_hit,
             survivors=survivors,
             oom_killed=self.oom_killed,
             memory_limit_bytes=self.spec.limits.phase_memory_bytes,
-            written_bytes=self.written_over,
-            disk_limit_bytes=self.disk_limit if self.disk_limit is not None else cap,
-            disk_limit_from_free=self.host_over and self.host_cap_from_free,
-            disk_free_bytes=self.disk_free,
-            disk_reserve_bytes=self.spec.limits.disk_reserve_bytes if self.disk_free is not None else None,
+            written_bytes=disk.written_over,
+            disk_limit_bytes=disk.disk_limit if disk.disk_limit is not None else cap,
+            disk_limit_from_free=disk.host_over and disk.host_cap_from_free,
+            disk_free_bytes=disk.disk_free,
+            disk_reserve_bytes=self.spec.limits.disk_reserve_bytes if disk.disk_free is not None else None,
             log_error=str(self.capture.error) if self.capture.error else None,
         )
 
@@ -471,14 +393,6 @@ def _signal_of(rc: int | None, isolation: str) -> int | None:
     if isolation == "bwrap" and 128 < rc < 128 + 65:
         return rc - 128
     return None
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(c) for c in f.read().split()]
-    except (OSError, ValueError):
-        return []
 
 
 def _all_children(pid: int) -> list[int]:

@@ -13,8 +13,8 @@ class Status(str, Enum):
     crash = "crash"  # the trainer exited non-zero or wrote no artifact
     oom = "oom"  # out of host or GPU memory
     nan = "nan"  # non-finite loss or logits
-    timeout = "timeout"  # a phase ran past its wall-clock limit and was killed
-    over_time = "over_time"  # training finished, but later than train_seconds + its overhead allowance
+    timeout = "timeout"  # a phase ran past its wall-clock (or CPU-clock) limit and was killed
+    over_time = "over_time"  # training finished past train_seconds + its overhead allowance, on its clock
     over_size = "over_size"  # code + model bytes above the size budget
     metric_mismatch = (
         "metric_mismatch"  # the trainer's printed score beats the harness's by more than tolerance
@@ -46,6 +46,9 @@ class SandboxResult(BaseModel):
     code_bytes: int | None = None
     model_bytes: int | None = None
     train_seconds: float | None = None  # wall time of the training phase
+    train_clock: str = "wall"  # the clock its training budget was on: "wall", or "cpu" (sandbox/cpu.py)
+    train_cpu_seconds: float | None = None  # CPU seconds of the training phase's tree (CPU clock only)
+    train_threads: int | None = None  # the thread count its CPU budget was figured for (CPU clock only)
     score_seconds: float | None = None  # the scoring worker, from start to exit
     verify_seconds: float | None = None  # what verification adds after scoring: its requests and exit
     load_seconds: float | None = None  # the scoring worker from its start to ready (load_model done)
@@ -68,3 +71,19 @@ class SandboxResult(BaseModel):
     eval_mode: dict | None = (
         None  # sandbox.layout.EvalMode: the eval mode the model declared and was scored by
     )
+
+    def clock_facts(self) -> dict:
+        """How its training was clocked, for the manifest: the clock, and on the CPU clock its CPU figures."""
+        return {
+            "train_clock": self.train_clock,
+            "cpu_seconds": self.train_cpu_seconds,
+            "threads": self.train_threads,
+        }
+
+    @property
+    def train_clock_seconds(self) -> float | None:
+        """The training phase on its own clock, in train_seconds' unit: its wall seconds, or on the CPU clock
+        its CPU seconds over its threads (what it would have taken on its threads with the machine to itself)."""
+        if self.train_clock == "cpu" and self.train_cpu_seconds is not None and self.train_threads:
+            return self.train_cpu_seconds / self.train_threads
+        return self.train_seconds

@@ -71,10 +71,22 @@ class RunSetup:
             "PYTHONDONTWRITEBYTECODE": "1",
         }
 
-    def limits(self, wall: float) -> Limits:
+    def cpu_threads(self) -> int | None:
+        """The thread count a CPU run's training is clocked for, in CPU seconds (sandbox/cpu.py; Budget.train_clock):
+        its OMP_NUM_THREADS, which the local executor sets for every CPU slot, else (train_clock "cpu") the
+        cores it may run on. None: the wall clock (a GPU run, "wall", or "auto" with no thread count)."""
+        value = self.user_env.get("OMP_NUM_THREADS", "")
+        given = int(value) if value.isdigit() and int(value) > 0 else None
+        clock = self.budget.train_clock
+        if self.gpus or clock == "wall" or (clock == "auto" and given is None):
+            return None
+        return given or len(os.sched_getaffinity(0))
+
+    def limits(self, wall: float, cpu: float | None = None) -> Limits:
         b = self.budget
         return Limits(
             wall_seconds=wall,
+            cpu_seconds=cpu,
             max_file_bytes=b.max_file_bytes,
             memory_bytes=None if self.gpus else b.memory_bytes,
             max_processes=b.max_processes,

@@ -48,6 +48,8 @@ HARNESS_ENV_KEYS = frozenset(
         "ARTIFACT_PATH",
         "MAX_WALLCLOCK_SECONDS",
         "CUDA_VISIBLE_DEVICES",
+        "TRAIN_CLOCK",
+        "MAX_CPU_SECONDS",
         MARKER_ENV,
     }
 )
@@ -156,11 +158,19 @@ def _execute(run: RunSetup) -> SandboxResult:
     if train.status is not Status.ok or run.self_reported:
         return train
     result = score_artifact(run, train)
-    allowed = run.budget.train_allowed_seconds
-    if result.status is Status.ok and (result.train_seconds or 0.0) > allowed:
+    b = run.budget
+    allowed = b.train_allowed_seconds
+    if result.status is Status.ok and (result.train_clock_seconds or 0.0) > allowed:
         result.status = Status.over_time
-        result.reason = (
-            f"training took {result.train_seconds:.1f} s: more than train_seconds "
-            f"{run.budget.train_seconds:g} s plus its {allowed - run.budget.train_seconds:g} s overhead allowance"
-        )
+        overhead = allowed - b.train_seconds
+        more = f"more than train_seconds {b.train_seconds:g} s plus its {overhead:g} s overhead allowance"
+        threads = result.train_threads
+        if result.train_clock == "cpu" and threads and result.train_cpu_seconds is not None:
+            result.reason = (
+                f"training used {result.train_cpu_seconds:.1f} CPU-seconds on {threads} thread(s) (the CPU "
+                f"clock; {result.train_seconds:.1f} s wall): {more}, x {threads} thread(s) = "
+                f"{b.cpu_seconds(allowed, threads):g} CPU-seconds"
+            )
+        else:
+            result.reason = f"training took {result.train_seconds:.1f} s: {more}"
     return result

@@ -90,8 +90,11 @@ def submit(
 
     (run_dir / RESULT_FILE).unlink(missing_ok=True)  # only this job's own result may be read back
     executor = submitit.AutoExecutor(folder=run_dir / "slurm", cluster="slurm")
+    # a CPU-clocked run (sandbox/cpu.py) may take longer than its wall clock's kill: its own kill is later
+    clocked = budget.train_clock != "wall" and ("OMP_NUM_THREADS" in env or budget.train_clock == "cpu")
+    train_kill = budget.wall_kill_seconds(cpu_clock=clocked and not cfg.gpus_per_experiment)
     params: dict[str, Any] = {
-        "timeout_min": int((budget.train_kill_seconds + budget.score_seconds + cfg.grace_seconds) / 60) + 1,
+        "timeout_min": int((train_kill + budget.score_seconds + cfg.grace_seconds) / 60) + 1,
         "slurm_job_name": f"agentgolf-{run_dir.name}",
         "cpus_per_task": cfg.cpus_per_experiment,
         "nodes": 1,

@@ -2,8 +2,14 @@
 
 The trainer runs from a copy in run_dir/train/ (its cwd, its only writable host folder), with the training
 shards and the tokenizer read-only, never the validation shards. Harness-owned env (DATA_PATH,
-ARTIFACT_PATH, MAX_WALLCLOCK_SECONDS, ...) overrides the user's; nothing else of the host environment passes.
-In self-reported mode the validation shards are visible too, and the score is parsed from the log.
+ARTIFACT_PATH, MAX_WALLCLOCK_SECONDS, TRAIN_CLOCK, ...) overrides the user's; nothing else of the host
+environment passes. In self-reported mode the validation shards are visible too, and the score is parsed
+from the log.
+
+A CPU run with a thread count (RunSetup.cpu_threads) trains on the CPU clock (sandbox/cpu.py): TRAIN_CLOCK=cpu
+and MAX_CPU_SECONDS = train_seconds x threads tell the trainer, and the phase is killed once its tree has used
+(train_seconds + train_grace_seconds) x threads CPU seconds, or by a wall-clock kill behind it
+(Budget.cpu_wall_factor times the usual one: load stretches its wall time).
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ def train_candidate(run: RunSetup) -> SandboxResult:
     if run.mode == "bwrap":
         binds.append((tokenizer, inside_tok))
     cwd = run.inside(run.train_dir, INSIDE_TRAIN)
+    threads = run.cpu_threads()
     harness = {
         "DATA_PATH": str(data_path),
         "TOKENIZER_PATH": str(inside_tok),
@@ -55,7 +62,10 @@ def train_candidate(run: RunSetup) -> SandboxResult:
         "ARTIFACT_PATH": str(cwd / ARTIFACT_NAME),
         "MAX_WALLCLOCK_SECONDS": f"{b.train_seconds:g}",
         "CUDA_VISIBLE_DEVICES": run.cuda_visible(run.gpus or []),
+        "TRAIN_CLOCK": "cpu" if threads else "wall",
     }
+    if threads:
+        harness["MAX_CPU_SECONDS"] = f"{b.cpu_seconds(b.train_seconds, threads):g}"
     env = {**run.base_env(run.home()), **run.user_env, **harness}
     if run.gpus:
         argv = [
@@ -75,7 +85,10 @@ def train_candidate(run: RunSetup) -> SandboxResult:
         ro_binds=binds,
         rw_binds=[(run.train_dir, INSIDE_TRAIN)] if run.mode == "bwrap" else [],
         gpus=run.gpus or [],
-        limits=run.limits(b.train_kill_seconds),
+        limits=run.limits(
+            b.wall_kill_seconds(cpu_clock=bool(threads)),
+            cpu=b.cpu_seconds(b.train_kill_seconds, threads) if threads else None,
+        ),
         log_path=run.run_dir / TRAIN_LOG,
         log_bytes=b.log_bytes,
         hidden=run.hidden(),
@@ -104,6 +117,9 @@ def _after_training(run: RunSetup, phase: PhaseOutcome, capture: LogCapture) -> 
     result = SandboxResult(
         status=Status.ok,
         train_seconds=phase.wall_seconds,
+        train_clock="cpu" if phase.cpu_limit_seconds is not None else "wall",
+        train_cpu_seconds=phase.cpu_seconds,
+        train_threads=run.cpu_threads(),
         steps=parse_steps(text),
         step_ms=parse_step_ms(text),
         init_hash=parse_init_hash(text),
@@ -113,7 +129,11 @@ def _after_training(run: RunSetup, phase: PhaseOutcome, capture: LogCapture) -> 
     if report is not None:
         result.self_val_bpb = report.val_bpb
     failed = classify_phase(
-        phase, text, name="training", limit_seconds=b.train_kill_seconds, max_processes=b.max_processes
+        phase,
+        text,
+        name="training",
+        limit_seconds=b.wall_kill_seconds(cpu_clock=phase.cpu_limit_seconds is not None),
+        max_processes=b.max_processes,
     )
     if failed:
         result.status, result.reason = failed

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pydantic import BaseModel, Field
 
 from agentgolf.experiments.ledger import Experiment, lineage
+from agentgolf.experiments.steps import pair_flags, trained
 
 DIGEST_MAX_CHARS = 6_000  # ~1,500 tokens
 REASON_CHARS = 90
@@ -39,7 +40,8 @@ def line(e: Experiment, why: Why | None = None) -> str:
     bpb = f"val_bpb {e.val_bpb:.4f}" if e.val_bpb is not None else "no score"
     delta = f", {e.delta_bpb:+.4f} vs parent" if e.delta_bpb is not None else ""
     cat = f"[{e.category}] " if e.category else ""
-    return f"- exp {e.id} {cat}{e.title}: {bpb}{delta}; {why(e) if why else verdict(e)}"
+    steps = f", {trained(e)}" if e.steps is not None else ""
+    return f"- exp {e.id} {cat}{e.title}: {bpb}{delta}{steps}; {why(e) if why else verdict(e)}"
 
 
 def verdict(e: Experiment) -> str:
@@ -59,6 +61,7 @@ def build_digest(
     why: Why | None = None,
 ) -> str:
     cfg = cfg or DigestConfig()
+    why = _with_steps_flags(why, pair_flags(history))
     max_chars = cfg.max_chars
     proposals = [e for e in history if e.kind in ("baseline", "proposal")]
     by_id = {e.id: e for e in proposals}
@@ -100,6 +103,18 @@ def _render(sections: list[tuple[str, list[str]]]) -> str:
     for title, lines in sections:
         parts.append(f"## {title}\n" + ("\n".join(lines) if lines else "- none yet"))
     return "\n\n".join(parts) + "\n"
+
+
+def _with_steps_flags(why: Why | None, flags: dict[int, list[str]]) -> Why:
+    """`why` (or the row's verdict), then, for a run whose steps differ from its control's by more than the
+    share set (experiments/steps.py), that flag: its score may be the steps', not the change's."""
+
+    def told(e: Experiment) -> str:
+        found = flags.get(e.id)
+        head = why(e) if why else verdict(e)
+        return head + (f"; steps flag: {found[0]}" if found else "")
+
+    return told
 
 
 def similar(

@@ -30,7 +30,7 @@ FLOAT = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf)"
 STEP_LINE = re.compile(rf"^step:(\d+)/(\d+) train_loss:({FLOAT})(?:.*?step_avg:({FLOAT})ms)?", re.M)
 VAL_LINE = re.compile(rf"^step:(\d+)/\d+ val_loss:{FLOAT} val_bpb:({FLOAT})", re.M)
 TRAIN_TIME = re.compile(rf"^step:\d+/\d+ .*?train_time:({FLOAT})ms", re.M)
-WALLCLOCK = re.compile(r"^stopping_early: wallclock_cap .*?step:\s*(\d+)/(\d+)", re.M)
+WALLCLOCK = re.compile(r"^stopping_early: (wallclock|cpu_clock)_cap .*?step:\s*(\d+)/(\d+)", re.M)
 ROUNDTRIP = re.compile(rf"^final_\S*roundtrip\S* val_loss:{FLOAT} val_bpb:({FLOAT})", re.M)
 PEAK = re.compile(r"^peak memory allocated: (\d+) MiB reserved: (\d+) MiB", re.M)
 SETTING = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*):([^\s:/]+)$")
@@ -44,7 +44,8 @@ class TrainLog(BaseModel):
     planned: int | None = None  # the M of "step N/M"
     step_ms: float | None = None  # the last step_avg
     train_ms: float | None = None
-    wallclock_stop: bool = False
+    wallclock_stop: bool = False  # stopped at its clock's cap
+    cpu_clock: bool = False  # that clock was CPU time (a CPU run: TRAIN_CLOCK=cpu)
     losses: list[tuple[int, float]] = Field(default_factory=list)  # (step, train_loss)
     val_bpb: list[tuple[int, float]] = Field(default_factory=list)  # (step, val_bpb) before the roundtrip
     roundtrip_bpb: float | None = None  # the trainer's own score after the roundtrip
@@ -74,7 +75,8 @@ def parse_train_log(text: str) -> TrainLog:
     if times := TRAIN_TIME.findall(text):
         log.train_ms = float(times[-1])
     if stop := WALLCLOCK.findall(text):
-        log.wallclock_stop, log.step, log.planned = True, int(stop[-1][0]), int(stop[-1][1])
+        log.wallclock_stop, log.step, log.planned = True, int(stop[-1][1]), int(stop[-1][2])
+        log.cpu_clock = stop[-1][0] == "cpu_clock"
     if found := ROUNDTRIP.findall(text):
         log.roundtrip_bpb = float(found[-1])
     if peak := PEAK.findall(text):
@@ -121,7 +123,8 @@ def _steps(log: TrainLog) -> str:
         return ""
     pace = f", {log.step_ms:.1f} ms/step" if log.step_ms is not None else ""
     if log.wallclock_stop:
-        return f"stopped at the wall-clock cap at step {log.step:,} of {log.planned:,}{pace}"
+        clock = "CPU-clock" if log.cpu_clock else "wall-clock"
+        return f"stopped at the {clock} cap at step {log.step:,} of {log.planned:,}{pace}"
     if log.planned is not None and log.step < log.planned:
         return f"stopped at step {log.step:,} of {log.planned:,}{pace}"
     return f"ran all {log.step:,} planned steps{pace}"

@@ -10,6 +10,7 @@ from agentgolf.agent.acceptance import describe_evidence
 from agentgolf.agent.report.summary import Spend, Summary
 from agentgolf.experiments.ledger import Experiment
 from agentgolf.experiments.status import FAILURE_CAUSES, Kind
+from agentgolf.experiments.steps import recorded_flags
 
 MAX_IDS_SHOWN = 10
 MAX_REASON_CHARS = 90
@@ -49,6 +50,7 @@ def build_sections(s: Summary) -> list[Section]:
         _failures_section(s),
         _spend_section(s),
         _anomalies_section(s),
+        _steps_section(s),
         _categories_section(s),
         *([_screening_section(s)] if s.screening else []),
     ]
@@ -255,3 +257,22 @@ def _title(e: Experiment) -> str:
 def _clip(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1] + "…"
+
+
+def _steps_section(s: Summary) -> Section:
+    """The steps each scored row trained and its step time, flagged where it and its control differ."""
+    scored = [*s.chain, *s.confirmed, *s.inconclusive, *s.dead_ends]
+    shown = {e.id: e for e in scored if e.steps is not None}
+    rows = [
+        [str(e.id), _title(e), f"{e.steps:,}", num(e.step_ms, ".1f"), "; ".join(recorded_flags(e))]
+        for e in sorted(shown.values(), key=lambda e: e.id)
+    ]
+    return Section(
+        title="Training steps",
+        note="The steps each run trained (its log) and its mean step time on its clock: CPU milliseconds on a "
+        "CPU run, whose budget is CPU time so the machine's load cannot change its steps. Flagged: a candidate "
+        "and its control whose steps differ by more than the share set (experiments/steps.py).",
+        table=Table(headers=["#", "change", "steps", "ms/step", "vs its control"], rows=rows)
+        if rows
+        else None,
+    )

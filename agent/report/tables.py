@@ -17,6 +17,7 @@ from agentgolf.agent.acceptance import describe_evidence
 from agentgolf.agent.report.sections import num
 from agentgolf.experiments.ledger import Experiment
 from agentgolf.experiments.status import Kind
+from agentgolf.experiments.steps import STEPS_SHARE, pair_flags, recorded_flags, trained
 from agentgolf.sandbox.result import SandboxResult
 
 if TYPE_CHECKING:
@@ -24,15 +25,16 @@ if TYPE_CHECKING:
 
 TSV_HEADER = "commit\tval_bpb\tmemory_gb\tstatus\tdescription"  # autoresearch's results.tsv
 JSON_FIELDS = (
-    "id parent_id run_id kind status val_bpb delta_bpb self_val_bpb artifact_bytes train_seconds "
-    "wall_seconds branch commit_sha title hypothesis category proposer seed kept reason isolation trust "
-    "decision retest_of rung screen_of slot started_at finished_at"
+    "id parent_id run_id kind status val_bpb delta_bpb self_val_bpb artifact_bytes train_seconds steps step_ms "
+    "paired_with wall_seconds branch commit_sha title hypothesis category proposer seed kept reason isolation "
+    "trust decision retest_of rung screen_of slot started_at finished_at"
 ).split()
 JSON_RENAMED = {"commit_sha": "commit"}
 PEAK_MEMORY = re.compile(r"peak memory allocated: (\d+) MiB")
 MIB_PER_GIB = 1024
 NO_ROWS = "no experiments yet"
 KEPT_NOTE = "* kept: the change beat its parent and is on the run's best branch"
+STEPS_MARK = "!"  # beside the steps of a run whose steps differ from its partner's (experiments/steps.py)
 TITLE_MIN_WIDTH = 28
 LEFT_COLUMNS = ("status", "title", "run")
 
@@ -66,8 +68,9 @@ def ledger_json(rows: list[Experiment]) -> str:
     return json.dumps(records, indent=2)
 
 
-def ledger_table(rows: list[Experiment]) -> list[RenderableType]:
-    """What `agentgolf ledger` prints, one item per line or table: the run's name, the table, a note."""
+def ledger_table(rows: list[Experiment], share: float = STEPS_SHARE) -> list[RenderableType]:
+    """What `agentgolf ledger` prints, one item per line or table: the run's name, the table, the notes: which
+    candidate and control pairs trained steps more than `share` apart (marked STEPS_MARK)."""
     if not rows:
         return [NO_ROWS]
     runs = sorted({e.run_id or "" for e in rows})
@@ -75,7 +78,8 @@ def ledger_table(rows: list[Experiment]) -> list[RenderableType]:
     if len(runs) == 1:  # one run: name it once above the table instead of in a column
         head.append(f"run {runs[0] or '-'}")
     columns = ["id", "parent", *(["run"] if len(runs) > 1 else []), "status", "val_bpb", "Δ vs parent"]
-    columns += ["artifact bytes", "train s", "title"]
+    columns += ["artifact bytes", "train s", "steps", "ms/step", "title"]
+    flags = pair_flags(rows, share)
     table = Table(show_lines=False, box=box.SIMPLE_HEAD, pad_edge=False)
     for name in columns:
         table.add_column(
@@ -94,12 +98,15 @@ def ledger_table(rows: list[Experiment]) -> list[RenderableType]:
             "Δ vs parent": num(e.delta_bpb, "+.4f"),
             "artifact bytes": num(e.artifact_bytes, ","),
             "train s": num(e.train_seconds, ".1f"),
+            "steps": num(e.steps, ",") + (f" {STEPS_MARK}" if e.id in flags else ""),
+            "ms/step": num(e.step_ms, ".1f"),
             "title": e.title
             + (f" ({e.kind} of {e.replay_of})" if e.replay_of else "")
             + (f" (re-test of {e.retest_of})" if e.retest_of else ""),
         }
         table.add_row(*(cells[name] for name in columns))
-    return [*head, table, KEPT_NOTE]
+    notes = [f"{STEPS_MARK} #{i}: {f}" for i, found in flags.items() for f in found]
+    return [*head, table, KEPT_NOTE, *notes]
 
 
 def show_experiment(e: Experiment, diff: str | None) -> list[Line]:
@@ -122,6 +129,8 @@ def show_experiment(e: Experiment, diff: str | None) -> list[Line]:
         "self-reported val_bpb": num(e.self_val_bpb, ".6f"),
         "artifact bytes": num(e.artifact_bytes, ","),
         "train seconds": num(e.train_seconds, ".1f") + _allowed(e),
+        "clock": _clock(e.manifest.get("clock")),
+        "steps": trained(e),
         "wall seconds": num(e.wall_seconds, ".1f"),
         "eval": _eval(e.manifest.get("eval")),
         "verified": _verified(e.manifest.get("verification")),
@@ -130,6 +139,7 @@ def show_experiment(e: Experiment, diff: str | None) -> list[Line]:
         "seed": str(e.seed),
     }
     lines += [f"  {key}: {value}" for key, value in metrics.items() if value]
+    lines += [f"  {STEPS_MARK} {flag}" for flag in recorded_flags(e)]  # beside its control (or candidate)
     shown = [Line(text) for text in lines]
     if diff is not None:
         shown += [Line("[bold]diff vs parent[/]"), Line(diff, markup=False)]
@@ -151,6 +161,7 @@ def replay_table(original: Experiment, copies: list[Experiment]) -> Table:
     table.add_row("val_bpb", *(num(e.val_bpb, ".8f") for e in rows))
     table.add_row("artifact bytes", *(num(e.artifact_bytes, ",") for e in rows))
     table.add_row("train seconds", *(num(e.train_seconds, ".1f") for e in rows))
+    table.add_row("steps", *(num(e.steps, ",") for e in rows))
     return table
 
 
@@ -161,6 +172,10 @@ SANDBOX_FIELDS = (
     "self_val_bpb",
     "artifact_bytes",
     "train_seconds",
+    "train_clock",
+    "train_cpu_seconds",
+    "steps",
+    "step_ms",
     "wall_seconds",
     "isolation",
     "trust",
@@ -170,6 +185,16 @@ SANDBOX_FIELDS = (
 def _allowed(e: Experiment) -> str:
     allowed = e.manifest.get("train_allowed_seconds")
     return f" (budget {allowed:.1f} with the start-up allowance)" if allowed and e.train_seconds else ""
+
+
+def _clock(clock: dict | None) -> str:
+    """How its training was clocked (lab.py records it): the CPU clock's figures, or nothing on the wall's."""
+    if not clock or clock.get("train_clock") != "cpu" or clock.get("cpu_seconds") is None:
+        return ""
+    return (
+        f"CPU ({clock['cpu_seconds']:.1f} CPU-seconds on {clock.get('threads')} thread(s); the budget "
+        "is train_seconds x threads of CPU time, which the machine's load cannot move)"
+    )
 
 
 def _eval(mode: dict | None) -> str:
