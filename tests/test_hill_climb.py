@@ -169,7 +169,13 @@ def test_two_slots_keep_two_proposals_in_flight(two_slots):
     assert proposer.most == 2 and not proposer.barrier_broken  # both were being prepared at once
     a, b = _titled(rows, "Twelve steps"), _titled(rows, "Six more steps in two commits")
     assert a.parent_id == b.parent_id == rows[0].id  # each knows its parent: the best when asked
-    assert {a.slot, b.slot} == {0, 1} and a.started_at < b.finished_at and b.started_at < a.finished_at
+    for run in (a, b):  # each trains beside its round's control, on the other slot (test_paired.py)
+        (ctrl,) = [e for e in rows if e.kind == "control" and e.paired_with == [run.id]]
+        assert (
+            {run.slot, ctrl.slot} == {0, 1}
+            and run.started_at < ctrl.finished_at
+            and ctrl.started_at < run.finished_at
+        )
 
 
 @pytest.mark.slow
@@ -189,7 +195,9 @@ def test_a_win_after_the_best_moved_on_is_rebased_and_retested(two_slots):
     source = repo.git.show(f"{again.commit_sha}:train_gpt.py")
     assert '"ITERATIONS": 12,' in source and "]) + 6)  # EXTRA" in source
     assert again.status in ("ok", "inconclusive") and again.val_bpb is not None and again.decision
-    assert again.decision["parent_samples"] == [a.val_bpb]
+    (pair,) = again.decision["pairs"]  # judged beside a control of A, with one seed
+    (ctrl,) = [e for e in rows if e.id == pair["control"]]
+    assert ctrl.replay_of == a.id and ctrl.commit_sha == a.commit_sha and ctrl.seed == again.seed
     assert again.branch and repo.commit(again.branch).hexsha == again.commit_sha
     # Not a new idea: the budget counted the baseline, A, B and C.
     assert summary.experiments == 4 and summary.stop_reason == "budget spent"
@@ -215,7 +223,8 @@ def test_a_known_sigma_is_tested_as_known_in_the_loop(two_slots):
     assert len(decided) == 4
     for e in decided:
         d = e.decision
-        assert (d["noise"], d["sigma_bpb"], d["dof"]) == ("known", 0.001, None), d
+        assert (d["noise"], d["dof"], d["design"]) == ("known", None, "paired"), d
+        assert d["sigma_bpb"] == pytest.approx(0.001 * 2**0.5)  # of a difference of two runs
         assert d["p_value"] is not None and d["statistic"] is not None
 
 
@@ -240,20 +249,23 @@ def test_slot_utilization_is_recorded_and_shown(two_slots, tmp_path):
 
 @pytest.mark.slow
 def test_calibration_and_confirmations_are_pooled_into_the_noise(tmp_path, tiny_dataset):
-    """One slot: two baseline seeds (1 dof), X (12 steps) confirmed and promoted on them; then Y is
-    judged on the seeds and X's two runs pooled: 1 + 1 = 2 degrees of freedom (its own runs left out)."""
+    """One slot: two baseline seeds (1 dof, the prior), X (12 steps) confirmed and promoted in two pairs;
+    then Y is judged on the prior and X's two differences pooled: 1 + 1 = 2 degrees of freedom (its own
+    pairs left out), each of its rounds beside a control of X."""
     ws = _workspace(tmp_path / "ws", tiny_dataset, AcceptanceConfig(noise_seeds=2, max_runs=2, alpha=0.05))
     script = [("Twelve steps", lambda tree: _steps(tree, 12)), ("One more step", lambda t: _extra(t, 0, 1))]
     summary, rows, said = _loop_run(ws, tmp_path, Scripted(script), experiments=3)
-    base, (seed,) = rows[0], [e for e in rows if e.kind == "calibration"]
+    (seed,) = [e for e in rows if e.kind == "calibration"]  # with the baseline's run: the noise prior
+    assert seed.replay_of == rows[0].id and seed.seed == rows[0].seed + 1
     x, y = _titled(rows, "Twelve steps"), _titled(rows, "One more step")
     (x_again,) = [e for e in rows if e.kind == "confirm" and e.replay_of == x.id]
     assert x.kept, x.reason
-    assert (x.decision["noise"], x.decision["dof"]) == ("pooled", 1)
-    assert x.decision["parent_samples"] == [base.val_bpb, seed.val_bpb]
+    assert (x.decision["noise"], x.decision["dof"], len(x.decision["pairs"])) == ("pooled", 1, 2)
+    assert {p["candidate"] for p in x.decision["pairs"]} == {x.id, x_again.id}
     assert y.parent_id == x.id and y.decision, y.reason
     assert (y.decision["noise"], y.decision["dof"]) == ("pooled", 2)
-    assert y.decision["parent_samples"] == [x.val_bpb, x_again.val_bpb]
+    controls = {e.id: e for e in rows if e.kind == "control"}
+    assert all(controls[p["control"]].replay_of == x.id for p in y.decision["pairs"])
     assert summary.utilization is not None and set(summary.utilization.slots) == {0}
 
 
