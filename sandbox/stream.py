@@ -22,17 +22,22 @@ import numpy as np
 
 from agentgolf.baseline.shards import BOS_ID
 from agentgolf.sandbox.layout import Layout, row_inputs
-from agentgolf.sandbox.result import Status
 from agentgolf.sandbox.score import (
     ScoreOutcome,
     Session,
-    Verdict,
     any_position,
     ask,
-    nll_from_logits,
     row_nll,
 )
-from agentgolf.sandbox.verify import Verification, VerifyConfig, judge, row_for
+from agentgolf.sandbox.verify import (
+    Verification,
+    VerifyConfig,
+    judge,
+    open_check,
+    position_for,
+    row_for,
+    true_nll,
+)
 
 
 def score_chunks(
@@ -58,18 +63,13 @@ def replay(
     session: Session, layout: Layout, stream: np.ndarray, scored: ScoreOutcome, cfg: VerifyConfig, rng
 ) -> tuple[ScoreOutcome, Verification]:
     """The verifier's pass: the same stream, spliced at the checked chunks, up to the last of them."""
-    mode = session.hello()
-    if mode != layout.mode:
-        raise Verdict(Status.violation, f"the model declared {mode} when verified, {layout.mode} when scored")
-    probes = {layout.row_of(p): p for p in scored.reported}
+    probes = open_check(session, layout, scored)
     verified: dict[int, float] = {}
     for i in range(max(probes, default=-1) + 1):
         block = row_for(stream, layout, i, probes, rng)[None]
-        t = probes[i] - int(layout.start[i]) if i in probes else any_position(layout, i, rng)
-        _, _, at_checked = ask(session, block, layout, [i], [t])
+        _, _, at_checked = ask(session, block, layout, [i], [position_for(layout, i, probes, rng)])
         if i in probes:
-            flat = probes[i]
-            verified[flat] = float(nll_from_logits(at_checked, np.array([stream[flat + 1]]))[0])
+            verified[probes[i]] = true_nll(stream, probes[i], at_checked[0])
         _reveal(session, stream, layout, i)
     return scored, judge(scored.reported, verified, cfg)
 

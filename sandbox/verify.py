@@ -133,25 +133,36 @@ def cross_check(
     session: Session, layout: Layout, stream: np.ndarray, scored: ScoreOutcome, cfg: VerifyConfig, rng
 ) -> tuple[ScoreOutcome, Verification]:
     """Windows and sliding: score the checked positions in this fresh worker and compare (Verdict if not)."""
-    mode = session.hello()
-    if mode != layout.mode:
-        raise Verdict(Status.violation, f"the model declared {mode} when verified, {layout.mode} when scored")
-    probes = {layout.row_of(p): p for p in scored.reported}
+    probes = open_check(session, layout, scored)
     verified: dict[int, float] = {}
     for rows in requests(layout, probes, rng):
         block = np.stack([row_for(stream, layout, i, probes, rng) for i in rows])
-        checked = [
-            probes[i] - int(layout.start[i]) if i in probes else any_position(layout, i, rng) for i in rows
-        ]
-        _, _, at_checked = ask(session, block, layout, rows, checked)
-        for r, i in enumerate(rows):
-            if i in probes:
-                flat = probes[i]
-                verified[flat] = float(
-                    nll_from_logits(at_checked[r : r + 1], np.array([stream[flat + 1]]))[0]
-                )
+        _, _, at_checked = ask(
+            session, block, layout, rows, [position_for(layout, i, probes, rng) for i in rows]
+        )
+        verified |= {
+            probes[i]: true_nll(stream, probes[i], at_checked[r]) for r, i in enumerate(rows) if i in probes
+        }
     session.send("bye")
     return scored, judge(scored.reported, verified, cfg)
+
+
+def open_check(session: Session, layout: Layout, scored: ScoreOutcome) -> dict[int, int]:
+    """The fresh worker must declare the mode the scorer did; returns the checked positions, by row."""
+    mode = session.hello()
+    if mode != layout.mode:
+        raise Verdict(Status.violation, f"the model declared {mode} when verified, {layout.mode} when scored")
+    return {layout.row_of(p): p for p in scored.reported}
+
+
+def position_for(layout: Layout, i: int, probes: dict[int, int], rng) -> int:
+    """The second position asked of row i: its probe if it is checked, else one drawn as the scorer draws."""
+    return probes[i] - int(layout.start[i]) if i in probes else any_position(layout, i, rng)
+
+
+def true_nll(stream: np.ndarray, flat: int, logits: np.ndarray) -> float:
+    """The NLL of the true next token at `flat`, from the fresh worker's raw logits there."""
+    return float(nll_from_logits(logits[None], np.array([stream[flat + 1]]))[0])
 
 
 def row_for(stream: np.ndarray, layout: Layout, i: int, probes: dict[int, int], rng) -> np.ndarray:
