@@ -2,6 +2,8 @@
 
 Every failure the user can fix ends as one line on stderr and exit code 2; Ctrl-C exits 130. Anything
 else is our bug: one line and the path of a log file with the traceback (AGENTGOLF_DEBUG=1 re-raises it).
+The commands that take a result out of the ledger (pick, replay, submit) are in cli_results.py, the ones
+that steer a live run (note, similar, status) in cli_steering.py.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from agentgolf.agent.cli_args import BadArguments, OneLineParser, at_least, positive
+from agentgolf.agent.cli_results import add_commands as add_result_commands
 from agentgolf.agent.cli_steering import add_commands as add_steering_commands
 from agentgolf.errors import AgentgolfError, first_line
 
@@ -127,17 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", type=int)
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("pick", help="cherry-pick an experiment's chain of kept changes onto a branch")
-    p.add_argument("id", type=int)
-    p.add_argument("--onto", help="target branch (default: the current branch; created if missing)")
-    p.set_defaults(func=cmd_pick)
-
-    p = sub.add_parser("replay", help="re-run an experiment from its recorded commit, seed and settings")
-    p.add_argument("id", type=int)
-    p.add_argument(
-        "--seeds", type=at_least(1), default=1, help="replay with K seeds (the recorded one first)"
-    )
-    p.set_defaults(func=cmd_replay)
+    add_result_commands(sub)  # pick, replay, submit
 
     p = sub.add_parser("sandbox", help="train and score one trainer file under the sandbox")
     p.add_argument("trainer", type=Path)
@@ -163,23 +156,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="summary of a run with a progress plot")
     p.add_argument("run", nargs="?", help="run id (default: the latest)")
     p.set_defaults(func=cmd_report)
-
-    p = sub.add_parser("submit", help="write a records folder the challenge accepts for one experiment")
-    p.add_argument("id", type=int)
-    p.add_argument("--author", required=True)
-    p.add_argument("--github-id", required=True)
-    p.add_argument("--name", required=True, help="the submission's name (also names the folder)")
-    p.add_argument("--blurb", default="", help="one paragraph on what it does")
-    p.add_argument("--baseline-bpb", type=float, help="the score to beat, for the one-sided t-test")
-    p.add_argument(
-        "--seeds", type=int, nargs="*", default=[], metavar="ID", help="ledger ids of more seeds of it"
-    )
-    p.add_argument(
-        "--with-confirmations", action="store_true", help="add its confirmation runs and replays as seeds"
-    )
-    p.add_argument("--out", type=Path, default=Path("records/track_10min_16mb"))
-    p.add_argument("--size-limit", type=int, help="artifact byte limit (default: the workspace budget)")
-    p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("data", help="build or fetch shards and tokenizers")
     data = p.add_subparsers(title="data commands", metavar="ACTION")
@@ -234,8 +210,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     fields = {k: v for k, v in vars(args).items() if k in RunOptions.model_fields}
     summary = start_run(find_workspace(), RunOptions(**fields), console=err)
     if summary.best_bpb is not None:
+        runs = f"mean of {summary.best_runs} runs" if summary.best_runs > 1 else "1 run"
         out.print(
-            f"best: experiment {summary.best_id}, val_bpb {summary.best_bpb:.4f} (branch agentgolf/{summary.run_id}/best)"
+            f"best: experiment {summary.best_id}, val_bpb {summary.best_bpb:.4f} ({runs}; "
+            f"branch agentgolf/{summary.run_id}/best)"
         )
     return 0
 
@@ -294,34 +272,6 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_pick(args: argparse.Namespace) -> int:
-    from agentgolf.agent.loop import pick_experiment
-    from agentgolf.agent.workspace import find_workspace
-
-    picked, branch, head = pick_experiment(find_workspace(), args.id, args.onto)
-    out.print(f"picked {picked} commit(s) onto {branch}: now at {head[:10]}")
-    return 0
-
-
-def cmd_replay(args: argparse.Namespace) -> int:
-    from agentgolf.agent.live import describe
-    from agentgolf.agent.loop import replay_experiment
-    from agentgolf.agent.report.tables import replay_table
-    from agentgolf.agent.workspace import find_workspace
-
-    replay = replay_experiment(find_workspace(), args.id, args.seeds, console=err)
-    original, copies, drift = replay.original, replay.copies, replay.drift
-    out.print(replay_table(original, copies))
-    for copy in copies:
-        out.print(describe(copy))
-    if replay.verdict:
-        out.print(f"same seed: val_bpb {replay.verdict}")
-    if replay.spread:
-        out.print(replay.spread)
-    out.print("settings drift: " + ("; ".join(drift) if drift else "none"))
-    return 0
-
-
 def cmd_sandbox(args: argparse.Namespace) -> int:
     import time
 
@@ -370,29 +320,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     files = write_report(ws.ledger(), args.run, ws.state / "reports")
     out.print(files.markdown.read_text(), markup=False)
     out.print(f"report: {files.markdown}\npage: {files.html}\nplot: {files.plot}")
-    return 0
-
-
-def cmd_submit(args: argparse.Namespace) -> int:
-    from agentgolf.agent.submit import submission_seeds, write_submission
-    from agentgolf.agent.workspace import find_workspace
-
-    ws = find_workspace()
-    ledger = ws.ledger()
-    seeds = submission_seeds(ledger, args.id, args.seeds, with_confirmations=args.with_confirmations)
-    folder = write_submission(
-        ledger,
-        args.id,
-        ws.resolve(args.out),
-        author=args.author,
-        github_id=args.github_id,
-        name=args.name,
-        blurb=args.blurb,
-        baseline_bpb=args.baseline_bpb,
-        extra_seeds=seeds,
-        size_limit=args.size_limit or ws.config.budget.size_bytes,
-    )
-    out.print(f"submission folder: {folder}")
     return 0
 
 

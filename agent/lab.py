@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import git
 
+from agentgolf.agent import deltas
 from agentgolf.agent.executor import Executor, Slot, executor_for
 from agentgolf.agent.fidelity import Rung, rung_budget, rung_env
 from agentgolf.agent.proposers.proposal import ProposalError, check_trainer
@@ -140,18 +141,14 @@ class Lab:
         return flag_steps(self.ledger, row)  # its steps beside its control's: flagged if far apart
 
     def _delta(self, exp: Experiment, parent: Experiment, val_bpb: float) -> float | None:
-        """Against the parent's score on the same rung: its full-budget score, or its screened runs' mean."""
-        if not exp.rung:
-            return None if parent.val_bpb is None else val_bpb - parent.val_bpb
-        lane = [
-            e.val_bpb
-            for e in self.ledger.experiments(run_id=exp.run_id)
-            if e.rung == exp.rung
-            and e.commit_sha == parent.commit_sha
-            and e.status == RowStatus.ok
-            and e.val_bpb
-        ]
-        return val_bpb - sum(lane) / len(lane) if lane else None
+        """Δ vs parent as `deltas` defines it, with this run's score as one of the row's runs: the paired
+        mean difference once its control is scored, else the mean of its runs minus the mean of the parent's
+        runs on the same rung. A row re-run in another run (a replay) reads its parent's run too."""
+        fresh = exp.model_copy(update={"val_bpb": val_bpb, "status": RowStatus.ok})
+        rows = self.ledger.experiments(run_id=exp.run_id)
+        if parent.run_id is not None and parent.run_id != exp.run_id:
+            rows += self.ledger.experiments(run_id=parent.run_id)
+        return deltas.vs_parent(rows, fresh, parent)
 
     def execute(self, exp: Experiment, slot: Slot = None) -> Experiment:
         """Train and score one row now, in this thread (replay, and tests)."""

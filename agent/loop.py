@@ -19,7 +19,7 @@ from pathlib import Path
 from pydantic import BaseModel
 from rich.console import Console
 
-from agentgolf.agent import acceptance
+from agentgolf.agent import acceptance, deltas, kept
 from agentgolf.agent.executor import cancel
 from agentgolf.agent.lab import Lab
 from agentgolf.agent.live import LiveView
@@ -28,6 +28,7 @@ from agentgolf.agent.proposers import search
 from agentgolf.agent.proposers.registry import make_proposer
 from agentgolf.agent.report.summary import Utilization, slot_utilization
 from agentgolf.agent.scheduler import RunCaps, Scheduler
+from agentgolf.agent.screening import lane
 from agentgolf.agent.workspace import Workspace
 from agentgolf.errors import AgentgolfError
 from agentgolf.experiments import worktree as wt
@@ -41,8 +42,9 @@ class RunSummary(BaseModel):
     run_id: str
     experiments: int
     best_id: int | None
-    best_bpb: float | None
+    best_bpb: float | None  # the mean of the best's runs (deltas.py)
     stop_reason: str
+    best_runs: int = 0  # how many runs that mean rests on
     utilization: Utilization | None = None  # how busy the slots were (report/summary.slot_utilization)
 
 
@@ -191,11 +193,13 @@ class Loop:
         busy = slot_utilization(scheduler.rows(), len(slots))
         if busy is not None:
             self.console.print(busy.line())
+        score = deltas.score_of(scheduler.rows(), best) if best else None  # its mean, not its first run
         return RunSummary(
             run_id=run.id,
             experiments=scheduler.charged(),
             best_id=best.id if best else None,
-            best_bpb=best.val_bpb if best else None,
+            best_bpb=score.bpb if score else None,
+            best_runs=score.runs if score else 0,
             stop_reason=stop,
             utilization=busy,
         )
@@ -315,17 +319,19 @@ def not_bit_exact(original: Experiment, again: Experiment) -> str:
 def replay_verdict(original: Experiment, again: Experiment, rows: list[Experiment], cfg) -> str:
     """Does a same-seed replay reproduce the original's val_bpb? On CPU (training not cut by the clock) only
     an equal score does; where runs are not bit-reproducible (GPU), the gap is weighed against the seed noise
-    the original's run measured (`acceptance.noise_floor`: its baseline seeds and re-measurements), and it
-    reproduces within `replay_noise_k` of it."""
+    the original's run measured on the original's rung (`acceptance.noise_floor` over `screening.lane`: its
+    baseline seeds and re-measurements there), and it reproduces within `replay_noise_k` of it."""
     gap = again.val_bpb - original.val_bpb
     if gap == 0:
         return "reproduced exactly"
     why = not_bit_exact(original, again)
-    noise = acceptance.noise_floor(rows, cfg.known_sigma_bpb)
+    # Only the original's rung: a screen's short runs are far noisier than the full budget's.
+    noise = acceptance.noise_floor(lane(rows, original.rung), cfg.known_sigma_bpb)
     if noise.source == "known":
         sigma = f"sigma {noise.sigma:.4f}, known_sigma_bpb"
     else:
-        sigma = f"sigma {noise.sigma:.4f} from {noise.runs} runs of its run" if noise.sigma else ""
+        rung = f" on rung {original.rung}" if original.rung else ""
+        sigma = f"sigma {noise.sigma:.4f} from {noise.runs} runs of its run{rung}" if noise.sigma else ""
     z = abs(gap) / noise.sigma if noise.sigma else None
     if not why:
         context = f"; {z:.1f} sigma ({sigma})" if z is not None else ""
@@ -345,13 +351,17 @@ def replay_verdict(original: Experiment, again: Experiment, rows: list[Experimen
     )
 
 
-def pick_experiment(ws: Workspace, exp_id: int, onto: str | None) -> tuple[int, str, str]:
+def pick_experiment(
+    ws: Workspace, exp_id: int, onto: str | None, force: bool = False
+) -> tuple[int, str, str]:
     """The kept chain under an experiment (its run's base commit to it), as clean commits on `onto`.
+    A row that was never kept, or a screen-rung row, is refused unless `force` (kept.py).
     Returns (commits picked, branch, new head)."""
     ledger = ws.ledger()
     e = ledger.get(exp_id)
     if not e.commit_sha or e.run_id is None:
         raise AgentgolfError(f"experiment {e.id} has no commit to pick (status {e.status})")
+    kept.check(e, ledger.find, "pick", force)
     repo = wt.open_repo(ws.root)
     commits = wt.chain(repo, ledger.get_run(e.run_id).base_commit, e.commit_sha)
     branch, head = wt.pick(repo, commits, onto)

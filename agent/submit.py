@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
+from agentgolf.agent import kept
+from agentgolf.agent.deltas import Score, Scores
 from agentgolf.agent.stats import TTest, one_sided_t_test
 from agentgolf.challenge import (
     RECORD_MARGIN_NATS,
@@ -33,6 +35,13 @@ RUNS_DIR = "runs"
 TRAIN_LOG = "train.log"
 ROUND_DIGITS = 8
 FOLDER_SLUG_MAX = 80  # the folder is named YYYY-MM-DD_<slug of the submission's name>
+KEPT_CHAIN = (
+    "The chain of kept ideas, from the unmodified baseline; each step was measured against its parent."
+)
+CHAIN_SCORES = (
+    "val_bpb: the mean of each step's runs in its run (it and its confirmations). Δ vs parent: the mean "
+    "paired difference against controls of its parent, or else its mean minus its parent's mean."
+)
 
 
 class SubmissionError(AgentgolfError):
@@ -104,8 +113,12 @@ def write_submission(
     threshold_bpb: float | None = None,
     track: str = DEFAULT_TRACK,
     now: datetime | None = None,
+    force: bool = False,
 ) -> Path:
     """Write out_dir/YYYY-MM-DD_<slug>/ for experiment exp_id (plus extra seeds); return the folder.
+
+    Only a kept row (or a re-run of one) at the full budget is submitted; `force` takes any other
+    (kept.py), and its README then does not call its lineage a chain of kept ideas.
 
     threshold_bpb is the record margin used only when the run's tokens/byte is unknown (no
     `tokens_per_byte` in the run settings and no val_loss to derive it from); by default it is the
@@ -113,6 +126,7 @@ def write_submission(
     """
     exp = ledger.get(exp_id)
     _check_scored(exp, size_limit, "experiment")
+    kept.check(exp, ledger.find, "submit", force)  # the best chain's rows only, unless forced
     seeds = [exp, *extra_seeds]
     for other in extra_seeds:
         _check_scored(other, size_limit, "extra seed")
@@ -197,7 +211,9 @@ def write_submission(
         shutil.copyfile(log, folder / log_name)
     (folder / "submission.json").write_text(json.dumps(info, indent=2) + "\n")
     chain = ledger.lineage(exp)
-    (folder / "README.md").write_text(_readme(info, exp, chain, seeds, log_names, test))
+    scores = Scores(ledger.experiments(run_id=chain[-1].run_id)) if chain[-1].run_id else Scores(chain)
+    steps = [(e, scores.score(e)) for e in chain]
+    (folder / "README.md").write_text(_readme(info, exp, steps, seeds, log_names, test))
     return folder
 
 
@@ -225,7 +241,7 @@ def _round(x: float) -> float:
 def _readme(
     info: dict,
     exp: Experiment,
-    chain: list[Experiment],
+    chain: list[tuple[Experiment, Score]],
     seeds: list[Experiment],
     log_names: list[str],
     test: TTest | None,
@@ -242,15 +258,16 @@ def _readme(
         "",
         "## What changed",
         "",
-        "The chain of kept ideas, from the unmodified baseline; each step was measured against its parent.",
+        _lineage_line([e for e, _ in chain]),
         "",
         "| step | change | val_bpb | Δ vs parent | hypothesis |",
         "|---|---|---|---|---|",
     ]
-    for i, e in enumerate(chain):
-        delta = f"{e.delta_bpb:+.4f}" if e.delta_bpb is not None and i > 0 else ""
-        bpb = f"{e.val_bpb:.4f}" if e.val_bpb is not None else ""
+    for i, (e, score) in enumerate(chain):
+        delta = f"{score.delta:+.4f}" if score.delta is not None and i > 0 else ""
+        bpb = f"{score.bpb:.4f}" if score.bpb is not None else ""
         lines.append(f"| {i} | {_cell(e.title)} | {bpb} | {delta} | {_cell(e.hypothesis)} |")
+    lines += ["", CHAIN_SCORES]
     lines += [
         "",
         "## Results",
@@ -290,6 +307,19 @@ def _readme(
         lines += [f"{k}={v}" for k, v in env.items()]
         lines.append("```")
     return "\n".join(lines) + "\n"
+
+
+def _lineage_line(chain: list[Experiment]) -> str:
+    """The line above the table: a chain of kept ideas only when every step was kept at the full budget."""
+    unkept = [e for e in chain if not e.kept or e.rung]
+    if not unkept:
+        return KEPT_CHAIN
+    ids = ", ".join(f"#{e.id}" for e in unkept)
+    return (
+        "The lineage of this change, from the unmodified baseline. It is not a chain of kept ideas: "
+        f"{ids} {'was' if len(unkept) == 1 else 'were'} never promoted at the full budget "
+        "(submitted with --force)."
+    )
 
 
 def _cell(text: str) -> str:

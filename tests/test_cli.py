@@ -167,7 +167,7 @@ def test_a_branch_name_git_refuses_is_one_line(workspace):
     ledger = Ledger(workspace / ".agentgolf" / "ledger.db")
     ledger.add_run(Run(id="r1", created_at=clock.time(), base_commit=base))
     exp = ledger.add_experiment(
-        run_id="r1", kind="proposal", status="ok", commit_sha=change, created_at=clock.time()
+        run_id="r1", kind="proposal", status="ok", commit_sha=change, created_at=clock.time(), kept=True
     )
     ledger.close()
     before = {h.name for h in repo.heads}
@@ -251,7 +251,7 @@ def test_whole_loop_run_ledger_show_pick_replay_report(workspace):
     assert "Total submission size int8+zlib" in shown  # the log tail
     assert '"trainer_sha256"' in shown and '"torch"' in shown  # the manifest
 
-    best = min(rows, key=lambda r: r["val_bpb"])
+    best = [r for r in rows if r["kept"]][-1]  # the last promotion: pick takes only the kept chain
     replay = agentgolf("replay", "1", cwd=workspace, check=True).stdout
     assert "reproduced exactly" in replay, replay  # the CPU trainer is deterministic
     assert "settings drift: none" in replay

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from pydantic import BaseModel, Field
 
+from agentgolf.agent.deltas import Score, Scores
 from agentgolf.experiments.ledger import Experiment, lineage
 from agentgolf.experiments.steps import pair_flags, trained
 
@@ -35,10 +36,14 @@ class DigestConfig(BaseModel):
     loss_points: int = Field(6, ge=2, description="points of the parent's train-loss curve shown")
 
 
-def line(e: Experiment, why: Why | None = None) -> str:
-    """One experiment in a line: its score, and why it came out so (`why` reads its run folder)."""
+def line(e: Experiment, why: Why | None = None, score: Score | None = None) -> str:
+    """One experiment in a line: its score, and why it came out so (`why` reads its run folder). With its
+    `score` (deltas.py): the mean of its runs and its Δ vs parent; else the ledger row's own figures."""
     bpb = f"val_bpb {e.val_bpb:.4f}" if e.val_bpb is not None else "no score"
     delta = f", {e.delta_bpb:+.4f} vs parent" if e.delta_bpb is not None else ""
+    if score is not None and score.bpb is not None:
+        bpb = f"val_bpb {score.bpb:.4f}" + (f" (mean of {score.runs} runs)" if score.runs > 1 else "")
+        delta = f", {score.delta:+.4f} vs parent" if score.delta is not None else ""
     cat = f"[{e.category}] " if e.category else ""
     steps = f", {trained(e)}" if e.steps is not None else ""
     return f"- exp {e.id} {cat}{e.title}: {bpb}{delta}{steps}; {why(e) if why else verdict(e)}"
@@ -65,24 +70,30 @@ def build_digest(
     max_chars = cfg.max_chars
     proposals = [e for e in history if e.kind in ("baseline", "proposal")]
     by_id = {e.id: e for e in proposals}
+    index = Scores(history)
+    scores = {e.id: index.score(e) for e in proposals}  # means over runs, Δ vs parent (deltas.py)
+
+    def said(e: Experiment) -> str:
+        return line(e, why, scores[e.id])
+
     chain = lineage(parent, by_id.get) if parent is not None else []
     sections: list[tuple[str, list[str]]] = []
     sections.append(
-        ("Current best chain (baseline first; you are patching the last one)", [line(e, why) for e in chain])
+        ("Current best chain (baseline first; you are patching the last one)", [said(e) for e in chain])
     )
     in_chain = {e.id for e in chain}
     recent = [e for e in proposals if e.id not in in_chain][-cfg.recent :] if cfg.recent else []
-    sections.append(("Most recent results", [line(e, why) for e in recent]))
+    sections.append(("Most recent results", [said(e) for e in recent]))
     shown = in_chain | {e.id for e in recent}
     negatives = [e for e in proposals if e.id not in shown and not e.kept and e.kind == "proposal"]
     # The most instructive first: the biggest regressions, then failures, newest first within each.
-    negatives.sort(key=lambda e: (-(e.delta_bpb or 0.0) if e.delta_bpb is not None else 1.0, -e.id))
+    negatives.sort(key=lambda e: (-d if (d := scores[e.id].delta) is not None else 1.0, -e.id))
     sections.append(("Negative results to remember (do not repeat these)", []))
 
     room = max_chars - len(_render(sections)) - SUMMARY_RESERVE
     shown_lines = []
     for e in negatives:  # lines made only while they fit: each may read a run folder
-        text = line(e, why)
+        text = said(e)
         if len(text) + 1 > room:
             break
         shown_lines.append(text)

@@ -135,7 +135,7 @@ def _combined(g: Evidence, cfg: SearchConfig) -> tuple[Proposal, Candidate] | No
         parent = by_id.get(p.parent_id) if p.parent_id is not None else None
         if p.id in chain or p.status not in COMPLETED or parent is None:
             continue
-        if p.val_bpb is not None and parent.val_bpb is not None and p.val_bpb < parent.val_bpb:
+        if p.val_bpb is not None and p.delta is not None and p.delta < 0:  # Δ vs parent (deltas.py)
             better.append((p.val_bpb, p, parent))
     if len(better) < 2:
         return None
@@ -146,7 +146,7 @@ def _combined(g: Evidence, cfg: SearchConfig) -> tuple[Proposal, Candidate] | No
     if not isinstance(found, Candidate):
         return None
     rows = sorted(better, key=lambda b: b[1].id)
-    named = ", ".join(f"#{p.id} ({p.val_bpb - q.val_bpb:+.4f} bpb)" for _, p, q in rows)
+    named = ", ".join(f"#{p.id} ({p.delta:+.4f} bpb)" for _, p, _ in rows)
     why = f"Combines the changes that beat their own parent but were not kept: {named}."
     title = "Combine " + ", ".join(f"#{p.id}" for _, p, _ in rows)
     return _proposal(g, found, title[:120], "", why, cfg), found
@@ -280,8 +280,8 @@ def _evidence(g: Evidence, name: str, old, new) -> str:
         return f"{label} (untried)"
     *_, p, parent = min(tries, key=lambda t: t[:2])
     was = f"{_val(parent.config.get(name))}→{_val(p.config.get(name))}"
-    if p.val_bpb is not None and parent.val_bpb is not None and p.status in COMPLETED:
-        return f"{label}, which #{p.id} tried ({was}: {p.val_bpb - parent.val_bpb:+.4f} bpb)"
+    if p.delta is not None and p.status in COMPLETED:
+        return f"{label}, which #{p.id} tried ({was}: {p.delta:+.4f} bpb)"
     return f"{label}, which #{p.id} tried ({was}: {p.status})"
 
 

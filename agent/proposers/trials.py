@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from agentgolf.agent.deltas import Scores
 from agentgolf.agent.proposers import artifact_size, space
 from agentgolf.agent.proposers.knobs import apply_in_memory, set_edits
 from agentgolf.agent.proposers.proposal import ProposalContext, ProposalError
@@ -38,8 +39,9 @@ class Point(BaseModel):
     id: int
     parent_id: int | None = None
     status: RowStatus
-    val_bpb: float | None = None
+    val_bpb: float | None = None  # on the full budget's scale: the mean of its runs (deltas.py)
     config: Config
+    delta: float | None = None  # Δ vs parent (deltas.py): paired, or the difference of the means
 
 
 class Evidence(BaseModel):
@@ -113,6 +115,7 @@ def gather(
 ) -> Evidence:
     """The evidence for the next proposal on `ctx.parent`: the baseline is the root of its lineage."""
     env, rows = ctx.trainer_env, {e.id: e for e in ctx.history}
+    scores = Scores(ctx.history)
 
     def source(e: Experiment) -> str | None:
         if e.id == ctx.parent.id:
@@ -140,7 +143,12 @@ def gather(
         techniques=techniques,
         marks=marks,
         base_config={},
-        parent=Point(id=ctx.parent.id, status=ctx.parent.status, val_bpb=ctx.parent.val_bpb, config={}),
+        parent=Point(
+            id=ctx.parent.id,
+            status=ctx.parent.status,
+            val_bpb=_full_scale(ctx.parent, rows, scores),
+            config={},
+        ),
         parent_source=ctx.source,
         points=[],
         done_titles={e.title for e in ctx.history if e.proposer in names and e.status not in IGNORED},
@@ -167,7 +175,12 @@ def gather(
             continue  # another proposer changed more than this search's knobs and techniques
         evidence.points.append(
             Point(
-                id=e.id, parent_id=e.parent_id, status=e.status, val_bpb=_full_scale(e, rows), config=config
+                id=e.id,
+                parent_id=e.parent_id,
+                status=e.status,
+                val_bpb=_full_scale(e, rows, scores),
+                config=config,
+                delta=scores.delta(e),
             )
         )
         if e.artifact_bytes and (found := artifact_size.record(text, env, e.artifact_bytes)):
@@ -176,15 +189,17 @@ def gather(
     return evidence
 
 
-def _full_scale(e: Experiment, rows: dict[int, Experiment]) -> float | None:
-    """A row's score on the full budget's scale: a screened row (fidelity ladder) counts as its parent's
-    full-budget score plus the gain it showed over that parent on the screen."""
+def _full_scale(e: Experiment, rows: dict[int, Experiment], scores: Scores) -> float | None:
+    """A row's score on the full budget's scale: the mean of its runs (its own score where none counts);
+    a screened row (fidelity ladder) counts as its parent's full-budget mean plus its Δ vs parent on the
+    screen (deltas.py)."""
     if not e.rung:
-        return e.val_bpb
+        mean = scores.mean(e)
+        return mean if mean is not None else e.val_bpb
     parent = rows.get(e.parent_id) if e.parent_id is not None else None
-    if parent is None or parent.val_bpb is None or e.delta_bpb is None:
-        return None
-    return parent.val_bpb + e.delta_bpb
+    delta = scores.delta(e, parent) if parent is not None else None
+    base = _full_scale(parent, rows, scores) if parent is not None and not parent.rung else None
+    return None if base is None or delta is None else base + delta
 
 
 def _explained(evidence: Evidence, base_source: str, text: str) -> bool:

@@ -1,4 +1,4 @@
-"""The progress plot: val_bpb of each new point by ledger id, the kept ones, and the running best."""
+"""The progress plot: val_bpb of each new point by ledger id, the kept ones, and the best so far."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from agentgolf.agent.deltas import Scores
 from agentgolf.experiments.ledger import Experiment
 from agentgolf.experiments.status import SCORED_KINDS, RowStatus
 
@@ -15,28 +16,36 @@ PLOT_COLOR_FAIL = "#cf222e"
 
 
 class ProgressSeries(BaseModel):
-    """What the plot draws; x is the ledger id, so a point can be found in the report's tables."""
+    """What the plot draws; x is the ledger id, so a point can be found in the report's tables. Each score is
+    the mean of the row's runs (`deltas`), as in the report's tables."""
 
     points: list[tuple[int, float]]  # every scored baseline/proposal
     kept: list[tuple[int, float]]
-    running_best: list[tuple[int, float]]  # best kept score so far, from the first kept experiment on
+    running_best: list[tuple[int, float]]  # the last promotion so far, from the first kept experiment on
     no_score: list[int]  # finished without a score (failed or rejected)
 
 
 def progress_series(experiments: list[Experiment]) -> ProgressSeries:
-    scored = [e for e in experiments if e.kind in SCORED_KINDS]
-    running, best = [], float("inf")
-    for e in scored:
-        if e.val_bpb is not None and e.kept:
-            best = min(best, e.val_bpb)
-        if best < float("inf"):
+    index = Scores(experiments)
+    # A row none of whose runs counts (a metric mismatch, an overrun) still shows its harness score.
+    scored = [(e, _mean(index, e)) for e in experiments if e.kind in SCORED_KINDS]
+    running, best = [], None
+    for e, bpb in scored:
+        if bpb is not None and e.kept:
+            best = bpb  # the best is the last promotion, not the lowest score seen
+        if best is not None:
             running.append((e.id, best))
     return ProgressSeries(
-        points=[(e.id, e.val_bpb) for e in scored if e.val_bpb is not None],
-        kept=[(e.id, e.val_bpb) for e in scored if e.val_bpb is not None and e.kept],
+        points=[(e.id, bpb) for e, bpb in scored if bpb is not None],
+        kept=[(e.id, bpb) for e, bpb in scored if bpb is not None and e.kept],
         running_best=running,
-        no_score=[e.id for e in scored if e.val_bpb is None and e.status != RowStatus.running],
+        no_score=[e.id for e, _ in scored if e.val_bpb is None and e.status != RowStatus.running],
     )
+
+
+def _mean(index: Scores, e: Experiment) -> float | None:
+    mean = index.mean(e) if e.val_bpb is not None else None
+    return mean if mean is not None else e.val_bpb
 
 
 def plot_progress(experiments: list[Experiment], path: Path, title: str) -> Path:

@@ -7,6 +7,7 @@ from collections import Counter
 from pydantic import BaseModel, Field
 
 from agentgolf.agent.acceptance import describe_evidence
+from agentgolf.agent.deltas import Score
 from agentgolf.agent.report.summary import Spend, Summary
 from agentgolf.experiments.ledger import Experiment
 from agentgolf.experiments.status import FAILURE_CAUSES, Kind
@@ -39,12 +40,12 @@ def build_sections(s: Summary) -> list[Section]:
         Section(
             title="Inconclusive wins",
             note="Looked better than the parent, but not beyond the noise floor or not (yet) confirmed.",
-            table=_exp_table(s.inconclusive, status=True) if s.inconclusive else None,
+            table=_exp_table(s, s.inconclusive, status=True) if s.inconclusive else None,
         ),
         Section(
             title="Dead ends",
             note="Scored, not better than the parent.",
-            table=_exp_table(s.dead_ends) if s.dead_ends else None,
+            table=_exp_table(s, s.dead_ends) if s.dead_ends else None,
         ),
         _decisions_section(s),
         _failures_section(s),
@@ -69,11 +70,13 @@ def _headline(s: Summary) -> list[str]:
         + (", ".join(f"{k} {n}" for k, n in s.statuses.items()) or "none"),
     ]
     if s.chain:
-        first, last = s.chain[0], s.chain[-1]
-        lines.append(
-            f"best: #{last.id} {_title(last)}, val_bpb **{last.val_bpb:.4f}** "
-            f"({last.val_bpb - first.val_bpb:+.4f} vs baseline {first.val_bpb:.4f}), branch `{last.branch}`"
-        )
+        first, last = _score(s, s.chain[0]), _score(s, s.chain[-1])
+        tip = s.chain[-1]
+        if first.bpb is not None and last.bpb is not None:
+            lines.append(
+                f"best: #{tip.id} {_title(tip)}, val_bpb **{last.bpb:.4f}** ({_runs(last.runs)}; "
+                f"{last.bpb - first.bpb:+.4f} vs baseline {first.bpb:.4f}), branch `{tip.branch}`"
+            )
     n_fail = sum(map(len, s.failures.values()))
     lines.append(
         f"wins: {len(s.confirmed)} confirmed, {len(s.inconclusive)} inconclusive; "
@@ -90,40 +93,54 @@ def _headline(s: Summary) -> list[str]:
 
 def _chain_section(s: Summary) -> Section:
     rows = []
-    base = s.chain[0].val_bpb if s.chain else None
+    base = _score(s, s.chain[0]).bpb if s.chain else None
     for e in s.chain:
+        score = _score(s, e)
         rows.append(
             [
                 str(e.id),
                 _title(e),
                 e.category,
-                f"{e.val_bpb:.4f}",
-                num(e.delta_bpb, "+.4f") if e.kind != Kind.baseline else "",
-                num(e.val_bpb - base, "+.4f") if e.kind != Kind.baseline else "",
+                num(score.bpb, ".4f"),
+                str(score.runs),
+                _delta(score) if e.kind != Kind.baseline else "",
+                num(score.bpb - base, "+.4f")
+                if e.kind != Kind.baseline and None not in (score.bpb, base)
+                else "",
             ]
         )
-    table = Table(headers=["#", "change", "category", "val_bpb", "Δ vs parent", "Δ vs baseline"], rows=rows)
-    return Section(title="Best chain", table=table if rows else None, empty="No experiment produced a score.")
+    headers = ["#", "change", "category", "val_bpb", "runs", "Δ vs parent", "Δ vs baseline"]
+    return Section(
+        title="Best chain",
+        note="From the baseline to the last promotion (the run's `best` branch). val_bpb: the mean of each "
+        "row's runs (it and its confirmations; the baseline's seeds). Δ vs parent: the mean paired "
+        "difference over its rounds beside a control (marked paired, with the rounds), else its mean minus "
+        "its parent's mean on the same rung.",
+        table=Table(headers=headers, rows=rows) if rows else None,
+        empty="No experiment produced a score.",
+    )
 
 
 def _wins_section(s: Summary) -> Section:
     rows = []
     for e in s.confirmed:
         reruns = [r for r in s.reruns.get(e.id, []) if r.val_bpb is not None]
+        score = _score(s, e)
         rows.append(
             [
                 str(e.id),
                 _title(e),
                 e.category,
-                num(e.val_bpb, ".4f"),
-                num(e.delta_bpb, "+.4f"),
+                num(score.bpb, ".4f"),
+                _delta(score),
                 ", ".join(f"{r.val_bpb:.4f}" for r in reruns) or "none",
             ]
         )
     table = Table(headers=["#", "change", "category", "val_bpb", "Δ vs parent", "re-runs"], rows=rows)
     return Section(
         title="Confirmed wins",
-        note="Kept: accepted as better than the parent. Re-runs: confirmation seeds and replays of the commit.",
+        note="Kept: accepted as better than the parent. val_bpb: the mean of its runs. Re-runs: confirmation "
+        "seeds and replays of the commit.",
         table=table if rows else None,
     )
 
@@ -180,9 +197,15 @@ def _spend_section(s: Summary) -> Section:
 def _anomalies_section(s: Summary) -> Section:
     rows = [[a.kind, f"#{a.exp_id}", a.detail] for a in s.anomalies]
     noise = f"noise floor {s.noise_bpb:.4f} bpb" if s.noise_bpb else "no measured noise floor"
+    others = "".join(
+        f"; on rung {rung}: above {s.jump_thresholds[rung]:.4f} bpb"
+        + (f", noise floor {sigma:.4f} bpb" if sigma else ", no measured noise floor")
+        for rung, sigma in s.rung_noise.items()
+        if rung
+    )
     note = (
         f"Metric mismatches (trainer vs harness), suspicious jumps (a gain above {s.jump_threshold_bpb:.4f} "
-        f"bpb in one step; {noise}), unsandboxed runs and self-reported scores."
+        f"bpb in one step; {noise}{others}), unsandboxed runs and self-reported scores."
     )
     return Section(
         title="Anomalies",
@@ -234,13 +257,32 @@ def _screening_section(s: Summary) -> Section:
     )
 
 
-def _exp_table(exps: list[Experiment], status: bool = False) -> Table:
+def _exp_table(s: Summary, exps: list[Experiment], status: bool = False) -> Table:
     headers = ["#", "change", "category", "val_bpb", "Δ vs parent"] + (["status", "why"] if status else [])
     rows = []
     for e in exps:
-        row = [str(e.id), _title(e), e.category, num(e.val_bpb, ".4f"), num(e.delta_bpb, "+.4f")]
+        score = _score(s, e)
+        row = [str(e.id), _title(e), e.category, num(score.bpb, ".4f"), _delta(score)]
         rows.append(row + ([e.status, _clip(e.reason)] if status else []))
     return Table(headers=headers, rows=rows)
+
+
+def _score(s: Summary, e: Experiment) -> Score:
+    """The row's mean and Δ vs parent (`deltas`); a row the summary did not score shows its own figures."""
+    found = s.scores.get(e.id)
+    return (
+        found
+        if found is not None
+        else Score(bpb=e.val_bpb, runs=int(e.val_bpb is not None), delta=e.delta_bpb)
+    )
+
+
+def _delta(score: Score) -> str:
+    return num(score.delta, "+.4f") + (f" (paired, {score.rounds})" if score.rounds else "")
+
+
+def _runs(n: int) -> str:
+    return f"mean of {n} runs" if n != 1 else "1 run"
 
 
 def _spend_line(sp: Spend) -> str:

@@ -11,7 +11,9 @@ from collections import Counter
 from pydantic import BaseModel, Field
 
 from agentgolf.agent.acceptance import noise_floor
+from agentgolf.agent.deltas import Score, Scores
 from agentgolf.agent.fidelity import Agreement, by_category, pairs
+from agentgolf.agent.screening import lane
 from agentgolf.errors import AgentgolfError
 from agentgolf.experiments.ledger import Experiment, Ledger, Run, lineage
 from agentgolf.experiments.status import (
@@ -77,7 +79,7 @@ class Summary(BaseModel):
     run: Run
     statuses: dict[str, int]
     scored: int  # baseline + proposal rows: the x axis of the plot
-    chain: list[Experiment]
+    chain: list[Experiment]  # the baseline to the last promotion (the run's best branch)
     confirmed: list[Experiment]
     reruns: dict[int, list[Experiment]] = Field(default_factory=dict)  # original id -> its re-runs
     retests: dict[int, Experiment] = Field(default_factory=dict)  # a win carried forward -> its re-test
@@ -87,8 +89,11 @@ class Summary(BaseModel):
     spend: Spend
     anomalies: list[Anomaly]
     categories: list[CategoryStats]
-    noise_bpb: float | None  # seed-to-seed std of the run, None when unknown
-    jump_threshold_bpb: float
+    noise_bpb: float | None  # seed-to-seed std of the run's full-budget rung, None when unknown
+    jump_threshold_bpb: float  # of the full-budget rung
+    scores: dict[int, Score] = Field(default_factory=dict)  # baseline and proposal rows: mean, runs, Δ
+    rung_noise: dict[str, float | None] = Field(default_factory=dict)  # each rung's own noise floor
+    jump_thresholds: dict[str, float] = Field(default_factory=dict)  # each rung's suspicious-jump threshold
     utilization: Utilization | None = None  # None until an experiment has finished
     screening: dict[str, Agreement] = Field(default_factory=dict)  # fidelity ladder: category -> agreement
 
@@ -103,13 +108,19 @@ def pick_run(ledger: Ledger, run_id: str | None) -> Run:
     return run
 
 
+def best(experiments: list[Experiment]) -> Experiment | None:
+    """The run's best: its last promotion (the last kept row), the row its `best` branch and summary name."""
+    kept = [e for e in experiments if e.kept and e.kind in SCORED_KINDS]
+    return max(kept, key=lambda e: e.id) if kept else None
+
+
 def best_chain(experiments: list[Experiment]) -> list[Experiment]:
-    """Kept experiments from the baseline to the best one, following parent links."""
-    kept = [e for e in experiments if e.kept and e.kind in SCORED_KINDS and e.val_bpb is not None]
-    if not kept:
+    """Kept experiments from the baseline to the last promotion, following parent links."""
+    tip = best(experiments)
+    if tip is None:
         return []
     by_id = {e.id: e for e in experiments}
-    return lineage(min(kept, key=lambda e: e.val_bpb), by_id.get)
+    return lineage(tip, by_id.get)
 
 
 def summarize(run: Run, experiments: list[Experiment]) -> Summary:
@@ -124,9 +135,14 @@ def summarize(run: Run, experiments: list[Experiment]) -> Summary:
     for e in experiments:
         if e.replay_of is not None:  # replay, confirm and calibration rows
             reruns.setdefault(e.replay_of, []).append(e)
-    noise = run_noise(run, experiments)
+    index = Scores(experiments)
+    scores = {e.id: index.score(e) for e in experiments if e.kind in SCORED_KINDS}
+    rung_noise = {rung: run_noise(run, experiments, rung) for rung in sorted({e.rung for e in experiments})}
+    jumps = {
+        rung: JUMP_NOISE_MULTIPLE * noise if noise else JUMP_DEFAULT_BPB for rung, noise in rung_noise.items()
+    }
+    noise = rung_noise.get("", run_noise(run, experiments))
     sent = {e.screen_of for e in experiments if e.screen_of is not None}  # screened ideas run at full budget
-    jump = JUMP_NOISE_MULTIPLE * noise if noise else JUMP_DEFAULT_BPB
     return Summary(
         run=run,
         statuses=dict(Counter(e.status for e in experiments).most_common()),
@@ -139,10 +155,13 @@ def summarize(run: Run, experiments: list[Experiment]) -> Summary:
         dead_ends=[e for e in proposals if e.status == RowStatus.ok and not e.kept and e.id not in sent],
         failures=failures,
         spend=spend_of(experiments),
-        anomalies=find_anomalies(run, experiments, jump),
+        anomalies=find_anomalies(run, experiments, jumps, scores),
         categories=category_stats(proposals),
         noise_bpb=noise,
-        jump_threshold_bpb=jump,
+        jump_threshold_bpb=JUMP_NOISE_MULTIPLE * noise if noise else JUMP_DEFAULT_BPB,
+        scores=scores,
+        rung_noise=rung_noise,
+        jump_thresholds=jumps,
         utilization=slot_utilization(experiments, int(run.settings.get("slots") or 0)),
         screening=by_category(pairs(experiments)) if any(e.rung for e in experiments) else {},
     )
@@ -178,11 +197,13 @@ def slot_utilization(experiments: list[Experiment], slots: int = 0) -> Utilizati
     return Utilization(overall=sum(shares.values()) / len(shares), slots=shares, window_seconds=window)
 
 
-def run_noise(run: Run, experiments: list[Experiment]) -> float | None:
-    """`noise_bpb` from the run settings when set, else the run's noise floor; None when unknown."""
-    if run.settings.get("noise_bpb"):
+def run_noise(run: Run, experiments: list[Experiment], rung: str = "") -> float | None:
+    """The seed noise of one rung ("" is the full budget): `noise_bpb` from the run settings when set (the
+    full budget's), else the noise floor pooled over that rung's rows only; None when unknown. A screen's
+    short runs and the full budget's long ones are never pooled: their noise differs by a large factor."""
+    if run.settings.get("noise_bpb") and not rung:
         return float(run.settings["noise_bpb"])
-    return noise_floor(experiments).sigma or None
+    return noise_floor(lane(experiments, rung)).sigma or None
 
 
 def spend_of(experiments: list[Experiment]) -> Spend:
@@ -201,9 +222,18 @@ def spend_of(experiments: list[Experiment]) -> Spend:
     return spend
 
 
-def find_anomalies(run: Run, experiments: list[Experiment], jump_bpb: float) -> list[Anomaly]:
-    """Things a person should look at before believing the numbers."""
+def find_anomalies(
+    run: Run,
+    experiments: list[Experiment],
+    jump_bpb: float | dict[str, float],
+    scores: dict[int, Score] | None = None,
+) -> list[Anomaly]:
+    """Things a person should look at before believing the numbers. A suspicious jump is a Δ vs parent
+    (`deltas`) beyond the threshold of the row's own rung (`jump_bpb`: one figure, or one per rung)."""
     tolerance = float(run.settings.get("metric_tolerance_bpb", DEFAULT_MISMATCH_BPB))
+    if scores is None:
+        index = Scores(experiments)
+        scores = {e.id: index.score(e) for e in experiments if e.kind in SCORED_KINDS}
     found = []
     for e in experiments:
         if e.self_val_bpb is not None and e.val_bpb is not None:
@@ -222,12 +252,16 @@ def find_anomalies(run: Run, experiments: list[Experiment], jump_bpb: float) -> 
             found.append(
                 Anomaly(kind="metric_mismatch", exp_id=e.id, detail=e.reason or "status metric_mismatch")
             )
-        if e.kind == Kind.proposal and e.delta_bpb is not None and -e.delta_bpb > jump_bpb:
+        delta = scores[e.id].delta if e.id in scores else None
+        jump = jump_bpb.get(e.rung, JUMP_DEFAULT_BPB) if isinstance(jump_bpb, dict) else jump_bpb
+        if e.kind == Kind.proposal and delta is not None and -delta > jump:
             found.append(
                 Anomaly(
                     kind="suspicious_jump",
                     exp_id=e.id,
-                    detail=f"improved by {-e.delta_bpb:.4f} bpb in one step (threshold {jump_bpb:.4f}): "
+                    detail=f"improved by {-delta:.4f} bpb in one step (threshold {jump:.4f}"
+                    + (f" on rung {e.rung}" if e.rung else "")
+                    + "): "
                     "check the eval and the data the trainer reads",
                 )
             )
