@@ -212,8 +212,9 @@ def test_an_unexpected_error_is_one_line_and_a_traceback_file(workspace, tmp_pat
 def test_whole_loop_run_ledger_show_pick_replay_report(workspace):
     """The foundation's path end to end: 3 experiments, 3 branches, then every morning-after command."""
     agentgolf("run", "--budget", "3", cwd=workspace, check=True)
-    rows = json.loads(agentgolf("ledger", "--json", cwd=workspace, check=True).stdout)
-    assert len(rows) == 3
+    listed = json.loads(agentgolf("ledger", "--json", cwd=workspace, check=True).stdout)
+    rows = [r for r in listed if r["kind"] != "control"]  # each proposal ran beside a control of its parent
+    assert len(rows) == 3 and len(listed) == 5
     for key in (
         "id",
         "parent_id",
@@ -243,7 +244,8 @@ def test_whole_loop_run_ledger_show_pick_replay_report(workspace):
     table = agentgolf("ledger", cwd=workspace, check=True).stdout
     assert "Baseline" in table and "Lower learning rates" in table
     tsv = agentgolf("ledger", "--tsv", cwd=workspace, check=True).stdout.splitlines()
-    assert tsv[0].split("\t") == ["commit", "val_bpb", "memory_gb", "status", "description"] and len(tsv) == 4
+    assert tsv[0].split("\t") == ["commit", "val_bpb", "memory_gb", "status", "description"]
+    assert len(tsv) == 1 + len(listed)
     assert tsv[1].split("\t")[0] == rows[0]["commit"][:7] and tsv[1].endswith("\tBaseline")
 
     shown = agentgolf("show", "2", cwd=workspace, check=True).stdout

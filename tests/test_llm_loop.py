@@ -63,7 +63,7 @@ def test_a_capped_tool_session_sees_the_parents_facts_and_ends_in_a_commit(
     assert len(requests) == 3
 
     rows = loop.ledger.experiments(run_id=summary.run_id)
-    base, proposal = rows
+    base, proposal = [e for e in rows if e.kind != "control"]  # its round's control aside
     assert proposal.kind == "proposal" and proposal.status == "ok", proposal.reason
     assert proposal.title == submit["title"] and proposal.commit_sha != base.commit_sha
     diff = wt.diff(loop.lab.repo, base.commit_sha, proposal.commit_sha)

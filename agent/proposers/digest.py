@@ -109,13 +109,6 @@ def build_digest(
     return _render(sections)[:max_chars]
 
 
-def _render(sections: list[tuple[str, list[str]]]) -> str:
-    parts = []
-    for title, lines in sections:
-        parts.append(f"## {title}\n" + ("\n".join(lines) if lines else "- none yet"))
-    return "\n\n".join(parts) + "\n"
-
-
 def _with_steps_flags(why: Why | None, flags: dict[int, list[str]]) -> Why:
     """`why` (or the row's verdict), then, for a run whose steps differ from its control's by more than the
     share set (experiments/steps.py), that flag: its score may be the steps', not the change's."""
@@ -126,6 +119,13 @@ def _with_steps_flags(why: Why | None, flags: dict[int, list[str]]) -> Why:
         return head + (f"; steps flag: {found[0]}" if found else "")
 
     return told
+
+
+def _render(sections: list[tuple[str, list[str]]]) -> str:
+    parts = []
+    for title, lines in sections:
+        parts.append(f"## {title}\n" + ("\n".join(lines) if lines else "- none yet"))
+    return "\n\n".join(parts) + "\n"
 
 
 def similar(
