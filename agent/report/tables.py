@@ -27,7 +27,7 @@ TSV_HEADER = "commit\tval_bpb\tmemory_gb\tstatus\tdescription"  # autoresearch's
 JSON_FIELDS = (
     "id parent_id run_id kind status val_bpb delta_bpb self_val_bpb artifact_bytes train_seconds steps step_ms "
     "paired_with wall_seconds branch commit_sha title hypothesis category proposer seed kept reason isolation "
-    "trust decision retest_of rung screen_of slot started_at finished_at"
+    "trust decision retest_of rung screen_of slot started_at finished_at val_tokens init_hash"
 ).split()
 JSON_RENAMED = {"commit_sha": "commit"}
 PEAK_MEMORY = re.compile(r"peak memory allocated: (\d+) MiB")
