@@ -13,14 +13,17 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from agentgolf.agent.lab import Lab
 from agentgolf.agent.paired import controls_of, measured
 from agentgolf.agent.stats import t_isf
 from agentgolf.experiments.ledger import Experiment
 from agentgolf.experiments.status import Kind
+
+if TYPE_CHECKING:
+    from agentgolf.agent.lab import Lab
 
 MORNING_SEED_OFFSET = (
     500  # morning seeds: seed + 500 + r, apart from calibration (+k) and confirmations (+1000k)
@@ -108,3 +111,9 @@ def false_promotions(rows: Sequence[Experiment], alpha: float, night_rate: float
         f"(alpha {alpha:g} each); for at most a {night_rate:.0%} chance of any in a night like this one, "
         f"set acceptance.alpha to {night_rate / judged:.2g}"
     )
+
+
+def said(settings: dict[str, Any]) -> str:
+    """A run's morning number as one line, from the run's settings (where the scheduler keeps it); "" if none."""
+    found = settings.get("morning")
+    return Morning.model_validate(found).line() if found else ""

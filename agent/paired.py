@@ -157,3 +157,10 @@ def decide(
     if not found or sigma.source == "none":
         return None
     return judge(found, sigma.sigma, sigma.dof, cfg, acceptance.margin_bpb(rows, cfg), pool)
+
+
+def all_favour(verdict: Verdict) -> bool:
+    """An undecided candidate whose every pair favours it (each difference below zero): worth carrying onto
+    a new best and testing there, rather than dropping on a coin flip."""
+    ev = verdict.evidence
+    return ev is not None and ev.design == "paired" and bool(ev.samples) and all(d < 0 for d in ev.samples)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from agentgolf.agent import deltas, morning
 from agentgolf.agent.notes import Note, read_notes
 from agentgolf.agent.processes import lock_owner
 from agentgolf.agent.report.summary import Utilization, slot_utilization
@@ -66,6 +67,7 @@ class RunStatus(BaseModel):
     stop_reason: str
     notes: list[Note]
     utilization: Utilization | None = None  # of the slots, over the finished experiments (summary.py)
+    morning: str = ""  # the best against the baseline in fresh paired rounds, when the run ended (morning.py)
 
 
 def lock_file(state: Path, run_id: str) -> Path:
@@ -81,9 +83,10 @@ def run_status(state: Path, ledger: Ledger, run_id: str) -> RunStatus:
     base = next((e for e in rows if e.kind == Kind.baseline and e.val_bpb is not None), None)
     best = None
     if kept:
-        top = kept[-1]
-        delta = top.val_bpb - base.val_bpb if base and top.val_bpb is not None else None
-        best = Best(id=top.id, title=top.title, val_bpb=top.val_bpb, delta_vs_baseline=delta)
+        top, scores = kept[-1], deltas.Scores(rows)  # means of their runs, never first runs
+        mine, theirs = scores.score(top).bpb, scores.score(base).bpb if base else None
+        delta = mine - theirs if mine is not None and theirs is not None else None
+        best = Best(id=top.id, title=top.title, val_bpb=mine, delta_vs_baseline=delta)
     statuses: dict[str, int] = {}
     for e in rows:
         statuses[str(e.status)] = statuses.get(str(e.status), 0) + 1
@@ -123,4 +126,5 @@ def run_status(state: Path, ledger: Ledger, run_id: str) -> RunStatus:
         stop_reason=run.stop_reason,
         notes=read_notes(state),
         utilization=slot_utilization(rows, int(settings.get("slots") or 0)),
+        morning=morning.said(settings),
     )

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from agentgolf.agent import kept
+from agentgolf.agent import kept, morning
 from agentgolf.agent.deltas import Score, Scores
 from agentgolf.agent.stats import TTest, one_sided_t_test
 from agentgolf.challenge import (
@@ -213,7 +213,10 @@ def write_submission(
     chain = ledger.lineage(exp)
     scores = Scores(ledger.experiments(run_id=chain[-1].run_id)) if chain[-1].run_id else Scores(chain)
     steps = [(e, scores.score(e)) for e in chain]
-    (folder / "README.md").write_text(_readme(info, exp, steps, seeds, log_names, test))
+    readme = _readme(info, exp, steps, seeds, log_names, test)
+    if exp.run_id is not None and (line := morning.said(ledger.get_run(exp.run_id).settings)):
+        readme += f"\n## The chain, measured again\n\n{line} (fresh seeds, beside the baseline).\n"
+    (folder / "README.md").write_text(readme)
     return folder
 
 

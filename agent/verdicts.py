@@ -70,7 +70,12 @@ class Verdicts:
             return  # no complete round yet (a voided one runs again)
         parent = self.ledger.get(exp.parent_id)
         fields = {"reason": verdict.reason, "decision": verdict.record()}  # evidence: ledger --json, report
-        if verdict.decision == "promote" and self.best is not None and parent.id != self.best.id:
+        moved_on = self.best is not None and parent.id != self.best.id
+        if verdict.decision == "inconclusive" and moved_on and paired.all_favour(verdict):
+            # Undecided, but every pair favours it: not dropped on a coin flip, carried like a win.
+            fields["reason"] += "; every pair favoured it"
+            verdict.decision = "promote"  # for the branch below only: its evidence keeps "inconclusive"
+        if verdict.decision == "promote" and moved_on:
             # A win over a parent that is no longer the best: re-test its change on the best (retest.py).
             fields["reason"] += f", but the best moved on to experiment {self.best.id} meanwhile"
             again, said = retest.carry(

@@ -17,6 +17,8 @@ from rich.console import Console
 from agentgolf.agent import paired
 from agentgolf.agent.acceptance import AcceptanceConfig
 from agentgolf.agent.loop import Loop, RunCaps
+from agentgolf.agent.report.report import write_report
+from agentgolf.agent.run_status import run_status
 from agentgolf.experiments.ledger import Experiment, Ledger
 from agentgolf.sandbox.result import SandboxResult, Status
 from tests.test_hill_climb import Scripted, _steps, _workspace
@@ -99,6 +101,20 @@ def test_the_verdict_records_its_pairs_and_needs_a_noise_estimate():
     assert paired.decide(rows, rows[1], [3.0], CFG) is None  # no noise estimate: no verdict at all
     with pytest.raises(ValueError, match="noise_seeds must be at least 2"):
         AcceptanceConfig(noise_seeds=1)
+
+
+def test_an_undecided_candidate_whose_pairs_all_favour_it_is_carried():
+    """Inconclusive at the cap with every difference below zero: carried onto a new best (verdicts.py)
+    rather than dropped; one pair against it, and it is not."""
+    rows = [_row(1, "baseline", 3.0, 1)]
+    _candidate(rows, 10, [-0.004, -0.001, -0.003, -0.002])
+    cfg = AcceptanceConfig(noise_seeds=3, max_runs=4)
+    verdict = paired.decide(rows, rows[1], [3.00, 3.02, 2.98], cfg)
+    assert verdict.decision == "inconclusive" and paired.all_favour(verdict)
+    rows = [_row(1, "baseline", 3.0, 1)]
+    _candidate(rows, 10, [-0.004, 0.001, -0.003, -0.002])
+    verdict = paired.decide(rows, rows[1], [3.00, 3.02, 2.98], cfg)
+    assert verdict.decision == "inconclusive" and not paired.all_favour(verdict)
 
 
 class Machine:
@@ -206,7 +222,9 @@ def test_the_morning_number_is_measured_when_the_run_ends(tmp_path, tiny_dataset
             and tip.seed not in (best.seed, rows[0].seed)
         )
     assert tips[0].seed != tips[1].seed
-    found = Ledger(tmp_path / "ws" / ".agentgolf" / "ledger.db").get_run(summary.run_id).settings["morning"]
+    state = tmp_path / "ws" / ".agentgolf"
+    ledger = Ledger(state / "ledger.db")
+    found = ledger.get_run(summary.run_id).settings["morning"]
     diffs = [
         t.val_bpb - c.val_bpb for t in tips for c in rows if c.kind == "control" and c.paired_with == [t.id]
     ]
@@ -220,3 +238,6 @@ def test_the_morning_number_is_measured_when_the_run_ends(tmp_path, tiny_dataset
     assert "morning number: best #" in said
     assert "false promotions expected among the 1 candidate(s) judged: at most 0.01" in said
     assert summary.experiments == 2
+    line = run_status(state, ledger, summary.run_id).morning  # status and the report say it too
+    assert line.startswith(f"morning number: best #{best.id} beats the baseline by +") and "95% CI" in line
+    assert line in write_report(ledger, summary.run_id, tmp_path / "reports").markdown.read_text()

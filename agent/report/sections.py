@@ -85,6 +85,8 @@ def _headline(s: Summary) -> list[str]:
     lines.append(f"spend: {_spend_line(s.spend)}")
     if s.utilization is not None:
         lines.append(s.utilization.line() + f" over {s.utilization.window_seconds / 60:,.1f} min")
+    if s.morning:
+        lines.append(f"**{s.morning}**")
     if s.anomalies:
         kinds = Counter(a.kind for a in s.anomalies)
         lines.append("**anomalies: " + ", ".join(f"{k} {n}" for k, n in kinds.items()) + "** (see below)")

@@ -10,6 +10,7 @@ from collections import Counter
 
 from pydantic import BaseModel, Field
 
+from agentgolf.agent import morning
 from agentgolf.agent.acceptance import noise_floor
 from agentgolf.agent.deltas import Score, Scores
 from agentgolf.agent.fidelity import Agreement, by_category, pairs
@@ -95,6 +96,7 @@ class Summary(BaseModel):
     rung_noise: dict[str, float | None] = Field(default_factory=dict)  # each rung's own noise floor
     jump_thresholds: dict[str, float] = Field(default_factory=dict)  # each rung's suspicious-jump threshold
     utilization: Utilization | None = None  # None until an experiment has finished
+    morning: str = ""  # the best against the baseline in fresh paired rounds at the run's end (morning.py)
     screening: dict[str, Agreement] = Field(default_factory=dict)  # fidelity ladder: category -> agreement
 
 
@@ -163,6 +165,7 @@ def summarize(run: Run, experiments: list[Experiment]) -> Summary:
         rung_noise=rung_noise,
         jump_thresholds=jumps,
         utilization=slot_utilization(experiments, int(run.settings.get("slots") or 0)),
+        morning=morning.said(run.settings),
         screening=by_category(pairs(experiments)) if any(e.rung for e in experiments) else {},
     )
 

@@ -246,6 +246,8 @@ def status_lines(status: RunStatus) -> list[str]:
     lines.append(f"spend: {s.device_hours:.3f} device hours, ${s.usd:.2f} LLM ({s.tokens:,} tokens)")
     if status.utilization is not None:
         lines.append(status.utilization.line())
+    if status.morning:
+        lines.append(status.morning)
     if status.stop_reason:
         lines.append(f"stopped: {status.stop_reason}")
     lines.extend(f"note {n.id}: {n.text}" for n in status.notes)
