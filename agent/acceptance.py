@@ -280,14 +280,10 @@ def judge(
         evidence.decision = decision
         return Verdict(decision=decision, delta_bpb=delta, p_value=p, reason=reason, evidence=evidence)
 
-    if source == "none":  # deterministic runs, no calibration: compare the means against the margin only
-        if delta >= 0:
-            return verdict("dead_end", f"no better than its parent ({delta:+.4f} bpb)")
-        if gain <= 0:
-            return verdict("inconclusive", f"{delta:+.4f} bpb, not beyond the {margin:.4f} bpb margin")
-        if n < cfg.first_promotion:
-            return verdict("confirm", "looks better: confirming with another seed")
-        return verdict("promote", f"{delta:+.4f} bpb (plain comparison: no noise estimate)", 0.0)
+    if source == "none":  # never a plain comparison: a rung without a noise estimate is calibrated first
+        return verdict(
+            "inconclusive", f"{delta:+.4f} bpb, not decided: no noise estimate (calibrate the rung)"
+        )
     c, drop = boundaries(m, dof, cfg)
     return sequential(evidence, gain / (sigma * math.sqrt(1.0 / n + 1.0 / m)), c, drop, cfg)
 

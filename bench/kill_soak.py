@@ -56,7 +56,9 @@ def make_workspace(root: Path) -> Path:
     ws.config.data = DataConfig(dataset_dir=info.dataset_dir, tokenizer=info.tokenizer, vocab_size=256)
     ws.config.trainer_env = {**TINY_ENV, "ITERATIONS": "12"}  # long enough to be caught mid-flight
     ws.config.budget = Budget(train_seconds=600, train_grace_seconds=60, score_seconds=120)
-    ws.config.acceptance = AcceptanceConfig(noise_seeds=1, known_sigma_bpb=0.001, confirm=False, min_delta_bpb=0.0)
+    ws.config.acceptance = AcceptanceConfig(
+        noise_seeds=1, known_sigma_bpb=0.001, confirm=False, min_delta_bpb=0.0
+    )
     save_config(ws.config_path, ws.config)
     return ws.root
 

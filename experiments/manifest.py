@@ -24,6 +24,7 @@ VOLATILE = {
     "proposer_session",  # how the proposer made the change (API mode, turns): not a setting of the run
     "verification",  # a fresh random sample each time
     "timing",  # what the run measured of itself (Lab.record): never the same twice
+    "clock",  # the training clock and the CPU seconds the run used: measured, never the same twice
     "slurm_job_id",
     "slurm_node",
     "slurm_queue_wait_s",

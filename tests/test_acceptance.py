@@ -120,14 +120,15 @@ def test_null_candidates_are_rarely_promoted_and_large_gains_are():
     assert statistics.fmean(n for _, n in null) < 2.0  # nulls are dropped early
 
 
-def test_deterministic_runs_without_calibration_compare_plainly():
-    cfg = AcceptanceConfig(noise_seeds=1, confirm=False, min_delta_bpb=0.0)
-    assert judge([1.49], [1.50], 0.0, 1, cfg).decision == "promote"
-    assert judge([1.50], [1.50], 0.0, 1, cfg).decision == "dead_end"
-    confirming = AcceptanceConfig(noise_seeds=1)
-    assert judge([1.49], [1.50], 0.0, 0, confirming).decision == "confirm"
-    plain = judge([1.49, 1.491], [1.50], 0.0, 0, confirming)
-    assert plain.decision == "promote" and plain.evidence.noise == "none"
+def test_without_a_noise_estimate_nothing_is_promoted_on_a_plain_comparison():
+    """The audit's D1: a plain comparison promoted 41% of no-gain changes. Now a run needs 2 noise seeds or a
+    known sigma, and a verdict without any noise estimate never promotes."""
+    with pytest.raises(ValueError, match="noise_seeds must be at least 2"):
+        AcceptanceConfig(noise_seeds=1)
+    cfg = AcceptanceConfig(noise_seeds=1, known_sigma_bpb=0.001, confirm=False)
+    verdict = judge([1.49, 1.491], [1.50], 0.0, 0, cfg)
+    assert verdict.decision == "inconclusive" and "no noise estimate" in verdict.reason
+    assert judge([1.49], [1.50], 0.001, math.inf, cfg).decision == "promote"  # the same gain, a known sigma
 
 
 # --- the acceptance functions over hand-made ledger rows: no training, no ledger file ---------------------

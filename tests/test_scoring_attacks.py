@@ -112,7 +112,7 @@ def test_training_while_loading_is_over_time(data, tmp_path, honest):
     result = run_sandboxed(compose("load_train.py", tmp_path), tmp_path / "run", data, budget)
     assert result.status is Status.over_time, (result.status, result.reason)
     assert re.search(r"loading the model took [\d.]+ s: more than the [\d.]+ s allowed", result.reason)
-    assert result.load_seconds > 8.0 and result.val_bpb < honest.val_bpb  # it gains; shown, never kept
+    assert result.load_seconds > 8.0 and result.val_bpb is not None  # scored and shown, never kept
     control = run_sandboxed(TOY, tmp_path / "control", data, budget)
     assert control.status is Status.ok, control.reason
 

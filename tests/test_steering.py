@@ -123,7 +123,8 @@ def test_note_and_status_on_a_live_run(tmp_path, tiny_dataset):
     done = _status(ws.root)
     assert not done["live"] and done["pid"] is None and done["status"] == "finished"
     assert done["stop_reason"] == "budget spent" and done["in_flight"] == [] and done["notes"] == []
-    assert done["experiments"] == 3 and done["finished"] == 3 and done["best"]["id"] >= 1
+    # 3 experiments; 5 rows finished: each proposal ran beside a control of its parent (test_paired.py)
+    assert done["experiments"] == 3 and done["finished"] == 5 and done["best"]["id"] >= 1
     assert done["spend"]["device_hours"] > 0
 
     # A CLI agent looks an idea up: the agent's changes are found by their diffs (their titles say nothing).
