@@ -76,7 +76,7 @@ def score_artifact(run: RunSetup, train: SandboxResult) -> SandboxResult:
         keep = sample_positions(layout, b.verify, rng)
         n_bytes = count_stream_bytes(table, val)
         walk = stream_mode.score_chunks if layout.mode.mode == "stream" else score_rows
-        nll_sum, reported = walk(session, layout, val, {i: p for i, p in keep.items()}, rng)
+        nll_sum, reported = walk(session, layout, val, keep, rng)
         session.send("bye")
         return scored(nll_sum, n_bytes, layout, session, reported=reported)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from agentgolf.baseline.dataset import DatasetInfo
 from agentgolf.sandbox.budget import Budget
 from agentgolf.sandbox.result import DataSpec
+from agentgolf.sandbox.verify import VerifyConfig
 
 TRAINERS = Path(__file__).parent / "sandbox_trainers"
 TOY = TRAINERS / "toy_bigram.py"
@@ -17,6 +18,8 @@ MAIN_GUARD = 'if __name__ == "__main__":\n    main()\n'
 TEST_BUDGET = Budget(
     train_seconds=20, train_grace_seconds=10, score_seconds=40, memory_bytes=8 * 2**30, max_processes=64
 )
+# Enough checked positions that every row of the tiny validation set is checked (m is at most one per row).
+THOROUGH = TEST_BUDGET.model_copy(update={"verify": VerifyConfig(min_positions=300)})
 
 
 def data_spec(info: DatasetInfo) -> DataSpec:

@@ -19,11 +19,11 @@ from agentgolf.sandbox.bwrap import find_bwrap
 from agentgolf.sandbox.result import Status
 from agentgolf.sandbox.runner import run_sandboxed
 from agentgolf.sandbox.verify import VerifyConfig
-from tests.sandbox_support import TEST_BUDGET, TOY, compose, data_spec, declaring
+from tests.sandbox_support import THOROUGH, TOY, compose, data_spec, declaring
 
 pytestmark = pytest.mark.skipif(find_bwrap() is None, reason="bubblewrap is not installed")
 
-BUDGET = TEST_BUDGET.model_copy(update={"verify": VerifyConfig(min_positions=300)})
+BUDGET = THOROUGH
 STREAM = {"eval_mode": "stream", "eval_stride": 16, "eval_context": 32}
 
 

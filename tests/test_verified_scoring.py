@@ -27,12 +27,9 @@ from agentgolf.sandbox.verify import (
     sample_count,
     sample_positions,
 )
-from tests.sandbox_support import TEST_BUDGET, TOY, compose, data_spec
+from tests.sandbox_support import THOROUGH, TOY, compose, data_spec
 
 pytestmark = pytest.mark.skipif(find_bwrap() is None, reason="bubblewrap is not installed")
-
-# Enough checked positions that a 1-in-10 peeker escapes with probability 0.9^300 (about 1e-14).
-THOROUGH = TEST_BUDGET.model_copy(update={"verify": VerifyConfig(min_positions=300)})
 
 
 @pytest.fixture(scope="module")
