@@ -232,42 +232,45 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
+    from agentgolf.agent.deltas import current
     from agentgolf.agent.report.tables import ledger_json, ledger_table, ledger_tsv
     from agentgolf.agent.workspace import find_workspace
 
-    rows = (
-        find_workspace()
-        .ledger()
-        .experiments(
-            run_id=args.run,
-            status=args.status,
-            category=args.category,
-            better_than=args.better_than,
-            order=args.sort,
-            full=args.tsv,  # the TSV's memory column is read from the log tail
-        )
+    ledger = find_workspace().ledger()
+    rows = ledger.experiments(
+        run_id=args.run,
+        status=args.status,
+        category=args.category,
+        better_than=args.better_than,
+        order=args.sort,
+        full=args.tsv,  # the TSV's memory column is read from the log tail
     )
     if args.tsv:
         print(ledger_tsv(rows))
     elif args.json:
         print(ledger_json(rows))
     else:
-        for item in ledger_table(rows):
+        runs = {e.run_id for e in rows if e.run_id}
+        whole = [e for run in sorted(runs) for e in ledger.experiments(run_id=run)]
+        for item in ledger_table(rows, scores=current(whole)):
             out.print(item)
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from agentgolf.agent.deltas import current
     from agentgolf.agent.report.tables import show_experiment
     from agentgolf.agent.workspace import find_workspace
     from agentgolf.experiments import worktree as wt
 
     ws = find_workspace()
-    e = ws.ledger().get(args.id)
+    ledger = ws.ledger()
+    e = ledger.get(args.id)
+    score = current(ledger.experiments(run_id=e.run_id)).get(e.id) if e.run_id else None
     diff = None
     if e.commit_sha and e.parent_commit and e.commit_sha != e.parent_commit:
         diff = wt.diff(wt.open_repo(ws.root), e.parent_commit, e.commit_sha)
-    for line in show_experiment(e, diff):
+    for line in show_experiment(e, diff, score):
         out.print(line.text, markup=line.markup)
     return 0
 

@@ -11,7 +11,8 @@ and the submission README.
   run against one run. Rows scored on other validation targets are left out (`acceptance.comparable`).
 
 Both are read from the rows, so they move as confirmations come in; the ledger's `delta_bpb` column holds
-the same figure as it stood when the row was recorded (`lab.Lab._delta`). Pass one run's rows.
+the same figure as it stood when the row was recorded (`lab.Lab._delta`); `ledger` and `show` print the
+current one (`current`). Pass one run's rows.
 """
 
 from __future__ import annotations
@@ -107,6 +108,19 @@ class Scores:
         if bpb is None or not theirs:
             return Score(bpb=bpb, runs=len(mine), delta=None)
         return Score(bpb=bpb, runs=len(mine), delta=bpb - statistics.fmean(e.val_bpb for e in theirs))
+
+
+def current(rows: Iterable[Experiment]) -> dict[int, Score]:
+    """Each row's score as it stands now, each among its own run's rows (pass whole runs): what `ledger` and
+    `show` print instead of the figure recorded when the row finished."""
+    runs: dict[str | None, list[Experiment]] = defaultdict(list)
+    for e in rows:
+        runs[e.run_id].append(e)
+    out: dict[int, Score] = {}
+    for group in runs.values():
+        scores = Scores(group)
+        out.update((e.id, scores.score(e)) for e in group)
+    return out
 
 
 def vs_parent(rows: Iterable[Experiment], exp: Experiment, parent: Experiment | None = None) -> float | None:

@@ -8,7 +8,9 @@ together:
   slot effect cancels from look to look;
 - on one slot, back to back, the order alternating by look (candidate first, then control first, ...), so
   that a linear drift cancels too;
-- with several slots but one free, the round waits for a second (a pair split in time is not a pair).
+- with several slots but one free, the round waits for a second (a pair split in time is not a pair);
+- on more than two slots, one control serves every run of its round with the same parent, seed and rung
+  (the runs the scheduler has ready while slots are free), so a round of k candidates takes k + 1 slots.
 A control that fails voids its round: the round runs again with the same seed, not charged to the idea.
 Screen-rung rows are judged unpaired (screening.py): a screen only sends ideas on, it never promotes.
 """
@@ -66,9 +68,22 @@ def control_for(lab: Lab, rows: Sequence[Experiment], row: Experiment) -> Experi
     return lab.ledger.update(ctrl.id, paired_with=[row.id])
 
 
-def order(rows: Sequence[Experiment], row: Experiment, ctrl: Experiment) -> tuple[Experiment, Experiment]:
-    """The round's two runs in launch order (or slot order): the candidate first on even looks."""
-    return (row, ctrl) if look(rows, row) % 2 == 0 else (ctrl, row)
+def shares(rows: Sequence[Experiment], ctrl: Experiment, row: Experiment) -> bool:
+    """`ctrl` can serve `row` too: a run that needs a control and has none yet, of the same parent, with the
+    same seed, on the same rung (on more than two slots one control serves its whole round)."""
+    return (
+        needs_control(rows, row)
+        and not controls_of(rows, row)
+        and target_of(rows, row).parent_id == ctrl.replay_of
+        and row.seed == ctrl.seed
+        and row.rung == ctrl.rung
+    )
+
+
+def order(rows: Sequence[Experiment], runs: Sequence[Experiment], ctrl: Experiment) -> list[Experiment]:
+    """The round's runs in launch order (or slot order): the (first) candidate before its control on even
+    looks, after it on odd ones, so that a slot effect or a drift cancels from look to look."""
+    return [*runs, ctrl] if look(rows, runs[0]) % 2 == 0 else [ctrl, *runs]
 
 
 def in_flight(rows: Sequence[Experiment], target: Experiment) -> bool:

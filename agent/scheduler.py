@@ -246,30 +246,51 @@ class Scheduler(Verdicts):
 
     def _launch_round(self, exp: Experiment) -> bool:
         """Launch `exp`, with its round's control when it is judged paired (rounds.py); False when the round
-        needs a second free slot and must wait for one (its rows stay for the next look)."""
+        needs more free slots and must wait for them (its rows stay for the next look)."""
         rows = self.rows()
         ctrl = next((c for c in paired.controls_of(rows, exp) if c.status == RowStatus.running), None)
         if exp.kind == Kind.control:
-            cand = next((e for e in rows if e.id in exp.paired_with), exp)
-            pair = rounds.order(rows, cand, exp) if cand is not exp else (exp,)
+            served = [e for e in rows if e.id in exp.paired_with]
+            pair = rounds.order(rows, served, exp) if served else [exp]
         elif ctrl is not None:  # a round made with its control (the morning's)
-            pair = rounds.order(rows, exp, ctrl)
+            pair = rounds.order(rows, [exp], ctrl)
         elif rounds.needs_control(rows, exp):
-            pair = rounds.order(rows, exp, rounds.control_for(self.lab, rows, exp))
+            ctrl = rounds.control_for(self.lab, rows, exp)
+            pair = rounds.order(rows, self._companions(exp, ctrl), ctrl)
         else:
-            pair = (exp,)
+            pair = [exp]
         todo = [e for e in pair if e.id not in self.launched and e.status == RowStatus.running]
-        if len(todo) == 2 and len(self.slots) > 1:
-            if len(self.free) < 2:
+        if len(todo) > 1 and len(self.slots) > 1:
+            if len(self.free) < len(todo):
                 return False
-            first, second = sorted(self.free)[:2]
-            self.free.remove(first)
-            self.free.remove(second)
-            self._launch(todo[0], first)
-            self._launch(todo[1], second)
+            taken = sorted(self.free)[: len(todo)]
+            for run, index in zip(todo, taken, strict=True):
+                self.free.remove(index)
+                self._launch(run, index)
             return True
         self._launch(todo[0] if todo else exp, self.free.pop(0))  # one slot: back to back, in order
         return True
+
+    def _companions(self, exp: Experiment, ctrl: Experiment) -> list[Experiment]:
+        """On more than two slots, one control serves every run of its round that it can (same parent,
+        seed and rung, rounds.shares): the runs that come next, while slots are free. The first that cannot
+        share is left registered and unlaunched; the next look launches it in its own round."""
+        members = [exp]
+        held = {exp.id, ctrl.id}
+        self.launched |= held  # not offered again by _next_measurement while the round is gathered
+        try:
+            while len(self.slots) > 2 and len(self.free) > len(members) + 1:
+                nxt = self._next_measurement()
+                if nxt is None or not rounds.shares(self.rows(), ctrl, nxt):
+                    break
+                members.append(nxt)
+                held.add(nxt.id)
+                self.launched.add(nxt.id)
+        finally:
+            self.launched -= held
+        if len(members) > 1:
+            self.ledger.update(ctrl.id, paired_with=[e.id for e in members])
+        return members
 
     def _next_measurement(self) -> Experiment | None:
         """What to train next: baseline, calibration seeds, confirmations, then a prepared proposal.

@@ -146,6 +146,35 @@ def test_delta_vs_parent_is_paired_when_the_row_has_rounds(tmp_path):
     assert Scores(unpaired).delta(ledger.get(cand.id)) == pytest.approx(1.300 - parent_mean)
 
 
+def test_ledger_and_show_print_the_paired_delta_as_it_stands(tmp_path, tiny_dataset):
+    """The row recorded Δ -0.004 from its first round; a confirmation's round came in after (-0.006): the
+    ledger and `show` print the mean over both pairs, and `show` says what was recorded, even when the
+    ledger is filtered down to the candidate alone (its controls are read from the whole run)."""
+    ws = make_workspace(tmp_path / "ws", tiny_dataset)
+    ledger = ws.ledger()
+    ledger.add_run(Run(id="r1", created_at=time.time(), base_commit="b" * 40))
+    add = ledger.add_experiment
+    base = add(run_id="r1", kind="baseline", status="ok", val_bpb=1.300, kept=True, commit_sha="b" * 40)
+    cand = add(
+        run_id="r1", kind="proposal", status="inconclusive", parent_id=base.id, val_bpb=1.295,
+        commit_sha="c" * 40, seed=1337, delta_bpb=-0.004, title="Cand",
+    )  # fmt: skip
+    conf = add(
+        run_id="r1", kind="confirm", status="ok", replay_of=cand.id, parent_id=base.id, val_bpb=1.305,
+        commit_sha="c" * 40, seed=2337,
+    )  # fmt: skip
+    for run, seed, v in ((cand, 1337, 1.299), (conf, 2337, 1.311)):
+        add(
+            run_id="r1", kind="control", status="ok", replay_of=base.id, val_bpb=v, commit_sha="b" * 40,
+            seed=seed, paired_with=[run.id],
+        )  # fmt: skip
+    table = agentgolf("ledger", "--status", "inconclusive", cwd=ws.root, check=True).stdout
+    (line,) = [x for x in table.splitlines() if "Cand" in x]
+    assert "-0.0050 (2 pairs)" in line and "-0.0040" not in line, table
+    shown = agentgolf("show", str(cand.id), cwd=ws.root, check=True).stdout
+    assert "delta vs parent: -0.005000 (2 pairs) (when recorded: -0.004000)" in shown, shown
+
+
 def _gpu_ledger(path: Path) -> Ledger:
     """Full-budget seeds a hair apart (sd 0.0003) and screen seeds far apart (sd 0.3), one run."""
     ledger = Ledger(path, create=True)

@@ -8,13 +8,15 @@ stand-in is a control that fails, said where it is used.
 
 from __future__ import annotations
 
+import itertools
 import math
+import threading
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
-from agentgolf.agent import paired
+from agentgolf.agent import paired, pipeline
 from agentgolf.agent.acceptance import AcceptanceConfig
 from agentgolf.agent.loop import Loop, RunCaps
 from agentgolf.agent.report.report import write_report
@@ -173,19 +175,37 @@ def test_two_slots_run_each_round_at_once_and_alternate_the_candidates_slot(tmp_
 
 
 @pytest.mark.slow
-def test_four_slots_run_two_candidates_rounds_side_by_side(tmp_path, tiny_dataset):
-    rows, summary = _loop(tmp_path, tiny_dataset, 4, 3, confirm=False)  # one round each: both at once
-    found = _rounds(rows)
-    assert len(found) == 2 and {e.slot for pair in found for e in pair} == {0, 1, 2, 3}, found
-    for run, ctrl in found:
-        assert (
-            ctrl.seed == run.seed
-            and ctrl.replay_of == rows[0].id
-            and abs(run.started_at - ctrl.started_at) < 1
-        )
-    decided = [e for e in rows if e.kind == "proposal"]
-    assert all(e.decision.get("design") == "paired" for e in decided), [(e.id, e.reason) for e in decided]
-    assert summary.experiments == 3
+def test_four_slots_run_one_control_for_the_candidates_of_a_round(tmp_path, tiny_dataset):
+    """Three proposals of the baseline are ready at once on four slots: one round, one control of the
+    baseline serving all three, every run launched together with the same seed."""
+    real, together = pipeline.prepare_proposal, threading.Barrier(3, timeout=120)
+    calls = itertools.count(1)
+
+    def prepare_together(*args, **kwargs):
+        first_three = next(calls) <= 3
+        prepared = real(*args, **kwargs)
+        if first_three:
+            together.wait()  # all three are ready before the scheduler sees the first
+        return prepared
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pipeline, "prepare_proposal", prepare_together)
+        rows, summary = _loop(tmp_path, tiny_dataset, 4, 4, confirm=False)  # the baseline and three
+    first = [e for e in rows if e.kind == "proposal"]
+    (ctrl,) = [
+        c
+        for c in rows
+        if c.kind == "control" and c.paired_with and set(c.paired_with) <= {e.id for e in first}
+    ]
+    assert sorted(ctrl.paired_with) == [e.id for e in first], [(c.id, c.paired_with) for c in rows]
+    runs = [*first, ctrl]
+    assert {e.slot for e in runs} == {0, 1, 2, 3} and len({e.seed for e in runs}) == 1
+    assert max(e.started_at for e in runs) - min(e.started_at for e in runs) < 1.0  # launched together
+    assert ctrl.replay_of == rows[0].id and ctrl.commit_sha == rows[0].commit_sha
+    for e in first:  # each candidate is judged on its pair with the shared control
+        assert e.decision.get("design") == "paired", (e.id, e.reason)
+        assert [p["control"] for p in e.decision["pairs"]][:1] == [ctrl.id]
+    assert summary.experiments == 4
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from rich.console import RenderableType
 from rich.table import Table
 
 from agentgolf.agent.acceptance import describe_evidence
+from agentgolf.agent.deltas import Score
 from agentgolf.agent.report.sections import num
 from agentgolf.experiments.ledger import Experiment
 from agentgolf.experiments.status import Kind
@@ -68,9 +69,14 @@ def ledger_json(rows: list[Experiment]) -> str:
     return json.dumps(records, indent=2)
 
 
-def ledger_table(rows: list[Experiment], share: float = STEPS_SHARE) -> list[RenderableType]:
+def ledger_table(
+    rows: list[Experiment], share: float = STEPS_SHARE, scores: dict[int, Score] | None = None
+) -> list[RenderableType]:
     """What `agentgolf ledger` prints, one item per line or table: the run's name, the table, the notes: which
-    candidate and control pairs trained steps more than `share` apart (marked STEPS_MARK)."""
+    candidate and control pairs trained steps more than `share` apart (marked STEPS_MARK). `scores`: each
+    row's current score among its whole run (deltas.current; the rows shown may be a filtered few); without
+    it, the Δ recorded when the row finished."""
+    scores = scores if scores is not None else {}
     if not rows:
         return [NO_ROWS]
     runs = sorted({e.run_id or "" for e in rows})
@@ -95,7 +101,7 @@ def ledger_table(rows: list[Experiment], share: float = STEPS_SHARE) -> list[Ren
             "run": e.run_id or "",
             "status": e.status + (" *" if e.kept and e.kind == Kind.proposal else ""),
             "val_bpb": num(e.val_bpb, ".4f"),
-            "Δ vs parent": num(e.delta_bpb, "+.4f"),
+            "Δ vs parent": _delta(scores.get(e.id), e, "+.4f"),
             "artifact bytes": num(e.artifact_bytes, ","),
             "train s": num(e.train_seconds, ".1f"),
             "steps": num(e.steps, ",") + (f" {STEPS_MARK}" if e.id in flags else ""),
@@ -109,8 +115,18 @@ def ledger_table(rows: list[Experiment], share: float = STEPS_SHARE) -> list[Ren
     return [*head, table, KEPT_NOTE, *notes]
 
 
-def show_experiment(e: Experiment, diff: str | None) -> list[Line]:
-    """What `agentgolf show` prints: header, metrics, the diff (None: no change), log tail, manifest."""
+def _delta(score: Score | None, e: Experiment, spec: str) -> str:
+    """Δ vs parent as it stands (the paired mean over n pairs), else as recorded."""
+    if score is None or score.delta is None:
+        return num(e.delta_bpb, spec)
+    return num(score.delta, spec) + (f" ({score.rounds} pairs)" if score.rounds > 1 else "")
+
+
+def show_experiment(e: Experiment, diff: str | None, score: Score | None = None) -> list[Line]:
+    """What `agentgolf show` prints: header, metrics, the diff (None: no change), log tail, manifest.
+    `score`: the row's current score among its run (deltas.current); without it, what was recorded."""
+    now = _delta(score, e, "+.6f")
+    then = num(e.delta_bpb, "+.6f")
     lines = [
         f"[bold]experiment {e.id}[/]: {e.title}  ({e.kind}, run {e.run_id}, proposer {e.proposer})",
         f"status: {e.status}" + (f" — {e.reason}" if e.reason else ""),
@@ -125,7 +141,7 @@ def show_experiment(e: Experiment, diff: str | None) -> list[Line]:
     ]
     metrics = {
         "val_bpb": num(e.val_bpb, ".6f"),
-        "delta vs parent": num(e.delta_bpb, "+.6f"),
+        "delta vs parent": now + (f" (when recorded: {then})" if then and not now.startswith(then) else ""),
         "self-reported val_bpb": num(e.self_val_bpb, ".6f"),
         "artifact bytes": num(e.artifact_bytes, ","),
         "train seconds": num(e.train_seconds, ".1f") + _allowed(e),
