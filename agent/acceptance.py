@@ -357,10 +357,19 @@ def describe_evidence(evidence: dict[str, Any]) -> str:
     if not evidence:
         return ""
     runs = ", ".join(f"{x:.4f}" for x in evidence["samples"])
-    line = (
-        f"{SAID[evidence['decision']]} after {evidence['runs']}/{evidence['max_runs']} runs ({runs}) vs "
-        f"{len(evidence['parent_samples'])} parent runs: Δ {evidence['delta_bpb']:+.4f} bpb"
-    )
+    if evidence.get("design") == "paired":  # samples are candidate - control, one per round
+        apart = sum(p.get("together") is False for p in evidence.get("pairs") or [])
+        line = (
+            f"{SAID[evidence['decision']]} after {evidence['runs']}/{evidence['max_runs']} pairs "
+            f"(candidate - control: {', '.join(f'{x:+.4f}' for x in evidence['samples'])}"
+            + (f"; {apart} ran back to back, not side by side" if apart else "")
+            + f"): Δ {evidence['delta_bpb']:+.4f} bpb"
+        )
+    else:
+        line = (
+            f"{SAID[evidence['decision']]} after {evidence['runs']}/{evidence['max_runs']} runs ({runs}) vs "
+            f"{len(evidence['parent_samples'])} parent runs: Δ {evidence['delta_bpb']:+.4f} bpb"
+        )
     if evidence.get("margin_bpb"):
         line += f" (margin {evidence['margin_bpb']:.4f})"
     if evidence["noise"] == "none":

@@ -46,6 +46,20 @@ class Pair(BaseModel):
     started: tuple[float | None, float | None]
     d: float  # candidate - control, bpb (negative is better)
     same_init: bool | None  # both logged the same initial weights (None: a trainer that does not say)
+    together: bool | None = None  # the two trained at the same time (False: back to back; None: unknown)
+
+
+def window(e: Experiment) -> tuple[float, float] | None:
+    """When a run really ran: from its start (a SLURM job's start on its node, after its queue wait) to its
+    end. Two jobs submitted together may still start apart; the evidence says which."""
+    if e.started_at is None or e.finished_at is None:
+        return None
+    return e.started_at + float(e.manifest.get("slurm_queue_wait_s") or 0.0), e.finished_at
+
+
+def overlapped(a: Experiment, b: Experiment) -> bool | None:
+    wa, wb = window(a), window(b)
+    return None if wa is None or wb is None else wa[0] < wb[1] and wb[0] < wa[1]
 
 
 def measured(e: Experiment) -> bool:
@@ -78,6 +92,7 @@ def pairs(rows: Sequence[Experiment], exp: Experiment) -> list[Pair]:
                 started=(run.started_at, ctrl.started_at),
                 d=run.val_bpb - ctrl.val_bpb,
                 same_init=None if a is None or b is None else a == b,
+                together=overlapped(run, ctrl),
             )
         )
     return out

@@ -17,7 +17,7 @@ import pytest
 from rich.console import Console
 
 from agentgolf.agent import paired, pipeline
-from agentgolf.agent.acceptance import AcceptanceConfig
+from agentgolf.agent.acceptance import AcceptanceConfig, describe_evidence
 from agentgolf.agent.loop import Loop, RunCaps
 from agentgolf.agent.report.report import write_report
 from agentgolf.agent.run_status import run_status
@@ -89,6 +89,27 @@ def test_a_known_sigma_is_root_two_times_larger_for_a_difference():
     _candidate(rows, 10, [-0.05])
     noise, _ = paired.noise(rows, rows[1], [], AcceptanceConfig(noise_seeds=1, known_sigma_bpb=0.01))
     assert noise.sigma == pytest.approx(0.01 * math.sqrt(2)) and math.isinf(noise.dof)
+
+
+def test_each_pair_says_whether_its_runs_trained_side_by_side():
+    """Two SLURM jobs submitted at the same moment may start apart: the round's evidence says which, from
+    when each really ran (launch plus the job's queue wait, to its end)."""
+    rows = [_row(1, "baseline", 3.0, 1)]
+    _candidate(rows, 10, [-0.05, -0.06])
+    times = {
+        10: (0.0, 100.0, {}), 11: (0.0, 100.0, {}),  # side by side
+        12: (200.0, 300.0, {}), 13: (200.0, 400.0, {"slurm_queue_wait_s": 150.0}),  # one after the other
+    }  # fmt: skip
+    rows = [
+        e.model_copy(update={"started_at": t[0], "finished_at": t[1], "manifest": t[2]})
+        if (t := times.get(e.id))
+        else e
+        for e in rows
+    ]
+    assert [p.together for p in paired.pairs(rows, rows[1])] == [True, False]
+    verdict = paired.decide(rows, rows[1], [3.000, 3.001, 2.999], CFG)
+    line = describe_evidence(verdict.record())
+    assert "after 2/4 pairs (candidate - control: -0.0500, -0.0600; 1 ran back to back" in line, line
 
 
 def test_the_verdict_records_its_pairs_and_needs_a_noise_estimate():
