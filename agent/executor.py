@@ -18,6 +18,7 @@ from agentgolf.agent.processes import kill_leftovers, record_pid
 from agentgolf.errors import AgentgolfError
 from agentgolf.sandbox import slurm
 from agentgolf.sandbox.budget import Budget
+from agentgolf.sandbox.compile_cache import CompileCache
 from agentgolf.sandbox.result import DataSpec, SandboxResult
 from agentgolf.sandbox.runner import run_sandboxed
 
@@ -44,7 +45,7 @@ class Executor(Protocol):
 
 
 class LocalConfig(BaseModel):
-    """This machine's slots when it has no GPU."""
+    """This machine's slots: how many when it has no GPU, and what each GPU slot is given."""
 
     cpu_slots: int = Field(
         1,
@@ -52,17 +53,34 @@ class LocalConfig(BaseModel):
         description="experiments in flight at once on a CPU-only machine; each trains with its share of "
         "the cores (OMP_NUM_THREADS), so a slot's result does not depend on how busy the others are",
     )
+    compile_cache: bool = Field(
+        True,
+        description="train with a warm compile cache: built once from the baseline's own training "
+        "(.agentgolf/compile-cache/<torch version>), a private copy in each training phase "
+        "(sandbox/compile_cache.py). A trainer that compiles nothing (the CPU preset) leaves none",
+    )
+
+
+# Set for every GPU rank to its share of the cores, unless trainer_env sets them: OMP's pools and Inductor's
+# compile workers otherwise start one per core in every rank of every slot at once.
+GPU_THREAD_VARS = ("OMP_NUM_THREADS", "TORCHINDUCTOR_COMPILE_THREADS")
 
 
 class LocalExecutor:
     """Both phases as subprocesses of this machine, one experiment per GPU group (or per CPU slot)."""
 
-    def __init__(self, data: DataSpec, config: LocalConfig | None = None):
+    def __init__(self, data: DataSpec, config: LocalConfig | None = None, cache: CompileCache | None = None):
         self.data, self.config = data, config or LocalConfig()
+        self.cache = cache if self.config.compile_cache else None
+        self.gpu_slots = 1  # how many GPU slots share this machine's cores (set by `slots`)
 
     def threads(self) -> int:
         """Cores per CPU slot (at least one)."""
         return max(1, (os.cpu_count() or 1) // self.config.cpu_slots)
+
+    def gpu_threads(self, slot: list[int]) -> int:
+        """Cores per rank of a GPU slot: the cores ÷ the GPU slots, split among the slot's ranks (at least one)."""
+        return max(1, (os.cpu_count() or 1) // (self.gpu_slots * max(1, len(slot))))
 
     def slots(self, gpus: list[int] | None, per_experiment: int | None) -> list[Slot]:
         if not gpus:
@@ -70,6 +88,7 @@ class LocalExecutor:
         k = per_experiment or len(gpus)
         if k < 1 or k > len(gpus) or len(gpus) % k:
             raise AgentgolfError(f"--gpus-per-experiment {k} must divide the {len(gpus)} configured GPU(s)")
+        self.gpu_slots = len(gpus) // k
         return [gpus[i : i + k] for i in range(0, len(gpus), k)]
 
     def run(
@@ -77,7 +96,11 @@ class LocalExecutor:
     ) -> SandboxResult:
         if slot is None and "OMP_NUM_THREADS" not in env:
             env = {**env, "OMP_NUM_THREADS": str(self.threads())}  # the slot's share of the cores
-        return run_sandboxed(
+        if slot:
+            share = str(self.gpu_threads(slot))
+            env = {**{key: share for key in GPU_THREAD_VARS}, **env}  # trainer_env wins
+        use = self.cache.use_for(Path(trainer).read_bytes()) if self.cache else None
+        result = run_sandboxed(
             trainer,
             run_dir,
             self.data,
@@ -86,7 +109,11 @@ class LocalExecutor:
             seed=seed,
             gpus=slot,
             on_start=lambda pid: record_pid(run_dir, pid),
+            compile_cache=use,
         )
+        if self.cache is not None:
+            self.cache.finish(use, result)  # a trusted build that ended well becomes the template
+        return result
 
     def in_flight(self, run_dir: Path) -> bool:
         return False  # local phases die with the loop (or are killed by `release` on resume)
@@ -141,7 +168,9 @@ def executor_for(
     config: slurm.SlurmConfig,
     stopping: threading.Event,
     local: LocalConfig | None = None,
+    cache: CompileCache | None = None,
 ) -> Executor:
+    """`cache`: the workspace's compile cache, for the local executor (LocalConfig.compile_cache)."""
     if kind == "slurm":
         return SlurmExecutor(data, config, stopping)
-    return LocalExecutor(data, local)
+    return LocalExecutor(data, local, cache)

@@ -27,6 +27,7 @@ from agentgolf.experiments.manifest import build_manifest, data_fingerprint
 from agentgolf.experiments.status import Kind, RowStatus
 from agentgolf.experiments.steps import flag_steps
 from agentgolf.sandbox.budget import Budget, Timing
+from agentgolf.sandbox.compile_cache import CACHE_FOLDER, CompileCache
 from agentgolf.sandbox.result import DataSpec, SandboxResult
 
 if TYPE_CHECKING:
@@ -43,8 +44,10 @@ class Lab:
         self.repo = wt.open_repo(ws.root)
         self.data: DataSpec = ws.data_spec()
         self.stopping = threading.Event()  # set when the loop goes down: SLURM waits return, jobs live on
+        # the compile cache, built from the baseline's own training (sandbox/compile_cache.py)
+        self.compile_cache = CompileCache(ws.state / CACHE_FOLDER)
         self.executor: Executor = executor_for(
-            ws.config.executor, self.data, ws.config.slurm, self.stopping, ws.config.local
+            ws.config.executor, self.data, ws.config.slurm, self.stopping, ws.config.local, self.compile_cache
         )
         self._data_hashes: dict[str, str] | None = None
 
@@ -91,6 +94,8 @@ class Lab:
         """Runs in a worker thread: no ledger access here, only the executor."""
         run_dir = self.ws.run_dir(exp.id)
         env, budget = self.env_for(exp), self.budget_for(exp)
+        if exp.kind == Kind.baseline:  # the unmodified trainer: trusted to build the compile cache
+            self.compile_cache.trust(self.trainer_source(exp.commit_sha))
         return self.executor.run(run_dir / TRAINER_FILE, run_dir, self.seed_of(exp), env, slot, budget)
 
     def rung_of(self, exp: Experiment) -> Rung | None:

@@ -12,7 +12,9 @@ pages are charged to the phase's memory cgroup. The rest of /dev is read-only.
 GPUs: only the slot's own /dev/nvidiaN nodes are bound in, with the control and UVM nodes every CUDA
 process needs (`gpu_device_nodes`); another GPU's node does not exist inside, and the candidate can create
 none (no capabilities, a read-only /dev). Without bubblewrap every node is visible and only
-CUDA_VISIBLE_DEVICES, which the candidate can change, keeps it on its slot: the result says so.
+CUDA_VISIBLE_DEVICES, which the candidate can change, keeps it on its slot: the result says so. What CUDA,
+its driver and Triton read from the environment (CUDA_ENV_KEYS) passes into GPU phases where the harness has it
+set, and a folder those variables name outside the paths already bound is bound read-only (`cuda_paths`).
 """
 
 from __future__ import annotations
@@ -49,6 +51,22 @@ DEVICE_ROOT = Path("/dev")  # where the host's device nodes are; tests point it 
 # capability folder (MIG and IMEX channels). Bound where present.
 GPU_CONTROL_NODES = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset", "nvidia-caps")
 NVIDIA_SMI_SECONDS = 30
+# What CUDA, its driver and Triton read from the environment. --clearenv drops them, so a GPU phase is given
+# those the harness has set: where libcuda is found through LD_LIBRARY_PATH (a driver under /usr/local/nvidia),
+# torch sees no GPU without it and Triton cannot find libcuda.
+CUDA_ENV_KEYS = (
+    "LD_LIBRARY_PATH",
+    "CUDA_HOME",
+    "CUDA_PATH",
+    "TRITON_LIBCUDA_PATH",
+    "TRITON_PTXAS_PATH",
+    "NVIDIA_VISIBLE_DEVICES",
+    "NVIDIA_DRIVER_CAPABILITIES",
+)
+# Those whose value names host paths (LD_LIBRARY_PATH a list of them; TRITON_PTXAS_PATH a file): bound read-only
+# where the sandbox would not show them otherwise.
+CUDA_PATH_KEYS = ("LD_LIBRARY_PATH", "CUDA_HOME", "CUDA_PATH", "TRITON_LIBCUDA_PATH", "TRITON_PTXAS_PATH")
+MOUNTED_INSIDE = ("/proc", "/dev", "/sys")  # the sandbox's own mounts: never bound over
 
 
 class IsolationError(AgentgolfError, RuntimeError):
@@ -154,6 +172,8 @@ def bwrap_command(spec: PhaseSpec, bwrap: str) -> list[str]:
         for host, inside in gpu_device_nodes(spec.gpus):
             cmd += ["--dev-bind", str(host), str(inside)]
         cmd += ["--ro-bind", "/sys", "/sys"]
+        for path in cuda_paths(spec.env, spec.hidden):  # the driver's and CUDA's folders, read-only
+            cmd += ["--ro-bind", str(path), str(path)]
     cmd += ["--remount-ro", "/dev"]  # nothing new in /dev: no device node made, no file outside the caps
     for host, inside in spec.ro_binds:
         cmd += ["--ro-bind", str(host), str(inside)]
@@ -170,6 +190,33 @@ def masks(hidden: list[Path]) -> list[Path]:
     bound = [Path(p).resolve() for p in SYSTEM_RO_PATHS if os.path.isdir(p)] + python_ro_paths()
     exposed = [p for p in {Path(h).resolve() for h in hidden} if any(p == b or b in p.parents for b in bound)]
     return [p for p in _outermost(exposed) if p.is_dir()]
+
+
+def cuda_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The CUDA_ENV_KEYS set (non-empty) in `environ` (default: the harness's own environment)."""
+    source = os.environ if environ is None else environ
+    return {key: source[key] for key in CUDA_ENV_KEYS if source.get(key)}
+
+
+def cuda_paths(env: dict[str, str], hidden: list[Path]) -> list[Path]:
+    """The host paths the CUDA_PATH_KEYS in a GPU phase's `env` name that the sandbox would not show: those
+    outside the system and interpreter binds, outermost first. Skipped: relative or missing paths, the
+    sandbox's own mounts, and any path that is, holds or lies inside a hidden one (the data, the run folders),
+    so that a variable naming "/" or the workspace shows nothing it must not."""
+    listed = [part for key in CUDA_PATH_KEYS for part in env.get(key, "").split(os.pathsep)]
+    shown = [Path(p) for p in (*SYSTEM_RO_PATHS, *MOUNTED_INSIDE)] + python_ro_paths()
+    secret = [Path(h).resolve() for h in hidden]
+    wanted = []
+    for part in listed:
+        if not part or not os.path.isabs(part) or not os.path.exists(part):
+            continue
+        path, real = Path(os.path.normpath(part)), Path(part).resolve()  # bwrap binds what a link points to
+        if any(path == b or b in path.parents for b in shown):
+            continue  # the same path inside already: a system or interpreter bind, or the sandbox's own mount
+        if len(real.parts) < 2 or any(real == s or s in real.parents or real in s.parents for s in secret):
+            continue
+        wanted.append(path)
+    return _outermost(wanted)
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,7 +1,9 @@
 """One run's setup: its settings, its folders on the host, and how they look from inside the sandbox.
 
 Shared by both phases (sandbox/train_phase.py, sandbox/score_phase.py): where the trainer and its artifact
-live, the base environment every phase starts from, and the limits a phase runs under.
+live, the base environment every phase starts from (a GPU phase's with the CUDA variables the harness has,
+sandbox/bwrap.py: cuda_env), the limits a phase runs under, whether CUDA starts in the slot's sandbox
+(sandbox/cuda_probe.py), and the training phase's compile cache (sandbox/compile_cache.py).
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import sys
 from pathlib import Path
 
 from agentgolf.challenge import TRAINER_FILE
+from agentgolf.sandbox import cuda_probe
 from agentgolf.sandbox.budget import Budget
-from agentgolf.sandbox.bwrap import MINIMAL_PATH, SANDBOX_HOME, cuda_visible_devices
+from agentgolf.sandbox.bwrap import MINIMAL_PATH, SANDBOX_HOME, cuda_env, cuda_visible_devices
+from agentgolf.sandbox.compile_cache import INSIDE_CACHE, INSIDE_TEMPLATE, CacheUse, cache_env, copy_in
 from agentgolf.sandbox.limits import Limits, harness_disk_reserve
 from agentgolf.sandbox.result import DataSpec
 
@@ -35,7 +39,19 @@ class RunSetup:
     """One experiment's folders, environment and phases' shared settings."""
 
     def __init__(
-        self, source, run_dir, data, budget, user_env, seed, gpus, self_reported, patterns, on_start, mode
+        self,
+        source,
+        run_dir,
+        data,
+        budget,
+        user_env,
+        seed,
+        gpus,
+        self_reported,
+        patterns,
+        on_start,
+        mode,
+        compile_cache: CacheUse | None = None,
     ):
         self.source: bytes = source
         self.run_dir: Path = run_dir.absolute()
@@ -51,6 +67,8 @@ class RunSetup:
         self.train_dir = self.run_dir / "train"
         self.score_dir = self.run_dir / "score"
         self.limit_notes: list[str] = []  # limits this machine could not enforce, from every phase
+        # the training phase's compile cache; only with bubblewrap, where the template cannot be written
+        self.compile_cache: CacheUse | None = compile_cache if mode == "bwrap" else None
 
     def inside(self, host: Path, inside: Path) -> Path:
         """Where a host path appears to the candidate: its bind target, or itself without isolation."""
@@ -69,7 +87,35 @@ class RunSetup:
             "LANG": "C.UTF-8",
             "PYTHONUNBUFFERED": "1",
             "PYTHONDONTWRITEBYTECODE": "1",
+            **(cuda_env() if self.gpus else {}),  # where the driver and CUDA are, as the harness has them
         }
+
+    def cuda_problem(self) -> str | None:
+        """None if CUDA starts in this slot's sandbox (or the run has no GPU), else the probe's line (asked
+        once per process and slot: sandbox/cuda_probe.py)."""
+        if not self.gpus:
+            return None
+        env = cuda_probe.probe_env(self.base_env(self.home()), self.user_env, self.cuda_visible(self.gpus))
+        return cuda_probe.cuda_problem(self.mode, self.gpus, env, self.hidden()) or None
+
+    def cache_env(self) -> dict[str, str]:
+        """The training phase's compile cache folders (its private copy, or the trusted build)."""
+        return cache_env(INSIDE_CACHE) if self.compile_cache else {}
+
+    def cache_argv(self, argv: list[str]) -> list[str]:
+        """The training command, after a private copy of the template is made (when there is one)."""
+        if self.compile_cache is None or self.compile_cache.template is None:
+            return argv
+        return copy_in(argv, INSIDE_TEMPLATE, INSIDE_CACHE)
+
+    def cache_binds(self) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
+        """(read-only, writable) binds of the compile cache: the template, or the trusted build's folder."""
+        use = self.compile_cache
+        if use is None:
+            return [], []
+        if use.template is not None:
+            return [(use.template, INSIDE_TEMPLATE)], []
+        return [], [(use.build, INSIDE_CACHE)] if use.build is not None else []
 
     def cpu_threads(self) -> int | None:
         """The thread count a CPU run's training is clocked for, in CPU seconds (sandbox/cpu.py; Budget.train_clock):

@@ -28,6 +28,7 @@ from pathlib import Path
 from agentgolf.errors import AgentgolfError
 from agentgolf.sandbox.budget import Budget
 from agentgolf.sandbox.bwrap import IsolationError, resolve_isolation
+from agentgolf.sandbox.compile_cache import CacheUse
 from agentgolf.sandbox.metrics import compile_patterns
 from agentgolf.sandbox.process import MARKER_ENV
 from agentgolf.sandbox.result import DataSpec, SandboxResult, Status
@@ -77,11 +78,13 @@ def run_sandboxed(
     metric_patterns: list[str] | None = None,
     on_start: Callable[[int], None] | None = None,
     isolation: str | None = None,
+    compile_cache: CacheUse | None = None,
 ) -> SandboxResult:
     """Train `trainer` in a sandbox, score its artifact, write run_dir/result.json and return the result.
 
     `isolation` ("bwrap" or "none") overrides $AGENTGOLF_ISOLATION; by default bwrap is used when installed
-    and the run is labelled isolation="none", loudly, when it is not. Bad input raises SandboxInputError;
+    and the run is labelled isolation="none", loudly, when it is not. `compile_cache`: the training phase's
+    (sandbox/compile_cache.py; used only with bubblewrap). Bad input raises SandboxInputError;
     everything that goes wrong while running becomes a status in the result.
     """
     trainer, run_dir = Path(trainer), Path(run_dir)
@@ -101,7 +104,18 @@ def run_sandboxed(
 
     t0 = time.monotonic()
     run = RunSetup(
-        source, run_dir, data, budget, user_env, seed, gpus, self_reported, patterns, on_start, mode
+        source,
+        run_dir,
+        data,
+        budget,
+        user_env,
+        seed,
+        gpus,
+        self_reported,
+        patterns,
+        on_start,
+        mode,
+        compile_cache,
     )
     try:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from agentgolf.errors import AgentgolfError
+from agentgolf.sandbox import bwrap
 from agentgolf.sandbox.budget import Budget
 from agentgolf.sandbox.result import DataSpec, SandboxResult, Status
 
@@ -37,6 +39,7 @@ ALIVE = {
     "UNREACHABLE",
 }
 RESULT_FILE = "result.json"  # written by run_sandboxed on the node, into the shared run folder
+JOB_GPU_VARS = ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_GPUS")  # where a node lists the job's GPUs, first wins
 
 
 class SlurmConfig(BaseModel):
@@ -57,14 +60,54 @@ class SlurmConfig(BaseModel):
     )
 
 
+class JobGpuError(AgentgolfError, RuntimeError):
+    """The node's list of the job's GPUs cannot be turned into device indices: the machine's fault."""
+
+
+def job_gpus(environ: dict[str, str] | None = None) -> list[int]:
+    """The GPUs SLURM gave this job, as nvidia-smi's indices on this node (what a slot names).
+
+    Read from CUDA_VISIBLE_DEVICES, else SLURM_JOB_GPUS. Indices are taken as they are; GPU UUIDs ("GPU-...",
+    which some nodes list instead) are mapped through nvidia-smi (sandbox/bwrap.py: nvidia_smi_gpus). A MIG
+    instance ("MIG-...") cannot be a slot: the sandbox gives a slot whole GPUs. Raises JobGpuError, one
+    line, when the list is empty or an id cannot be mapped: the job must not train on the CPU instead."""
+    env = os.environ if environ is None else environ
+    source = next((k for k in JOB_GPU_VARS if env.get(k, "").strip()), None)
+    if source is None:
+        raise JobGpuError(f"the job asked for GPUs but {' and '.join(JOB_GPU_VARS)} list none")
+    ids = [d.strip() for d in env[source].split(",") if d.strip()]
+    if all(d.isdigit() for d in ids):
+        return [int(d) for d in ids]
+    mig = [d for d in ids if d.startswith("MIG-")]
+    if mig:
+        raise JobGpuError(f"{source} lists MIG instance(s) ({mig[0]}): slots of whole GPUs only, no MIG")
+    table = bwrap.nvidia_smi_gpus()
+    by_uuid = {dev.uuid: index for index, dev in table.items() if dev.uuid}
+    devices = []
+    for d in ids:
+        if d.isdigit():
+            devices.append(int(d))
+        elif d in by_uuid:
+            devices.append(by_uuid[d])
+        else:
+            known = "nvidia-smi lists none" if not table else f"nvidia-smi lists {len(table)} other GPU(s)"
+            raise JobGpuError(f"{source} names GPU {d!r}, which this node cannot map to an index ({known})")
+    return devices
+
+
 def job_entry(trainer: str, run_dir: str, data: dict, budget: dict, env: dict, seed: int, gpus: int) -> dict:
-    """What runs on the node: note the start, then the ordinary sandboxed experiment on this node's GPUs."""
+    """What runs on the node: note the start, then the ordinary sandboxed experiment on this node's GPUs.
+    GPUs the node lists in a form that cannot be mapped end the job `infra_error` before any training."""
     from agentgolf.sandbox.runner import run_sandboxed
 
     with open(Path(run_dir) / STARTED_FILE, "a") as f:  # appended: a requeued job shows each start
         f.write(f"{time.time()} {os.uname().nodename}\n")
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    devices = [int(d) for d in visible.split(",") if d.strip().isdigit()] if gpus else []
+    try:
+        devices = job_gpus() if gpus else None
+    except JobGpuError as e:
+        failed = SandboxResult(status=Status.infra_error, reason=str(e))
+        (Path(run_dir) / RESULT_FILE).write_text(failed.model_dump_json(indent=2) + "\n")
+        return failed.model_dump(mode="json")
     result = run_sandboxed(
         Path(trainer),
         Path(run_dir),
@@ -72,7 +115,7 @@ def job_entry(trainer: str, run_dir: str, data: dict, budget: dict, env: dict, s
         Budget.model_validate(budget),
         env=env,
         seed=seed,
-        gpus=devices or None,
+        gpus=devices,
     )
     return result.model_dump(mode="json")
 

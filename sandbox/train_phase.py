@@ -47,6 +47,11 @@ from agentgolf.sandbox.run_setup import (
 def train_candidate(run: RunSetup) -> SandboxResult:
     """Run the trainer in its sandbox; the result says how it ended and what its artifact measures."""
     b = run.budget
+    cuda = (
+        run.cuda_problem()
+    )  # a GPU slot whose sandbox cannot start CUDA: the machine's fault, not the idea's
+    if cuda:
+        return SandboxResult(status=Status.infra_error, reason=cuda)
     data_path, binds = _shard_binds(run)
     tokenizer = Path(run.data.tokenizer).absolute()
     inside_tok = run.inside(tokenizer, INSIDE_TOKENIZERS / tokenizer.name)
@@ -66,7 +71,7 @@ def train_candidate(run: RunSetup) -> SandboxResult:
     }
     if threads:
         harness["MAX_CPU_SECONDS"] = f"{b.cpu_seconds(b.train_seconds, threads):g}"
-    env = {**run.base_env(run.home()), **run.user_env, **harness}
+    env = {**run.base_env(run.home()), **run.cache_env(), **run.user_env, **harness}
     if run.gpus:
         argv = [
             sys.executable,
@@ -78,12 +83,13 @@ def train_candidate(run: RunSetup) -> SandboxResult:
         ]
     else:
         argv = [sys.executable, TRAINER_NAME]
+    cache_ro, cache_rw = run.cache_binds()  # the compile cache: a template copied in, or the trusted build
     spec = PhaseSpec(
-        argv=argv,
+        argv=run.cache_argv(argv),
         cwd=cwd,
         env=env,
-        ro_binds=binds,
-        rw_binds=[(run.train_dir, INSIDE_TRAIN)] if run.mode == "bwrap" else [],
+        ro_binds=binds + cache_ro,
+        rw_binds=([(run.train_dir, INSIDE_TRAIN)] if run.mode == "bwrap" else []) + cache_rw,
         gpus=run.gpus or [],
         limits=run.limits(
             b.wall_kill_seconds(cpu_clock=bool(threads)),
