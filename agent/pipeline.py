@@ -21,6 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from agentgolf.agent.lab import Lab
+from agentgolf.agent.proposers import board
 from agentgolf.agent.proposers.prepare import Prepared, prepare_proposal
 from agentgolf.agent.proposers.proposal import Proposer, diff_fingerprint
 from agentgolf.experiments import worktree as wt
@@ -48,6 +49,7 @@ class Pipeline:
         while len(self.futures) < want:
             self.asked += 1
             name = f"pending-{parent.id}-{len(rows)}-{self.asked}"
+            board.open_entry(self.lab.ws.root, name, parent.id)  # before any prompt: each sees the others
             self.futures.append(
                 self.pool.submit(prepare_proposal, self.lab, parent, rows, self.propose, name)
             )

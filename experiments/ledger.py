@@ -98,6 +98,17 @@ def lineage(exp: Experiment, parent_of: Callable[[int], Experiment | None]) -> l
     return chain[::-1]
 
 
+class NotebookEntry(BaseModel):
+    """One line of the proposer's lab notebook: what a session learned, for the sessions after it."""
+
+    id: int
+    run_id: str | None = None
+    experiment_id: int | None = None  # the parent the session worked on
+    author: str = ""  # the proposer session that wrote it
+    text: str
+    created_at: float
+
+
 class Run(BaseModel):
     id: str
     created_at: float
@@ -175,6 +186,11 @@ class Ledger:
         return f"ledger {self.path}: the database refused an operation ({type(exc).__name__}: {text})"
 
     def _keep_copy(self) -> Path:
+        """One copy per corruption, not one per command: an earlier copy with the same bytes is named again."""
+        body = self.path.read_bytes() if self.path.is_file() else b""
+        for earlier in sorted(self.path.parent.glob(f"{self.path.name}.corrupt-*")):
+            if earlier.stat().st_size == len(body) and earlier.read_bytes() == body:
+                return earlier
         copy = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
         if not copy.exists():
             with contextlib.suppress(OSError):
@@ -247,6 +263,29 @@ class Ledger:
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         self._update("runs", run_id, fields)
+
+    # --- the proposer's notebook ----------------------------------------------------------------------
+
+    def add_notebook(
+        self, run_id: str | None, text: str, experiment_id: int | None = None, author: str = ""
+    ) -> NotebookEntry:
+        """Append a line to the run's notebook. Written from a proposer's thread on its own connection: a
+        table no scheduler decision reads, so the scheduler stays the only writer of experiment rows."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT INTO notebook (run_id, experiment_id, author, text, created_at) VALUES (?, ?, ?, ?, ?)",
+                (run_id, experiment_id, author, text, time.time()),
+            )
+            entry_id = cur.lastrowid
+        row = self._query("SELECT * FROM notebook WHERE id = ?", (entry_id,)).fetchone()
+        return NotebookEntry(**dict(row))
+
+    def notebook(self, run_id: str | None = None) -> list[NotebookEntry]:
+        """The notebook's lines, oldest first: one run's, or every run's."""
+        sql, args = "SELECT * FROM notebook", ()
+        if run_id is not None:
+            sql, args = sql + " WHERE run_id = ?", (run_id,)
+        return [NotebookEntry(**dict(r)) for r in self._query(sql + " ORDER BY id", args)]
 
     # --- experiments ------------------------------------------------------------------------------
 

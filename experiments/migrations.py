@@ -86,5 +86,18 @@ MIGRATIONS: list[str] = [
     ALTER TABLE experiments ADD COLUMN steps INTEGER;
     ALTER TABLE experiments ADD COLUMN step_ms REAL;
     """,
+    # v6 -> v7: the proposer's lab notebook (`note_to_self`): what it learned, kept per run so that every
+    # later proposal of the run (after --resume too) reads it, and `agentgolf note --agent` shows it.
+    """
+    CREATE TABLE notebook (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT,
+        experiment_id INTEGER,
+        author TEXT NOT NULL DEFAULT '',
+        text TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX notebook_run ON notebook(run_id, id);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -4,8 +4,9 @@ It stands in for the LLM endpoint, which cannot exist on a machine with no netwo
 (the openai client, its HTTP stack, our retries and parsing) runs for real against it. By default it is
 a plain chat-completions endpoint: it answers the Responses API with 404 and a request that offers tools
 with 400, as servers without them do. `responses=True` and `tools=True` turn those on; then the script's
-replies may be tool calls (`tool_reply`) or Responses API objects (`responses_reply`). Every request is
-recorded in `log` as (path, body); those the script answered also in `requests`.
+replies may be tool calls (`tool_reply`) or Responses API objects (`responses_reply`); a callable step is
+called when its request arrives and answers with what it returns. Every request is recorded in `log` as
+(path, body); those the script answered also in `requests`.
 """
 
 from __future__ import annotations
@@ -147,6 +148,8 @@ class FakeLLM:
                 if isinstance(step, Stall):
                     time.sleep(step.seconds)
                     step = step.then
+                if callable(step):  # a scripted moment: do something (wait, change the ledger), then reply
+                    step = step()
                 status, body = step
                 data = json.dumps(body).encode()
                 try:

@@ -73,6 +73,7 @@ class CommandProposer:
         with tempfile.TemporaryDirectory(prefix="agentgolf-cmd-") as scratch:
             in_tree.parent.mkdir(exist_ok=True)
             in_tree.write_text(prompt)
+            _lab_files(in_tree.parent, ctx)
             proposal_file = Path(scratch) / "proposal.json"
             env = {
                 **passed_env(cfg.env_pass),
@@ -143,6 +144,18 @@ class CommandProposer:
             tail = run.output.strip()[-OUTPUT_TAIL:]
             raise ProposalError(f"the agent command exited with code {run.returncode}: {tail}")
         return run.output
+
+
+def _lab_files(folder: Path, ctx: ProposalContext) -> None:
+    """The techniques (each its tested patch, for `git apply`) and the run's notebook, beside the prompt:
+    a CLI agent reads files, not tools. The folder is removed after the agent, never part of the change."""
+    from agentgolf.agent.proposers.techniques import catalogue, patch_text
+
+    patches = folder / "techniques"
+    patches.mkdir(exist_ok=True)
+    for t in catalogue():
+        (patches / f"{t.name}.patch").write_text(patch_text(t))
+    (folder / "notebook.md").write_text(ctx.notebook or "(empty)\n")
 
 
 def _read_description(path: Path) -> dict:

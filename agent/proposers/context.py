@@ -1,8 +1,10 @@
-"""What a proposal is asked with: the digest with reasons, the parent's run facts, what else is in flight,
-and the person's notes, gathered into one `ProposalContext` for any proposer.
+"""What a proposal is asked with: the digest with reasons, the parent's run facts, what else is in flight
+(training, and being prepared by other sessions), the rules of measurement with the budget left, the
+workspace's data, the techniques with their outcomes here, the run's notebook and the person's notes,
+gathered into one `ProposalContext` for any proposer.
 
-It runs in the proposer's thread, so it writes nothing: the parent's full ledger row is read through a
-connection of its own, and everything else comes from run folders and git.
+It runs in the proposer's thread, so it writes no experiment row: the ledger is read through a connection
+of its own, and everything else comes from run folders, the board of preparations and git.
 """
 
 from __future__ import annotations
@@ -13,9 +15,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agentgolf.agent.notes import notes_block, read_notes
+from agentgolf.agent.proposers import board
+from agentgolf.agent.proposers.data_facts import data_description, read_manifest
 from agentgolf.agent.proposers.digest import build_digest
 from agentgolf.agent.proposers.facts import outcome, parent_block, parent_facts
+from agentgolf.agent.proposers.notebook import notebook_block
 from agentgolf.agent.proposers.proposal import ProposalContext
+from agentgolf.agent.proposers.research import Desk
+from agentgolf.agent.proposers.rules import measurement_rules, rung_labels
+from agentgolf.agent.proposers.techniques import catalogue_with_outcomes
 from agentgolf.errors import AgentgolfError
 from agentgolf.experiments.ledger import Experiment
 from agentgolf.experiments.status import Kind, RowStatus
@@ -28,7 +36,8 @@ CHANGE_LINES = 6  # changed lines shown per experiment in flight
 CHANGE_LINE_CHARS = 110
 
 
-def build_context(lab: Lab, parent: Experiment, history: list[Experiment]) -> ProposalContext:
+def build_context(lab: Lab, parent: Experiment, history: list[Experiment], name: str = "") -> ProposalContext:
+    """The context of the preparation `name` (its entry on the board of preparations in flight)."""
     ws = lab.ws
     source = lab.trainer_source(parent.commit_sha).decode()
     size_limit = lab.budget.size_bytes
@@ -44,20 +53,48 @@ def build_context(lab: Lab, parent: Experiment, history: list[Experiment]) -> Pr
         notes = notes_block(read_notes(ws.state))
     except AgentgolfError as exc:  # a broken notes file must not stop the run; the prompt says so
         notes = f"- (the notes file could not be read: {exc})"
+
+    def in_flight(rows: list[Experiment]) -> str:
+        preparing = board.board_block(board.others(ws.root, name, rows), name)
+        return in_flight_block(ws.root, parent, rows) + (f"\n\n{preparing}" if preparing else "")
+
+    desk = Desk(lab, parent, name, in_flight)
+    run_rows = [e for e in history if e.run_id == parent.run_id]
+    cfg = ws.config
     return ProposalContext(
         source=source,
         trainer=ws.config.trainer,
         parent=parent,
         history=history,
-        digest=build_digest(history, parent, ws.config.digest, why),
+        digest=build_digest(history, parent, ws.config.digest, why, rung_labels(cfg.fidelity, lab.budget)),
         trainer_env=ws.config.trainer_env,
         budget=lab.budget,
         facts=parent_block(facts, ws.config.digest.facts_max_chars, ws.config.digest.loss_points),
-        in_flight=in_flight_block(ws.root, parent, history),
+        in_flight=in_flight(history),
         notes=notes,
         root=ws.root,
         runs_dir=ws.state / "runs",
+        rules=measurement_rules(
+            cfg.acceptance, cfg.fidelity, lab.budget, run_rows, desk.budget_left(history)
+        ),
+        data=data_description(read_manifest(ws.resolve(cfg.data.dataset_dir)), cfg.data.vocab_size),
+        techniques=catalogue_with_outcomes(history),
+        notebook=_notebook(lab, parent.run_id),
+        name=name,
+        outline_over_lines=cfg.digest.outline_over_lines,
+        desk=desk,
     )
+
+
+def _notebook(lab: Lab, run_id: str | None) -> str:
+    """The run's notebook (every run's lines when the run is not known)."""
+    with contextlib.suppress(AgentgolfError):
+        ledger = lab.ws.ledger()
+        try:
+            return notebook_block(ledger.notebook(run_id))
+        finally:
+            ledger.close()
+    return ""
 
 
 def _full_row(lab: Lab, exp: Experiment) -> Experiment:
@@ -95,8 +132,9 @@ def in_flight_block(root: Path, parent: Experiment, history: list[Experiment]) -
     if len(busy) > IN_FLIGHT_SHOWN:
         lines.append(f"- ... and {len(busy) - IN_FLIGHT_SHOWN} more")
     lines.append(
-        "If one of these becomes the new best before your change starts, your change is carried over onto it "
-        f"when it still applies cleanly; otherwise it runs on experiment {parent.id}. Do not duplicate them."
+        "If one of these becomes the new best before a slot takes your change, your change is carried over "
+        f"onto it when it still applies cleanly; otherwise it runs on experiment {parent.id}. Do not "
+        "duplicate them."
     )
     return "\n".join(lines)
 

@@ -8,6 +8,7 @@ experiments yields a digest of the same bounded size.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable
 
@@ -34,26 +35,84 @@ class DigestConfig(BaseModel):
         2_500, ge=200, description="the fixed size of the parent's run facts (steps, time, loss, bytes, ...)"
     )
     loss_points: int = Field(6, ge=2, description="points of the parent's train-loss curve shown")
+    outline_over_lines: int = Field(
+        1_500,
+        ge=0,
+        description="a trainer longer than this many lines is sent as an outline the model views parts "
+        "of (0: always whole)",
+    )
 
 
-def line(e: Experiment, why: Why | None = None, score: Score | None = None) -> str:
-    """One experiment in a line: its score, and why it came out so (`why` reads its run folder). With its
-    `score` (deltas.py): the mean of its runs and its Δ vs parent; else the ledger row's own figures."""
+def line(
+    e: Experiment,
+    why: Why | None = None,
+    score: Score | None = None,
+    label: str = "",
+    reference: float | None = None,
+) -> str:
+    """One experiment in a line: its rung, its score, and why it came out so (`why` reads its run folder).
+    With its `score` (deltas.py): the mean of its runs and its Δ vs parent; else the ledger row's own figures.
+    `label` names its rung ("screen 20 s"); `reference`, the parent's mean on that rung, which a screened
+    row's Δ is measured against (its parent's full-budget score is another number)."""
     bpb = f"val_bpb {e.val_bpb:.4f}" if e.val_bpb is not None else "no score"
     delta = f", {e.delta_bpb:+.4f} vs parent" if e.delta_bpb is not None else ""
     if score is not None and score.bpb is not None:
         bpb = f"val_bpb {score.bpb:.4f}" + (f" (mean of {score.runs} runs)" if score.runs > 1 else "")
-        delta = f", {score.delta:+.4f} vs parent" if score.delta is not None else ""
+        pairs = f" ({score.rounds} pair{'s' * (score.rounds != 1)})" if score.rounds else ""
+        delta = f", {score.delta:+.4f} vs parent{pairs}" if score.delta is not None else ""
+    if e.rung and reference is not None and delta:
+        delta = delta.replace(" vs parent", f" vs the parent's {e.rung} {reference:.4f}")
     cat = f"[{e.category}] " if e.category else ""
+    rung = f"[{label}] " if label else ""
     steps = f", {trained(e)}" if e.steps is not None else ""
-    return f"- exp {e.id} {cat}{e.title}: {bpb}{delta}{steps}; {why(e) if why else verdict(e)}"
+    return f"- exp {e.id} {rung}{cat}{e.title}: {bpb}{delta}{steps}; {why(e) if why else verdict(e)}"
+
+
+FULL_RUN = re.compile(r"full budget as experiment (\d+)")
+
+
+def evidence_words(decision: dict) -> str:
+    """What a stored decision rests on, in a few words: "2 pairs, p = 0.014"."""
+    if not decision or decision.get("runs") is None:
+        return ""
+    unit = "pair" if decision.get("design") == "paired" else "run"
+    n = decision["runs"]
+    p = decision.get("p_value")
+    return f"{n} {unit}{'s' * (n != 1)}" + (f", p = {p:.2g}" if p is not None else "")
 
 
 def verdict(e: Experiment) -> str:
-    """What the ledger row alone says: kept, reverted with the acceptance rule's reason, or the failure."""
+    """What happened to the row, in the judge's words: promoted (kept), passed the screen and sent on to a
+    full run, measuring again, inconclusive, dead end, or the failure; never "reverted" for a screen."""
     reason = e.reason[:REASON_CHARS]
+    decided = (e.decision or {}).get("decision")
+    ev = evidence_words(e.decision)
+    said = f" ({ev})" if ev else ""
+    if e.kind == "baseline":
+        return "the baseline" + (f" ({reason})" if reason else "")
     if e.kept:
         return f"kept ({reason})" if reason else "kept"
+    if e.status == "running":
+        return "training now, not decided yet"
+    if e.rung:
+        if full := FULL_RUN.search(e.reason):
+            return f"passed the screen → full run #{full.group(1)}"
+        if e.status == "confirming" or decided == "confirm":
+            return f"looks better on the screen: measuring again{said}"
+        if decided == "dead_end":
+            return f"dead end on the screen{said}"
+        if decided == "inconclusive" or e.status == "inconclusive":
+            return f"inconclusive on the screen: {ev or reason}"
+        if decided == "promote":
+            return f"passed the screen, not sent on: {reason}"
+    if e.status == "confirming" or decided == "confirm":
+        return f"looks better: measuring again{said}"
+    if e.status == "inconclusive" or decided == "inconclusive":
+        return f"inconclusive: {ev or reason}"
+    if decided == "dead_end":
+        return f"dead end{said}"
+    if decided == "promote":
+        return f"won{said}, not kept: {reason}"
     if e.status == "ok":
         return f"reverted: {reason}" if reason else "reverted (not better than its parent)"
     return f"{e.status}: {reason}" if reason else str(e.status)
@@ -64,7 +123,10 @@ def build_digest(
     parent: Experiment | None,
     cfg: DigestConfig | None = None,
     why: Why | None = None,
+    labels: dict[str, str] | None = None,
 ) -> str:
+    """The digest; `labels` names each rung ("" the full budget: rules.rung_labels), shown on every line
+    when the run has more than one rung."""
     cfg = cfg or DigestConfig()
     why = _with_steps_flags(why, pair_flags(history))
     max_chars = cfg.max_chars
@@ -73,8 +135,14 @@ def build_digest(
     index = Scores(history)
     scores = {e.id: index.score(e) for e in proposals}  # means over runs, Δ vs parent (deltas.py)
 
+    labels = labels if labels and len(labels) > 1 else {}
+
     def said(e: Experiment) -> str:
-        return line(e, why, scores[e.id])
+        reference = None
+        if e.rung and (parent_row := index.parent_of(e)) is not None:
+            runs = index.parent_runs(e, parent_row)
+            reference = sum(r.val_bpb for r in runs) / len(runs) if runs else None
+        return line(e, why, scores[e.id], labels.get(e.rung, e.rung), reference)
 
     chain = lineage(parent, by_id.get) if parent is not None else []
     sections: list[tuple[str, list[str]]] = []

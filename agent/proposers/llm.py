@@ -56,6 +56,12 @@ class LLMConfig(BaseModel):
     max_output_tokens: int = 4096
     usd_per_mtok_in: float = Field(2.0, ge=0, description="price per million prompt tokens")
     usd_per_mtok_out: float = Field(8.0, ge=0, description="price per million completion tokens")
+    usd_per_mtok_cached_in: float | None = Field(
+        None,
+        ge=0,
+        description="price per million prompt tokens served from the endpoint's prefix cache, "
+        "where it reports them; None: the full prompt price",
+    )
     similar_threshold: float = Field(
         0.3, ge=0, le=1, description="BM25 score, relative to the idea's own, above which a past one is shown"
     )
@@ -147,10 +153,21 @@ class LLMProposer:
     def sampling(self) -> dict[str, float]:
         return {} if self.config.temperature is None else {"temperature": self.config.temperature}
 
-    def price(self, prompt_tokens: int, completion_tokens: int) -> Usage:
+    def price(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> Usage:
+        """What a request cost: cached prompt tokens at the cached price (they are part of prompt_tokens)."""
         cfg = self.config
-        usd = (prompt_tokens * cfg.usd_per_mtok_in + completion_tokens * cfg.usd_per_mtok_out) / 1e6
-        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, usd=usd)
+        cached = min(max(cached_tokens, 0), prompt_tokens)
+        cached_price = (
+            cfg.usd_per_mtok_in if cfg.usd_per_mtok_cached_in is None else cfg.usd_per_mtok_cached_in
+        )
+        usd = (
+            (prompt_tokens - cached) * cfg.usd_per_mtok_in
+            + cached * cached_price
+            + completion_tokens * cfg.usd_per_mtok_out
+        ) / 1e6
+        usage = Usage(
+            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cached_tokens=cached, usd=usd
+        )
         self.total = self.total + usage
         return usage
 

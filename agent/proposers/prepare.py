@@ -12,7 +12,8 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from agentgolf.agent.lab import Lab
-from agentgolf.agent.proposers.context import build_context
+from agentgolf.agent.proposers import board
+from agentgolf.agent.proposers.context import build_context, change_summary
 from agentgolf.agent.proposers.proposal import (
     Proposal,
     ProposalContext,
@@ -47,16 +48,36 @@ def prepare_proposal(
     """
     ws = lab.ws
     name = name or f"pending-{parent.id}-{len(history)}"
+    board.open_entry(ws.root, name, parent.id)  # the pipeline opens it first, before any prompt is built
+    prepared = None
     repo = wt.open_repo(ws.root)
     try:
-        ctx = build_context(lab, parent, history)
+        ctx = build_context(lab, parent, history, name)
         tree = ws.state / "worktrees" / name
         wt.add_worktree(repo, tree, None, parent.commit_sha)
         try:
-            return _make(lab, parent, ctx, tree, propose, name)
+            prepared = _make(lab, parent, ctx, tree, propose, name)
+            return prepared
         finally:
             wt.remove_worktree(repo, tree)
             shutil.rmtree(ws.state / "import-check" / name, ignore_errors=True)
+    finally:
+        repo.close()
+        if prepared is None or prepared.error or prepared.proposal is None:
+            board.close_entry(ws.root, name)  # nothing to run: it leaves the board
+        else:  # it waits for a slot: the board shows its title and change until the ledger holds it
+            change = change_summary(ws.root, parent.commit_sha, prepared.commit)
+            board.submitted(
+                ws.root, name, prepared.proposal.title, change, _fingerprint(ws.root, parent, prepared)
+            )
+
+
+def _fingerprint(root: Path, parent: Experiment, prepared: Prepared) -> str:
+    from agentgolf.agent.proposers.proposal import diff_fingerprint
+
+    repo = wt.open_repo(root)
+    try:
+        return diff_fingerprint(wt.diff(repo, parent.commit_sha, prepared.commit))
     finally:
         repo.close()
 

@@ -10,6 +10,7 @@ import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -42,12 +43,14 @@ class Usage(BaseModel):
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # of the prompt tokens, those the endpoint served from its prefix cache
     usd: float = 0.0
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
             usd=self.usd + other.usd,
         )
 
@@ -92,6 +95,13 @@ class ProposalContext(BaseModel):
     notes: str = ""  # `agentgolf note`: what the person running this wants every proposal to know
     root: Path | None = None  # the workspace (git repository), for tools that show past experiments
     runs_dir: Path | None = None  # the experiments' run folders
+    rules: str = ""  # how the idea will be measured, with the run's noise and budget (rules.py)
+    data: str = ""  # what the text is, from the dataset's manifest (data_facts.py)
+    techniques: str = ""  # the leaderboard's techniques, each with its outcome here (techniques.py)
+    notebook: str = ""  # what earlier sessions of the run noted for later ones (notebook.py)
+    name: str = ""  # this preparation's name on the board of preparations in flight (board.py)
+    outline_over_lines: int = 0  # a trainer longer than this is sent as an outline (0: always whole)
+    desk: Any = Field(None, exclude=True)  # the session's live access to the lab (research.Desk), if any
 
 
 # A proposer makes its change in `tree` (a worktree at the parent's commit) and describes it;

@@ -29,7 +29,10 @@ if TYPE_CHECKING:
     from agentgolf.agent.proposers.llm import LLMProposer
 
 RESPONSES, CHAT = "responses", "chat_tools"
-NUDGE = "Use the tools (view, search, edit, set, show_experiment) to make one change, then call submit."
+NUDGE = (
+    "Use the tools (view, search, edit, set, apply_technique, try, show_experiment, refresh) to make one "
+    "change, then call submit."
+)
 LAST_TURN = "This is your last turn: call submit now to describe the change you made."
 
 
@@ -109,7 +112,12 @@ class Session:
                 )
             )
             usage = response.usage
-            self._spend(usage.input_tokens if usage else 0, usage.output_tokens if usage else 0)
+            details = getattr(usage, "input_tokens_details", None) if usage else None
+            self._spend(
+                usage.input_tokens if usage else 0,
+                usage.output_tokens if usage else 0,
+                getattr(details, "cached_tokens", 0) or 0,
+            )
             calls, texts = [], []
             for item in response.output or []:
                 self.items.append(item.model_dump(exclude_none=True))
@@ -131,7 +139,12 @@ class Session:
             )
         )
         usage = response.usage
-        self._spend(usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0)
+        details = getattr(usage, "prompt_tokens_details", None) if usage else None
+        self._spend(
+            usage.prompt_tokens if usage else 0,
+            usage.completion_tokens if usage else 0,
+            getattr(details, "cached_tokens", 0) or 0,
+        )
         message = response.choices[0].message if response.choices else None
         if message is None:
             return [], ""
@@ -144,8 +157,9 @@ class Session:
         self.items.append(entry)
         return calls, message.content or ""
 
-    def _spend(self, prompt: int, completion: int) -> None:
-        usage = self.llm.price(prompt or 0, completion or 0)
+    def _spend(self, prompt: int, completion: int, cached: int = 0) -> None:
+        """Count one request: its cached prompt tokens (where the endpoint reports them) at their price."""
+        usage = self.llm.price(prompt or 0, completion or 0, cached)
         self.spent = self.spent + usage
 
     def _answer(self, call_id: str, output: str) -> None:

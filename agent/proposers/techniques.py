@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from agentgolf.agent.proposers.proposal import Proposal, ProposalError
 from agentgolf.challenge import TRAINER_FILE
+from agentgolf.experiments.ledger import Experiment
 
 PATCH_FOLDER = "technique_patches"
 # git merge-file --diff3 marks a conflict with these at the start of a line; 0-127 is the number of conflicts
@@ -280,4 +281,41 @@ def catalogue_text(techniques: list[Technique] | None = None) -> str:
     return "\n".join(
         f"- {t.name} ({t.category}): {t.title}. Reported: {t.reported_effect}"
         for t in (catalogue() if techniques is None else techniques)
+    )
+
+
+def find(name: str) -> Technique | None:
+    return next((t for t in TECHNIQUES if t.name == name.strip()), None)
+
+
+def tried_as(t: Technique, e: Experiment) -> bool:
+    """Does ledger row `e` apply technique `t`? Its title, or its hypothesis or expected effect naming it (as
+    to_proposal, the search and an LLM's `apply_technique` write them)."""
+    if e.kind != "proposal":
+        return False
+    return (
+        e.title == t.title
+        or f"Technique {t.name}" in e.hypothesis
+        or t.hypothesis[:60] in e.hypothesis
+        or re.search(rf"techniques?: [^;]*\b{re.escape(t.name)}\b", e.hypothesis) is not None
+    )
+
+
+def outcome_in(t: Technique, history: list[Experiment], shown: int = 3) -> str:
+    """The technique's outcome in this workspace so far: each row that applied it, in the judge's words."""
+    from agentgolf.agent.proposers.digest import verdict
+
+    rows = [e for e in history if tried_as(t, e)]
+    if not rows:
+        return "not tried here yet"
+    said = "; ".join(f"exp {e.id} {verdict(e)[:80]}" for e in rows[-shown:])
+    return f"tried {len(rows)}x here: {said}"
+
+
+def catalogue_with_outcomes(history: list[Experiment]) -> str:
+    """The catalogue for a prompt: what each technique does, what the records reported, what it did here."""
+    return "\n".join(
+        f"- {t.name} ({t.category}): {t.title}. {t.hypothesis} Reported on the leaderboard: "
+        f"{t.reported_effect}. Here: {outcome_in(t, history)}."
+        for t in catalogue()
     )

@@ -1,5 +1,5 @@
 """The tools an LLM works with in a proposal session on the experiment's worktree: view, search, edit, set,
-show_experiment and submit. Each call returns text for the model, never raises for the model's mistakes:
+apply_technique, try, show_experiment, similar, refresh, note_to_self and submit. Each call returns text for the model, never raises for the model's mistakes:
 a bad argument, an edit that does not apply or a change that does not compile comes back as the reason.
 """
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from agentgolf.agent.proposers import board, techniques
 from agentgolf.agent.proposers.digest import line
 from agentgolf.agent.proposers.facts import outcome
 from agentgolf.agent.proposers.knobs import set_edits
@@ -31,6 +32,7 @@ VIEW_LINES = 200  # the most lines one view returns
 SEARCH_HITS = 40
 DIFF_CHARS = 4_000
 TEXT_SUFFIXES = (".py", ".md", ".txt", ".json", ".toml", ".cfg", ".sh", ".yaml", ".yml")
+DATA_MANIFEST = "DATA_MANIFEST.json"  # `view` of this name shows the dataset's manifest (not in the tree)
 
 
 def _function(name: str, description: str, properties: dict, required: list[str]) -> dict:
@@ -67,10 +69,40 @@ TOOLS = [
         ["values"],
     ),
     _function(
+        "apply_technique",
+        "Apply one of the known techniques (by its name in the catalogue) to the trainer: its tested patch, "
+        "merged three ways where the trainer moved near it. Says whether it applied.",
+        {"name": STR},
+        ["name"],
+    ),
+    _function(
+        "try",
+        "A smoke run of the trainer as you edited it: a few steps (default 3) in the sandbox, uncharged, no "
+        "score kept. Returns the loss at each step, the step time, the artifact size after export and "
+        "whether load_model reads the artifact back.",
+        {"steps": INT},
+        [],
+    ),
+    _function(
         "show_experiment",
-        "An earlier experiment's facts (status, score, why it came out so) and its diff against its parent.",
+        "An earlier experiment's facts (status, score, why it came out so), its train-loss points and step "
+        "facts, and its diff against its parent.",
         {"id": INT},
         ["id"],
+    ),
+    _function(
+        "refresh",
+        "Re-read the ledger now: results decided since your session began, what is training or being "
+        "prepared by other sessions (their titles once submitted), and the budget left.",
+        {},
+        [],
+    ),
+    _function(
+        "note_to_self",
+        "Write one line in the run's lab notebook (a finding for later sessions, e.g. 'the warmdown "
+        "outlasts the budget at this step time'); every later proposal of this run reads it.",
+        {"text": STR},
+        ["text"],
     ),
     _function(
         "similar",
@@ -102,6 +134,7 @@ class Workbench:
         self.submitted: Proposal | None = None
         self.calls: dict[str, int] = {}
         self.settings: dict[str, float | int | str] = {}  # what `set` changed, for the commit message
+        self.applied: list[techniques.Technique] = []  # techniques applied with apply_technique
 
     def call(self, name: str, arguments: str) -> str:
         self.calls[name] = self.calls.get(name, 0) + 1
@@ -128,7 +161,10 @@ class Workbench:
         return target
 
     def _view(self, path: str, start: int = 1, end: int = VIEW_LINES) -> str:
-        lines = self._file(path).read_text().splitlines()
+        if path.strip("./") == DATA_MANIFEST and self.ctx.desk is not None:
+            lines = self.ctx.desk.manifest().splitlines()
+        else:
+            lines = self._file(path).read_text().splitlines()
         start = max(1, int(start))
         end = min(len(lines), int(end), start + VIEW_LINES - 1)
         shown = "\n".join(f"{i:>5}: {lines[i - 1]}" for i in range(start, end + 1))
@@ -163,6 +199,34 @@ class Workbench:
         shown = "; ".join(f"{e.search.strip()} -> {e.replace.strip()}" for e in edits)
         return f"applied: {shown}" + _but(compile_problem(changed))
 
+    def _apply_technique(self, name: str) -> str:
+        found = techniques.find(name)
+        if found is None:
+            return f"no technique {name!r}; the catalogue has {', '.join(t.name for t in techniques.catalogue())}"
+        techniques.apply_technique(self.tree, found)  # a ProposalError comes back as "not applied: ..."
+        self.applied.append(found)
+        return f"applied technique {found.name} ({found.title})" + _but(
+            compile_problem([self.tree / self.ctx.trainer])
+        )
+
+    def _try(self, steps: int = 3) -> str:
+        if self.ctx.desk is None:
+            return "try is not available in this session (no sandbox was given to it)"
+        problem = compile_problem([p for p in self.tree.rglob("*.py") if ".git" not in p.parts])
+        if problem:
+            return f"not run: {problem}"
+        return self.ctx.desk.try_run(self.tree, steps)
+
+    def _refresh(self) -> str:
+        if self.ctx.desk is None:
+            return "refresh is not available in this session (no ledger was given to it)"
+        return self.ctx.desk.refresh()
+
+    def _note_to_self(self, text: str) -> str:
+        if self.ctx.desk is None:
+            return "not noted: no notebook in this session"
+        return self.ctx.desk.note(text)
+
     def _show_experiment(self, id: int) -> str:
         exp = next((e for e in self.ctx.history if e.id == int(id)), None)
         if exp is None:
@@ -170,6 +234,8 @@ class Workbench:
         runs = self.ctx.runs_dir
         why = outcome(exp, runs / str(exp.id) if runs else None, self.ctx.budget.size_bytes)
         text = [line(exp, lambda e: why), f"hypothesis: {exp.hypothesis or '-'}"]
+        if self.ctx.desk is not None:
+            text.append(self.ctx.desk.points(exp))
         diff = self._git("diff", exp.parent_commit, exp.commit_sha) if exp.commit_sha else ""
         if diff and exp.parent_commit != exp.commit_sha:
             clipped = diff[:DIFF_CHARS] + ("\n... (diff cut)" if len(diff) > DIFF_CHARS else "")
@@ -216,8 +282,24 @@ class Workbench:
         )
         if repeat is not None:
             return f"not submitted: this exact change was already tried as experiment {repeat.id}; change it"
+        if self.applied and not any(f"Technique {t.name}" in proposal.hypothesis for t in self.applied):
+            named = ", ".join(t.name for t in self.applied)  # so the catalogue can say how it did here
+            proposal.hypothesis = f"Technique {named}: {proposal.hypothesis}".strip()
         self.submitted = proposal
+        if self.ctx.root is not None and self.ctx.name:  # the other sessions see its title from now on
+            board.submitted(self.ctx.root, self.ctx.name, proposal.title, _changed(diff), fingerprint)
         return "submitted"
+
+
+def _changed(diff: str, shown: int = 6) -> str:
+    """A diff's changed lines, compacted as context.change_summary shows them."""
+    changed = [
+        f"{t[0]} {' '.join(t[1:].split())}"[:110]
+        for t in diff.splitlines()
+        if t[:1] in "+-" and not t.startswith(("+++", "---")) and t[1:].strip()
+    ]
+    more = f" | (+{len(changed) - shown} more changed lines)" if len(changed) > shown else ""
+    return " | ".join(changed[:shown]) + more or "whitespace only"
 
 
 def compile_problem(paths: list[Path]) -> str:
