@@ -91,7 +91,9 @@ def _lab(tmp_path, tiny_dataset, experiments: int = 6) -> tuple[Lab, dict]:
 
 
 def _proposer(llm: FakeLLM, monkeypatch, **overrides) -> LLMProposer:
-    return LLMProposer(llm_config(llm.base_url, monkeypatch, api="chat", request_timeout_s=30.0, **overrides))
+    return LLMProposer(
+        llm_config(llm.base_url, monkeypatch, **{"api": "chat", "request_timeout_s": 30.0, **overrides})
+    )
 
 
 def _tool_results(body: dict) -> list[str]:
@@ -264,3 +266,36 @@ def test_cached_prompt_tokens_are_charged_at_their_price(tmp_path, tiny_dataset,
     usage = prepared.usage
     assert usage.prompt_tokens == 11_000 and usage.cached_tokens == 8_000
     assert usage.usd == pytest.approx((3_000 * 2.0 + 8_000 * 0.5 + 100 * 8.0) / 1e6)
+
+
+@pytest.mark.slow
+def test_try_runs_a_few_steps_of_the_edited_trainer_in_the_sandbox(tmp_path, tiny_dataset, monkeypatch):
+    lab, rows = _lab(tmp_path, tiny_dataset)
+    run_dir = lab.ws.run_dir(rows["base"].id)  # the baseline's log, as the sandbox writes it
+    run_dir.mkdir(parents=True)
+    (run_dir / "train.log").write_text(
+        "step:1/6 train_loss:6.9000\nstep:6/6 train_loss:5.1000 step_avg:40.0ms\n"
+    )
+    script = [
+        tool_reply([("set", {"values": {"TIED_EMBED_LR": 0.04}}), ("try", {"steps": 2})]),
+        tool_reply([("show_experiment", {"id": rows["base"].id})]),
+        tool_reply([("submit", SUBMIT)]),
+    ]
+    with FakeLLM(script, tools=True) as llm:
+        proposer = _proposer(llm, monkeypatch, request_timeout_s=300.0)
+        prepared = prepare_proposal(lab, rows["base"], lab.ledger.experiments(), proposer, "p")
+        _, tried = _tool_results(llm.requests[1])
+        shown = _tool_results(llm.requests[2])[-1]
+    assert not prepared.error, prepared.error
+    assert "status: ok" in tried, tried
+    assert "train loss: step 1 " in tried and ", step 2 " in tried
+    assert "step time: " in tried and " ms/step" in tried
+    assert "artifact after export: " in tried and "(cap 16,000,000)" in tried
+    assert "load_model reads the artifact back: yes" in tried
+    assert (
+        "train loss: step 1 6.9000, step 6 5.1000" in shown
+        and "ran all 6 planned steps, 40.0 ms/step" in shown
+    )
+    assert (
+        lab.ledger.experiments() == lab.ledger.experiments() and len(lab.ledger.experiments()) == 10
+    )  # uncharged
