@@ -86,3 +86,17 @@ def notes_block(notes: list[Note], max_chars: int = NOTES_MAX_CHARS) -> str:
         lines.insert(0, text)
         room -= len(text) + 1
     return "\n".join(lines)
+
+
+def agent_notebook(state: Path, run_id: str | None = None) -> list[str]:
+    """The proposer's lab notebook (`note_to_self`, kept in the ledger), one line each, for
+    `agentgolf note --agent`: the latest run's unless one is named."""
+    from agentgolf.experiments.ledger import Ledger
+
+    ledger = Ledger(state / "ledger.db", create=True)
+    try:
+        run = ledger.find_run(run_id) if run_id else ledger.latest_run()
+        entries = ledger.notebook(run.id if run else None)
+    finally:
+        ledger.close()
+    return [f"{e.id}: {e.text} (exp {e.experiment_id}, {e.author})" for e in entries]

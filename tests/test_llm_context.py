@@ -17,6 +17,7 @@ import pytest
 from agentgolf.agent.acceptance import AcceptanceConfig
 from agentgolf.agent.fidelity import Rung
 from agentgolf.agent.lab import Lab
+from agentgolf.agent.notes import agent_notebook
 from agentgolf.agent.proposers import board
 from agentgolf.agent.proposers.context import build_context
 from agentgolf.agent.proposers.data_facts import data_description
@@ -299,3 +300,9 @@ def test_try_runs_a_few_steps_of_the_edited_trainer_in_the_sandbox(tmp_path, tin
     assert (
         lab.ledger.experiments() == lab.ledger.experiments() and len(lab.ledger.experiments()) == 10
     )  # uncharged
+
+
+def test_the_notebook_is_readable_for_the_user(tmp_path, tiny_dataset):
+    lab, rows = _lab(tmp_path, tiny_dataset)
+    lab.ledger.add_notebook("r1", "warmdown too long", rows["base"].id, author="pending-a")
+    assert agent_notebook(lab.ws.state) == ["1: warmdown too long (exp 1, pending-a)"]
