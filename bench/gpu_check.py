@@ -1,13 +1,14 @@
-"""The helpers of bench/gpu_check.sh: run a stage with a timestamped log, read the trainers' logs, print the table.
+"""The helpers of bench/gpu_check.sh: run a trainer with a timestamped log, read the trainers' logs, summarize.
 
     python bench/gpu_check.py run --log FILE --timeout S [--label NAME] -- COMMAND...
-    python bench/gpu_check.py table --work DIR --train-seconds S [--agent-seconds S] [--json FILE]
-    python bench/gpu_check.py agent-plan --left S --budget N --seconds S
+    python bench/gpu_check.py summary --work DIR --train-seconds S --warm-seconds S [--json FILE]
 
 `run` prefixes every line of the command's output with the seconds since it started ("[  12.345] ...") in
 FILE, echoes the lines that are not per-step progress, kills the command's whole process group at the
-timeout, and ends FILE with "gpu_check: exit N". `table` reads WORK/logs/{official,ours}.log (both trainers
-print the same line formats), WORK/agent_ledger.json and WORK/*.txt notes. Standard library only.
+timeout, and ends FILE with "gpu_check: exit N". `summary` reads what the steps left in WORK: steps.txt (one
+line per step: name, exit code, seconds, note), the trainers' logs ours_cold.log, ours_warm.log and
+official.log (both trainers print the same line formats), and the last `RESULT {json}` line of install.txt,
+smoke.txt and score.txt. Standard library only.
 """
 
 from __future__ import annotations
@@ -37,10 +38,10 @@ PATTERNS = {
     "peak": re.compile(r"^peak memory allocated: (\d+) MiB"),
     "total": re.compile(r"^Total submission size int8\+zlib: (\d+) bytes"),
     "exact": re.compile(r"^final_int8_zlib_roundtrip_exact val_loss:(\S+) val_bpb:(\S+)"),
+    "eval": re.compile(r"^final_int8_zlib_roundtrip val_loss:\S+ val_bpb:\S+ eval_time:(\d+)ms"),
     "exit": re.compile(r"^gpu_check: exit (-?\d+)(.*)$"),
 }
-TRAINERS = ("official", "ours")  # always in the table
-EXTRA_TRAINERS = ("ours_fp32_stream",)  # a column only when that stage ran
+TRAINERS = ("ours_cold", "official", "ours_warm")  # the table's columns
 KILL_GRACE_S = 10
 
 
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
 
     timer = threading.Timer(args.timeout, kill_group)
     timer.start()
-    with open(log, "w", encoding="utf-8") as f:
+    with open(log, "a", encoding="utf-8") as f:  # after any note the caller wrote first
         for line in proc.stdout:
             line = line.rstrip("\n")
             f.write(f"[{time.monotonic() - start:9.3f}] {line}\n")
@@ -142,6 +143,7 @@ def parse_log(text: str) -> dict:
         "prequant_bpb": group("val", 3),
         "artifact_bytes": group("total", 1, int),
         "peak_mib": group("peak", 1, int),
+        "eval_s": group("eval", 1) / 1000 if "eval" in last else None,
         "model_built_s": when("params", first),
         "grad_accum": group("accum", 2, int),
         "wall_s": wall,
@@ -161,22 +163,23 @@ def parse_log(text: str) -> dict:
     return m
 
 
-# --- the table ------------------------------------------------------------------------------------------
+# --- the summary ----------------------------------------------------------------------------------------
 
-ROWS = (  # key, label, format, better when higher
-    ("ms_per_step", "ms/step", "{:,.1f}", False),
-    ("tokens_per_s", "tokens/s", "{:,.0f}", True),
-    ("steps", "steps", "{:,}", True),
-    ("val_bpb", "val_bpb after the int8+zlib roundtrip", "{:.4f}", False),
-    ("prequant_bpb", "val_bpb before quantization", "{:.4f}", False),
-    ("artifact_bytes", "artifact bytes (code + model)", "{:,}", False),
-    ("peak_mib", "peak memory allocated (MiB)", "{:,}", False),
-    ("compile_s", "compile time: start to first step done (s)", "{:.1f}", False),
-    ("warmup_s", "other warm-up steps (s)", "{:.1f}", False),
-    ("model_built_s", "process start to model built (s)", "{:.1f}", False),
-    ("after_training_s", "after training: export, evals (s)", "{:.1f}", False),
-    ("outside_s", "wall time outside the training window (s)", "{:.1f}", False),
-    ("wall_s", "wall time (s)", "{:.1f}", False),
+ROWS = (  # key, label, format
+    ("ms_per_step", "ms/step", "{:,.1f}"),
+    ("tokens_per_s", "tokens/s", "{:,.0f}"),
+    ("steps", "steps", "{:,}"),
+    ("val_bpb", "val_bpb after the int8+zlib roundtrip", "{:.4f}"),
+    ("prequant_bpb", "val_bpb before quantization", "{:.4f}"),
+    ("eval_s", "roundtrip eval time (s)", "{:.1f}"),
+    ("artifact_bytes", "artifact bytes (code + model)", "{:,}"),
+    ("peak_mib", "peak memory allocated (MiB)", "{:,}"),
+    ("compile_s", "compile time: start to first step done (s)", "{:.1f}"),
+    ("warmup_s", "other warm-up steps (s)", "{:.1f}"),
+    ("model_built_s", "process start to model built (s)", "{:.1f}"),
+    ("after_training_s", "after training: export, evals (s)", "{:.1f}"),
+    ("outside_s", "overhead: wall time outside the training window (s)", "{:.1f}"),
+    ("wall_s", "wall time (s)", "{:.1f}"),
 )
 
 
@@ -187,98 +190,90 @@ def fmt(value, spec: str) -> str:
 
 
 def trainer_state(work: Path, name: str) -> tuple[dict | None, str]:
-    """(figures, note): figures None when the stage did not run; the note says how it ended."""
-    note_file = work / f"{name}.txt"
-    note = note_file.read_text().strip() if note_file.is_file() else ""
-    log = work / "logs" / f"{name}.log"
+    """(figures, how it ended); figures None when the trainer did not run."""
+    log = work / f"{name}.log"
     if not log.is_file():
-        return None, note or "not run"
+        return None, "not run"
     m = parse_log(log.read_text(encoding="utf-8", errors="replace"))
     if m["exit"] is None:
-        ended = "no exit line (the check itself was killed?)"
-    elif m["exit"] != 0:
-        ended = f"failed: exit {m['exit']}" + (f", {m['exit_note']}" if m["exit_note"] else "")
-    elif m["val_bpb"] is None:
-        ended = "exit 0 but no final_int8_zlib_roundtrip_exact line"
-    else:
-        ended = "ok"
-    return m, "; ".join(x for x in (note, ended) if x)
+        return m, "no exit line (still running, or the check was killed)"
+    if m["exit"] != 0:
+        return m, f"failed: exit {m['exit']}" + (f", {m['exit_note']}" if m["exit_note"] else "")
+    return m, "ok" if m["val_bpb"] is not None else "exit 0 but no final_int8_zlib_roundtrip_exact line"
 
 
-def trainer_table(work: Path) -> tuple[list[str], dict]:
-    figures, notes = {}, {}
-    extra = [
-        n for n in EXTRA_TRAINERS if (work / "logs" / f"{n}.log").is_file() or (work / f"{n}.txt").is_file()
-    ]
-    for name in (*TRAINERS, *extra):
-        figures[name], notes[name] = trainer_state(work, name)
-    lines = ["| figure | official | ours | ours / official |" + "".join(f" {n} |" for n in extra)]
-    lines.append("|---|---|---|---|" + "---|" * len(extra))
-    for key, label, spec, _ in ROWS:
-        a = (figures["official"] or {}).get(key)
-        b = (figures["ours"] or {}).get(key)
-        ratio = f"{b / a:.3f}" if a and b else "-"
-        more = "".join(f" {fmt((figures[n] or {}).get(key), spec)} |" for n in extra)
-        lines.append(f"| {label} | {fmt(a, spec)} | {fmt(b, spec)} | {ratio} |{more}")
-    lines.append(
-        f"| how it ended | {notes['official']} | {notes['ours']} | |"
-        + "".join(f" {notes[n]} |" for n in extra)
-    )
-    return lines, {"trainers": figures, "notes": notes}
-
-
-def agent_table(work: Path, seconds: float | None) -> tuple[list[str], dict]:
-    note_file = work / "agent.txt"
-    note = note_file.read_text().strip() if note_file.is_file() else "not run"
-    ledger = work / "agent_ledger.json"
-    if not ledger.is_file():
-        return [f"agentgolf: {note}"], {"agent": {"note": note, "experiments": []}}
+def result_of(path: Path, prefix: str = "RESULT ") -> dict | None:
+    """The last `RESULT {json}` line (or another prefix) of a step's file."""
+    if not path.is_file():
+        return None
+    lines = [x for x in path.read_text(errors="replace").splitlines() if x.startswith(prefix)]
     try:
-        rows = json.loads(ledger.read_text())
-    except json.JSONDecodeError as e:
-        return [f"agentgolf: {note}; its ledger is not JSON ({e})"], {
-            "agent": {"note": note, "experiments": []}
-        }
-    lines = [f"agentgolf: {note}", ""]
-    tail = ["", "trainer's own: what the trainer printed, none in the harness's mode (training never sees the val "
-            "shards); overhead: the training phase's wall time beyond the training seconds"]  # fmt: skip
-    lines += ["| id | kind | status | val_bpb (harness) | trainer's own | own - harness | train phase (s) | "
-              "overhead (s) | wall (s) | isolation |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for r in rows:
-        bpb, own = r.get("val_bpb"), r.get("self_val_bpb")
-        phase = r.get("train_seconds")
-        overhead = phase - seconds if phase is not None and seconds else None
-        cells = [
-            r.get("id"), r.get("kind"), r.get("status"), fmt(bpb, "{:.4f}"), fmt(own, "{:.4f}"),
-            fmt(own - bpb if own is not None and bpb is not None else None, "{:+.4f}"),
-            fmt(phase, "{:.1f}"), fmt(overhead, "{:.1f}"), fmt(r.get("wall_seconds"), "{:.1f}"), r.get("isolation"),
-        ]  # fmt: skip
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    if not rows:
-        lines.append("(no experiment recorded)")
-    return lines + tail, {"agent": {"note": note, "experiments": rows}}
+        return json.loads(lines[-1][len(prefix) :]) if lines else None
+    except json.JSONDecodeError:
+        return None
 
 
-def table(args: argparse.Namespace) -> int:
+def summary(args: argparse.Namespace) -> int:
     work = Path(args.work)
-    header = (work / "gpu.txt").read_text().strip() if (work / "gpu.txt").is_file() else "GPU: unknown"
-    out = [f"# GPU check: {header}", ""]
-    out.append(f"## The trainers, {args.train_seconds:g} s of training each, torchrun with 1 process")
-    out.append("")
-    lines, data = trainer_table(work)
-    out += lines + ["", f"## agentgolf run, {args.agent_seconds:g} s of training per experiment", ""]
-    more, agent = agent_table(work, args.agent_seconds)
-    out += more
+    out = [f"# GPU check, {time.strftime('%Y-%m-%d %H:%M:%S')}"]
+    probe = work / "probe.txt"
+    heads = (
+        [x for x in probe.read_text(errors="replace").splitlines() if x.startswith("probe:")]
+        if probe.is_file()
+        else []
+    )
+    out += heads + ["", "## Steps (exit code, seconds)", ""]
+    steps = (work / "steps.txt").read_text().strip() if (work / "steps.txt").is_file() else "(none finished)"
+    out += [steps, ""]
+    figures, notes = {}, {}
+    for name in TRAINERS:
+        figures[name], notes[name] = trainer_state(work, name)
+    cold, official, warm = (figures[n] or {} for n in TRAINERS)
+    if any(figures.values()):
+        out.append(
+            f"## Trainers: torchrun, 1 process; {args.train_seconds:g} s cold, {args.warm_seconds:g} s warm"
+        )
+        out += [
+            "",
+            "| figure | ours, cold | official | ours / official | ours, warm cache |",
+            "|---|---|---|---|---|",
+        ]
+        for key, label, spec in ROWS:
+            a, b = cold.get(key), official.get(key)
+            ratio = f"{a / b:.3f}" if a and b else "-"
+            out.append(
+                f"| {label} | {fmt(a, spec)} | {fmt(b, spec)} | {ratio} | {fmt(warm.get(key), spec)} |"
+            )
+        out.append(f"| how it ended | {notes['ours_cold']} | {notes['official']} | | {notes['ours_warm']} |")
+    else:
+        out.append("## Trainers: none run yet")
+    results = {name: result_of(work / f"{name}.txt") for name in ("install", "smoke", "score")}
+    install, smoke, score = results["install"] or {}, results["smoke"] or {}, results["score"] or {}
+    out += ["", "## Harness", ""]
+    if install:
+        out.append(f"install: {'ok' if install.get('ok') else 'FAILED'}; packages {install.get('packages')}")
+    if smoke:
+        out.append(f"sandbox smoke: cuda inside worked on try '{smoke.get('cuda_worked')}'")
+        for t in smoke.get("tries", []):
+            out.append(f"  try {t['label']}: {t['status']}, isolation {t['isolation']}, steps {t['steps']}")
+    leg = result_of(work / "smoke.txt", "SANDBOX_LEG ")
+    if leg:
+        out.append(
+            "sandbox leg (real trainer, gpus=[0], fake nodes): "
+            + ", ".join(f"{k} {v}" for k, v in leg.items())
+        )
+        results["sandbox_leg"] = leg
+    if score:
+        keys = ("status", "device", "harness_val_bpb", "trainer_val_bpb", "harness_minus_trainer", "score_s",
+                "verify_s", "trainer_eval_s", "harness_over_trainer_eval", "verification", "isolation")  # fmt: skip
+        out.append(
+            "harness scoring of ours' cold artifact: " + ", ".join(f"{k} {score.get(k)}" for k in keys)
+        )
     print("\n".join(out))
     if args.json:
-        Path(args.json).write_text(json.dumps({**data, **agent}, indent=2, default=str))
-    return 0
-
-
-def agent_plan(args: argparse.Namespace) -> int:
-    """How many experiments fit in the time left: prints N (0: none fits)."""
-    per = args.seconds + args.overhead
-    print(max(0, min(args.budget, int(args.left // per))))
+        Path(args.json).write_text(
+            json.dumps({"trainers": figures, "notes": notes, **results}, indent=1, default=str)
+        )
     return 0
 
 
@@ -291,18 +286,12 @@ def main() -> int:
     p.add_argument("--label", default="run")
     p.add_argument("command", nargs=argparse.REMAINDER)
     p.set_defaults(func=run)
-    p = sub.add_parser("table", help="print the figures of a finished check")
+    p = sub.add_parser("summary", help="the figures of the steps done so far")
     p.add_argument("--work", required=True)
     p.add_argument("--train-seconds", type=float, required=True)
-    p.add_argument("--agent-seconds", type=float, default=0.0)
+    p.add_argument("--warm-seconds", type=float, required=True)
     p.add_argument("--json")
-    p.set_defaults(func=table)
-    p = sub.add_parser("agent-plan", help="how many agentgolf experiments fit in the time left")
-    p.add_argument("--left", type=float, required=True)
-    p.add_argument("--budget", type=int, required=True)
-    p.add_argument("--seconds", type=float, required=True)
-    p.add_argument("--overhead", type=float, default=110.0)
-    p.set_defaults(func=agent_plan)
+    p.set_defaults(func=summary)
     args = parser.parse_args()
     if getattr(args, "command", None) is not None:
         args.command = args.command[1:] if args.command[:1] == ["--"] else args.command

@@ -5,8 +5,11 @@
 
 `pack` fills bench/gpu_data/ (ignored by git; the device run carries it): the two compressed text files and
 the sp1024 tokenizer from ../shared/data (45 MB: 60M tokens of shards would be 136 MB, over the 64 MiB a run
-carries), the wheels agentgolf needs that the GPU image lacks (pydantic, GitPython, tenacity; Python 3.12),
-the bubblewrap package, and, with --official, a copy of the official train_gpt.py (never committed).
+carries), the wheels agentgolf needs that the GPU image lacks (WHEELS: pydantic, GitPython, tenacity, bm25s,
+optuna, colorlog and what they need; Python 3.12), the bubblewrap package, and, with --official, a copy of the
+official train_gpt.py (never committed).
+    python bench/gpu_data.py specs       # what bench/gpu_check.sh installs: `pip install --no-index --no-deps`
+    python bench/gpu_data.py blocked     # what the image lacks and the pack does not carry (the dry run's blocker)
 `shards` writes the official shard format there: wiki_en as one train shard (about 60M tokens) and the
 FineWeb documents as the val shard, [BOS=1] + tokens per document, tokenized on every core.
 Standard library, numpy and sentencepiece only: it runs before anything is installed.
@@ -30,19 +33,52 @@ SHARED = ROOT.parent / "shared" / "data"
 TRAIN_TEXT, VAL_TEXT, TOKENIZER = "wiki_en.jsonl.xz", "fineweb_docs.jsonl.xz", "fineweb_1024_bpe.model"
 DATASET = "wiki_fineweb_sp1024"
 CARRY_LIMIT = 60 * 2**20  # the device run carries 64 MiB in all, the working tree included
-# agentgolf's dependencies missing from the GPU image (its README lists what it has), at the versions
-# this project is tested with; openai and submitit are imported only by the proposers/executors that need them.
+# agentgolf's dependencies missing from the GPU image (the device's package list), at the versions this
+# project is tested with: every CLI command, the sandbox, the search proposer (optuna's in-memory TPE imports
+# colorlog, tqdm, numpy, packaging and PyYAML, never sqlalchemy or alembic) and `similar` (bm25s: numpy).
+# openai and submitit are imported only by the LLM proposer and the SLURM executor, not carried.
 WHEELS = (
     "pydantic==2.14.4",
     "pydantic-core==2.50.5",
     "annotated-types==0.8.0",
     "typing-inspection==0.4.5",
-    "typing-extensions==4.15.0",
+    "typing-extensions==4.16.0",  # pydantic 2.14.4 and pydantic-core 2.50.5 need >= 4.16.0
     "GitPython==3.2.1",
     "gitdb==4.0.12",
     "smmap==5.0.3",
     "tenacity==9.2.1",
+    "bm25s==0.3.16",
+    "optuna==4.9.0",
+    "colorlog==6.12.0",
 )
+ON_IMAGE = {"typing-extensions"}  # on the image too: installed only where its own is older (see `specs`)
+# The distributions of agentgolf's dependency tree the GPU image lacks, with the names they import.
+IMAGE_LACKS = {
+    "pydantic": "pydantic",
+    "pydantic-core": "pydantic_core",
+    "annotated-types": "annotated_types",
+    "typing-inspection": "typing_inspection",
+    "GitPython": "git",
+    "gitdb": "gitdb",
+    "smmap": "smmap",
+    "tenacity": "tenacity",
+    "bm25s": "bm25s",
+    "optuna": "optuna",
+    "colorlog": "colorlog",
+    "openai": "openai",
+    "jiter": "jiter",
+    "distro": "distro",
+    "submitit": "submitit",
+    "sqlalchemy": "sqlalchemy",
+    "alembic": "alembic",
+}
+OPTIONAL = (
+    "bm25s",
+    "optuna",
+    "colorlog",
+    "openai",
+    "submitit",
+)  # only the code paths that use them import them
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 MAGIC, VERSION, HEADER_INTS, BOS = 20240520, 1, 256, 1
 ENCODE_CHUNK = 256  # documents per batch handed to SentencePiece's threads
@@ -164,6 +200,23 @@ def shards(args: argparse.Namespace) -> None:
     )
 
 
+def _name(spec: str) -> str:
+    return spec.split("==")[0]
+
+
+def install_specs() -> list[str]:
+    """The requirement for each carried wheel: pinned where the image lacks the package, `>=` where the image
+    has its own, so that pip keeps a newer one rather than downgrade a package torch's environment uses."""
+    return [s.replace("==", ">=") if _name(s) in ON_IMAGE else s for s in WHEELS]
+
+
+def blocked_imports(carried=WHEELS) -> list[str]:
+    """The import names of what the image lacks and the pack does not carry: a dry run blocks these, so that
+    a wheel missing from WHEELS fails on the CPU as it would on the GPU machine."""
+    have = {_name(s).lower() for s in carried}
+    return sorted({mod for dist, mod in IMAGE_LACKS.items() if dist.lower() not in have})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(required=True)
@@ -181,6 +234,11 @@ def main() -> None:
     p.add_argument("--max-val-docs", type=int, help="only the first N val documents (dry runs)")
     p.add_argument("--force", action="store_true", help="rebuild even if the shards are there")
     p.set_defaults(func=shards)
+    p = sub.add_parser("specs", help="the requirements bench/gpu_check.sh installs from the pack's wheels")
+    p.set_defaults(func=lambda _: print("\n".join(install_specs())))
+    p = sub.add_parser("blocked", help="import names the image lacks and the pack does not carry")
+    p.add_argument("--optional", action="store_true", help="the optional machinery only (bm25s, optuna, ...)")
+    p.set_defaults(func=lambda a: print(" ".join(OPTIONAL if a.optional else blocked_imports())))
     args = parser.parse_args()
     args.func(args)
 

@@ -14,8 +14,6 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-import bm25s
-
 from agentgolf.experiments.ledger import Experiment
 
 DIFF_CHARS = 2_000  # of each diff's changed lines, indexed
@@ -25,8 +23,15 @@ _LOCK = threading.Lock()
 DiffOf = Callable[[Experiment], str]
 
 
+def _bm25s():
+    """bm25s, imported here: only a ranking needs it, never loading a workspace (the GPU image lacks it)."""
+    import bm25s
+
+    return bm25s
+
+
 def _tokens(texts: list[str]) -> list[list[str]]:
-    return bm25s.tokenize(texts, stopwords="en", return_ids=False, show_progress=False)
+    return _bm25s().tokenize(texts, stopwords="en", return_ids=False, show_progress=False)
 
 
 def similar_attempts(
@@ -42,7 +47,7 @@ def similar_attempts(
     if not past or not query_tokens or k <= 0:
         return []
     docs = [f"{e.title}\n{e.hypothesis}\n{diff_of(e) if diff_of else ''}" for e in past]
-    retriever = bm25s.BM25()
+    retriever = _bm25s().BM25()
     retriever.index([*_tokens(docs), query_tokens], show_progress=False)  # the query too: its self-score
     scores = retriever.get_scores(query_tokens)
     self_score = float(scores[-1])
