@@ -89,7 +89,9 @@ def set_edits(
 def _literal(name: str, old: object, value: float | int | str) -> str:
     """The new value written as the old one was: an int stays an int, a string a string."""
     if isinstance(old, str):
-        return repr(str(value))
+        if not _numeric(old):
+            return repr(str(value))
+        return repr(_literal(name, ast.literal_eval(old.strip()), value))  # "64" stays a quoted int
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -99,6 +101,14 @@ def _literal(name: str, old: object, value: float | int | str) -> str:
             raise ProposalError(f"set {name}: {name} is an integer ({old}), not {value!r}")
         return str(int(number))
     return _format(old, number)
+
+
+def _numeric(text: str) -> bool:
+    """A string default that holds a number (`os.environ.get("HIDDEN", "64")`): written back as one."""
+    try:
+        return isinstance(ast.literal_eval(text.strip()), int | float)
+    except (ValueError, SyntaxError):
+        return False
 
 
 def value_in_force(source: str, name: str, trainer_env: dict[str, str]) -> float | int | str:

@@ -200,7 +200,7 @@ def _realize(g: Evidence, target: Config, cfg: SearchConfig) -> Candidate | Refu
             except ProposalError as exc:
                 return Refusal(reason=f"technique {t.name} does not apply: {exc}")
             added.append(t.name)
-    env, heads = g.trainer_env, int(value_in_force(source, "NUM_HEADS", g.trainer_env))
+    env, heads = g.trainer_env, _heads(source, g.trainer_env)
     current, changed = g.read(source), {}
     for knob in g.knobs:
         if target[knob.name] == g.parent.config[knob.name]:
@@ -221,12 +221,23 @@ def _realize(g: Evidence, target: Config, cfg: SearchConfig) -> Candidate | Refu
         return Refusal(reason=f"already in the ledger as #{g.seen[space.key(config)]}")
     if space.key(config) in g.taken:
         return Refusal(reason="already proposed in this run, not yet in the ledger")
-    size = artifact_size.predict_bytes(source, env, g.ratio)
+    try:
+        size = artifact_size.predict_bytes(source, env, g.ratio)
+    except (ProposalError, ValueError):  # a trainer whose shape we cannot read: the sandbox measures it
+        size = artifact_size.code_bytes(source)
     if size > g.size_limit:
         return Refusal(
             reason=f"predicted {size:,} bytes, over the {g.size_limit:,}-byte limit", oversize=True
         )
     return Candidate(source=source, config=config, changed=changed, added=added, size=size)
+
+
+def _heads(source: str, env: dict[str, str]) -> int:
+    """The attention heads MODEL_DIM must split into; 1 for a trainer without NUM_HEADS (not ours)."""
+    try:
+        return max(1, int(float(value_in_force(source, "NUM_HEADS", env))))
+    except (ProposalError, ValueError):
+        return 1
 
 
 def _proposal(g: Evidence, c: Candidate, title: str, category: str, why: str, cfg: SearchConfig) -> Proposal:
@@ -245,6 +256,10 @@ def _proposal(g: Evidence, c: Candidate, title: str, category: str, why: str, cf
     hypothesis = f"{why} Builds {on}; this moves {'; '.join(evidence)}{more}."
     effect = ", ".join(space.show(k, v) for k, v in c.changed.items())
     techniques = f"; techniques: {', '.join(c.added)}" if c.added else ""
+    if g.skipped:  # the techniques whose patch does not fit this trainer, and why: not moves of this search
+        shown = [f"{n} ({why})" for n, why in sorted(g.skipped.items())]
+        more = f" and {len(shown) - 3} more" if len(shown) > 3 else ""
+        hypothesis += f" Techniques skipped, their patch does not apply here: {'; '.join(shown[:3])}{more}."
     return Proposal(
         title=title,
         hypothesis=hypothesis,

@@ -10,13 +10,16 @@ configs that write the same file compare equal.
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from agentgolf.agent.proposers.knobs import value_in_force
 from agentgolf.agent.proposers.proposal import ProposalError
+from agentgolf.sandbox.runner import HARNESS_ENV_KEYS
 
 Config = dict[str, float | int | bool]
 TECHNIQUE_PREFIX = "technique:"
@@ -142,10 +145,72 @@ LIBRARY: list[Move] = [
 ]
 
 
-def searched(source: str, trainer_env: dict[str, str]) -> list[Knob]:
-    """The knobs this trainer reads and the file decides: one set in trainer_env cannot be moved here."""
+# A trainer's own settings beyond SPACE: every environment read with a positive numeric default is a knob,
+# in a range around its own value (a factor of 2 each way), so a trainer that is not ours is searched too.
+ENV_READ = re.compile(r'os\.(?:environ\.get|getenv)\(\s*["\']([A-Z][A-Z0-9_]*)["\']\s*,')
+NOT_KNOBS = frozenset(
+    {"SEED", "VOCAB_SIZE", "RUN_ID", "WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE"}
+)
+CATEGORY_WORDS = {
+    "opt": ("LR", "MOMENTUM", "BETA", "BETA1", "BETA2", "BATCH", "WD", "DECAY", "CLIP", "EPS"),
+    "sched": ("WARMUP", "WARMDOWN", "ITERATIONS", "ITERS", "STEPS", "FRAC"),
+    "arch": ("DIM", "LAYERS", "HEADS", "HIDDEN", "EMBED", "MLP", "WIDTH", "DEPTH", "CONTEXT", "MULT"),
+    "data": ("SEQ", "LEN"),
+    "quant": ("BITS", "QUANT", "BYTES"),
+}
+
+
+def number(value: object) -> float | int | None:
+    """A setting's value as a number: an int stays an int, a numeric string is read ("64" -> 64)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return value
+    try:
+        return int(value) if str(value).strip().lstrip("-").isdigit() else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def ours() -> frozenset[str]:
+    """The settings our own baseline reads: SPACE holds the ones worth searching, the rest are left alone."""
+    from importlib.resources import files
+
+    from agentgolf.challenge import TRAINER_FILE
+
+    try:
+        return frozenset(ENV_READ.findall(files("agentgolf.baseline").joinpath(TRAINER_FILE).read_text()))
+    except OSError:
+        return frozenset()
+
+
+def discovered(source: str, trainer_env: dict[str, str]) -> list[Knob]:
+    """The trainer's own knobs that SPACE does not name: its environment reads with a positive numeric
+    default (0/1 flags, paths and the harness's names excluded), each in [x/2, 2x] of its value."""
     out = []
-    for knob in SPACE:
+    for name in dict.fromkeys(ENV_READ.findall(source)):
+        if name in BY_NAME or name in ours() or name in NOT_KNOBS or name in HARNESS_ENV_KEYS:
+            continue
+        if any(word in name for word in ("PATH", "DIR", "FILE", "NAME", "DEVICE")):
+            continue
+        try:
+            value = number(value_in_force(source, name, trainer_env))
+        except ProposalError:
+            continue
+        if value is None or value <= 0 or (isinstance(value, int) and value <= 1):
+            continue
+        words = set(name.split("_"))
+        category = next((c for c, w in CATEGORY_WORDS.items() if words & set(w)), "other")
+        out.append(Knob(name=name, category=category, low=0.5, high=2.0, log=True))
+    return out
+
+
+def searched(source: str, trainer_env: dict[str, str]) -> list[Knob]:
+    """The knobs this trainer reads and the file decides: SPACE's, then its own (discovered); one set in
+    trainer_env cannot be moved here."""
+    out = []
+    for knob in [*SPACE, *discovered(source, trainer_env)]:
         if knob.name in trainer_env:
             continue
         try:
@@ -160,7 +225,9 @@ def read_knobs(source: str, knobs: list[Knob], trainer_env: dict[str, str]) -> C
     """Each knob's value in force in this source, as a plain int or float."""
     config: Config = {}
     for knob in knobs:
-        value = value_in_force(source, knob.name, trainer_env)
+        value = number(value_in_force(source, knob.name, trainer_env))
+        if value is None:
+            raise ProposalError(f"{knob.name} is not a number here")
         config[knob.name] = value if isinstance(value, int) else float(value)
     return config
 

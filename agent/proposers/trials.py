@@ -53,6 +53,7 @@ class Evidence(BaseModel):
     knobs: list[Knob]
     techniques: list[Technique]
     marks: dict[str, frozenset[str]]  # technique -> the lines its patch adds to the baseline
+    skipped: dict[str, str] = {}  # technique -> why its patch does not apply to this baseline
     base_config: Config
     parent: Point
     parent_source: str
@@ -130,11 +131,14 @@ def gather(
         if k.name in in_parent
         and (k.scale != "baseline" or float(space.read_knobs(base_source, [k], env)[k.name]) > 0)
     ]
-    techniques, marks = [], {}
+    techniques, marks, skipped = [], {}, {}
     for t in catalogue():
-        if found := _marks(base_source, t):
+        found, why = _marks(base_source, t)
+        if found:
             techniques.append(t)
             marks[t.name] = found
+        else:
+            skipped[t.name] = why
     evidence = Evidence(
         trainer=ctx.trainer,
         trainer_env=env,
@@ -142,6 +146,7 @@ def gather(
         knobs=knobs,
         techniques=techniques,
         marks=marks,
+        skipped=skipped,
         base_config={},
         parent=Point(
             id=ctx.parent.id,
@@ -228,18 +233,20 @@ def patched(source: str, t: Technique) -> str:
         return path.read_text()
 
 
-def _marks(base_source: str, t: Technique) -> frozenset[str]:
+def _marks(base_source: str, t: Technique) -> tuple[frozenset[str], str]:
     return _marks_cached(base_source, t.model_dump_json())
 
 
 @functools.lru_cache(maxsize=256)
-def _marks_cached(base_source: str, technique: str) -> frozenset[str]:
-    """The non-blank lines the patch adds to the baseline: all of them present means the technique is on."""
+def _marks_cached(base_source: str, technique: str) -> tuple[frozenset[str], str]:
+    """The non-blank lines the patch adds to the baseline (all of them present means the technique is on),
+    or none and why it does not apply to this baseline (then it is no move of this search)."""
     try:
         after = patched(base_source, Technique.model_validate_json(technique))
-    except ProposalError:
-        return frozenset()  # it does not apply to this baseline: not a move of this search
+    except ProposalError as exc:
+        return frozenset(), str(exc).splitlines()[0][:160] if str(exc) else "its patch does not apply"
     before = {line.strip() for line in base_source.splitlines()}
     diff = difflib.unified_diff(base_source.splitlines(), after.splitlines(), lineterm="", n=0)
     added = (line[1:].strip() for line in diff if line.startswith("+") and not line.startswith("+++"))
-    return frozenset(s for s in added if s and s not in before)
+    found = frozenset(s for s in added if s and s not in before)
+    return found, "" if found else "its patch adds nothing to this trainer"
