@@ -1,7 +1,9 @@
 """The `agentgolf` command: thin wrappers that parse arguments, call one module each, and print.
 
-Every failure the user can fix ends as one line on stderr and exit code 2; Ctrl-C exits 130. Anything
-else is our bug: one line and the path of a log file with the traceback (AGENTGOLF_DEBUG=1 re-raises it).
+Every failure the user can fix ends as one line on stderr and exit code 2, before anything trains where it
+can be known then; a run that stops on a failure (not its budget, a cap, Ctrl-C or `cancel`) exits 1, its
+last line saying why; Ctrl-C exits 130. Anything else is our bug: one line and the path of a log file with
+the traceback (AGENTGOLF_DEBUG=1 re-raises it).
 The commands that take a result out of the ledger (pick, replay, submit) are in cli_results.py, the ones
 that steer a live run (note, similar, status) in cli_steering.py.
 """
@@ -23,6 +25,7 @@ from agentgolf.agent.cli_results import add_commands as add_result_commands
 from agentgolf.agent.cli_steering import add_commands as add_steering_commands
 from agentgolf.errors import AgentgolfError, first_line
 
+EXIT_FAILED = 1  # a run that started and stopped on a failure (its proposer, its baseline)
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
@@ -106,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--agent-cmd", help="command proposer: shell command of an external coding agent")
     p.add_argument("--agent", choices=("codex", "claude", "aider"), help="command proposer: a preset")
+    p.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        help="start although the trainer has uncommitted edits (the run uses the commit, without them)",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("cancel", help="cancel a run's experiments in flight (SLURM jobs or local phases)")
@@ -114,10 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ledger", help="list experiments")
     p.add_argument("--run", help="only this run")
-    p.add_argument("--status", help="only this status (ok, crash, rejected, ...)")
+    p.add_argument("--status", help="only this status (ok, crash, rejected, interrupted, ...)")
     p.add_argument("--category", help="only this category (opt, arch, quant, ...)")
     p.add_argument("--better-than", type=float, metavar="BPB", help="only val_bpb below this")
-    p.add_argument("--sort", default="id", help="id, val_bpb, delta or recent")
+    p.add_argument("--sort", default="id", choices=("id", "val_bpb", "delta", "recent"), help="%(choices)s")
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.add_argument(
         "--tsv",
@@ -204,7 +212,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from agentgolf.agent.loop import RunOptions, start_run
+    from agentgolf.agent.run_start import RunOptions, start_run
     from agentgolf.agent.workspace import find_workspace
 
     fields = {k: v for k, v in vars(args).items() if k in RunOptions.model_fields}
@@ -215,6 +223,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"best: experiment {summary.best_id}, val_bpb {summary.best_bpb:.4f} ({runs}; "
             f"branch agentgolf/{summary.run_id}/best)"
         )
+    if summary.failed:  # not the budget, a cap, Ctrl-C or cancel: a script must see it
+        err.print(f"[red]error:[/] run {summary.run_id} stopped: {escape(summary.stop_reason)}", markup=True)
+        return EXIT_FAILED
     return 0
 
 
@@ -235,7 +246,11 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     from agentgolf.agent.deltas import current
     from agentgolf.agent.report.tables import ledger_json, ledger_table, ledger_tsv
     from agentgolf.agent.workspace import find_workspace
+    from agentgolf.experiments.status import RowStatus
 
+    statuses = [s.value for s in RowStatus]
+    if args.status is not None and args.status not in statuses:
+        raise BadArguments(f"--status {args.status!r} is not a status; choose one of {', '.join(statuses)}")
     ledger = find_workspace().ledger()
     rows = ledger.experiments(
         run_id=args.run,

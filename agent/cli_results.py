@@ -65,13 +65,13 @@ def warn_forced(ledger, exp_id: int, verb: str, force: bool) -> None:
 
 
 def cmd_pick(args: argparse.Namespace) -> int:
-    from agentgolf.agent.loop import pick_experiment
+    from agentgolf.agent.pick import pick_experiment
     from agentgolf.agent.workspace import find_workspace
 
     ws = find_workspace()
     warn_forced(ws.ledger(), args.id, "pick", args.force)
-    picked, branch, head = pick_experiment(ws, args.id, args.onto, force=args.force)
-    out.print(f"picked {picked} commit(s) onto {branch}: now at {head[:10]}")
+    picked = pick_experiment(ws, args.id, args.onto, force=args.force)
+    out.print(picked.line(args.id), markup=False)
     return 0
 
 

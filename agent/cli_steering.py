@@ -33,7 +33,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_similar)
 
     p = sub.add_parser("status", help="a run's state: done, in flight, best, spend, stop reason")
-    p.add_argument("run", nargs="?", help="run id (default: the latest)")
+    p.add_argument("run", nargs="?", help="run id (default: the live run, else the latest)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_status)
 
@@ -79,12 +79,13 @@ def cmd_similar(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from agentgolf.agent.report.summary import pick_run
     from agentgolf.agent.report.tables import status_lines
-    from agentgolf.agent.run_status import run_status
+    from agentgolf.agent.run_status import live_run, run_status
     from agentgolf.agent.workspace import find_workspace
 
     ws = find_workspace()
     ledger = ws.ledger()
-    status = run_status(ws.state, ledger, pick_run(ledger, args.run).id)
+    run_id = args.run or live_run(ws.state) or pick_run(ledger, None).id  # the live run, else the latest
+    status = run_status(ws.state, ledger, run_id)
     if args.json:
         print(json.dumps(status.model_dump(mode="json"), indent=2))
     else:

@@ -19,11 +19,12 @@ from pathlib import Path
 from pydantic import BaseModel
 from rich.console import Console
 
-from agentgolf.agent import acceptance, deltas, kept
+from agentgolf.agent import acceptance, deltas
 from agentgolf.agent.executor import cancel
 from agentgolf.agent.lab import Lab
 from agentgolf.agent.live import LiveView
 from agentgolf.agent.processes import kill_leftovers, lock_owner, run_lock, stop_owner
+from agentgolf.agent.proposer_guard import guarded
 from agentgolf.agent.proposers import search
 from agentgolf.agent.proposers.registry import make_proposer
 from agentgolf.agent.report.summary import Utilization, slot_utilization
@@ -46,6 +47,7 @@ class RunSummary(BaseModel):
     stop_reason: str
     best_runs: int = 0  # how many runs that mean rests on
     utilization: Utilization | None = None  # how busy the slots were (report/summary.slot_utilization)
+    failed: bool = False  # stopped by a failure (the proposer, the baseline), not the budget or a cap
 
 
 class Replay(BaseModel):
@@ -56,50 +58,6 @@ class Replay(BaseModel):
     spread: str = ""  # mean and std over the seeds, when there are several
 
 
-class RunOptions(BaseModel):
-    """What `agentgolf run` may override for one run; None keeps the workspace's setting."""
-
-    budget: int | None = None  # experiments; a resume without it keeps the run's recorded caps
-    max_gpu_hours: float | None = None
-    max_usd: float | None = None
-    resume: str | None = None
-    gpus_per_experiment: int | None = None
-    executor: str | None = None
-    partition: str | None = None
-    max_concurrent: int | None = None
-    time_budget: float | None = None
-    size_budget: int | None = None
-    proposer: str | None = None
-    model: str | None = None
-    base_url: str | None = None
-    agent_cmd: str | None = None
-    agent: str | None = None  # a CLI-agent preset: codex, claude or aider
-
-
-def start_run(ws: Workspace, options: RunOptions, console: Console) -> RunSummary:
-    """Apply the command line's overrides to a copy of the workspace's settings, then run."""
-    cfg = ws.config
-    llm = cfg.llm.model_copy(update=_given(model=options.model, base_url=options.base_url))
-    command = cfg.command.model_copy(update=_given(cmd=options.agent_cmd, agent=options.agent))
-    executor = options.executor or cfg.executor
-    per_experiment = options.gpus_per_experiment
-    slurm_changes = _given(partition=options.partition, max_concurrent=options.max_concurrent or None)
-    if executor == "slurm" and per_experiment:  # SLURM: GPUs per job, not a split of local GPUs
-        slurm_changes["gpus_per_experiment"], per_experiment = per_experiment, None
-    ws.config = cfg.model_copy(
-        update={
-            "llm": llm,
-            "command": command,
-            "executor": executor,
-            "slurm": cfg.slurm.model_copy(update=slurm_changes),
-        }
-    )
-    proposer = options.proposer or ("command" if options.agent_cmd or options.agent else cfg.proposer)
-    caps, note = _caps(ws, options)
-    loop = Loop(ws, ws.ledger(), ws.budget(options.time_budget, options.size_budget), console=console)
-    return loop.run(caps, proposer, resume=options.resume, gpus_per_experiment=per_experiment, note=note)
-
-
 def replay_experiment(ws: Workspace, exp_id: int, seeds: int, console: Console) -> Replay:
     """Re-run an experiment under the budget it ran under (from its manifest), not today's."""
     ledger = ws.ledger()
@@ -108,31 +66,10 @@ def replay_experiment(ws: Workspace, exp_id: int, seeds: int, console: Console) 
     return Loop(ws, ledger, budget, console=console).replay(exp_id, seeds)
 
 
-def _caps(ws: Workspace, options: RunOptions) -> tuple[RunCaps, str]:
-    """The command line's caps; a resume continues under the run's recorded ones where none are given."""
-    if not options.resume:
-        if options.budget is None:
-            raise AgentgolfError("a new run needs --budget N (experiments, the baseline included)")
-        return RunCaps(experiments=options.budget, gpu_hours=options.max_gpu_hours, usd=options.max_usd), ""
-    ledger = ws.ledger()
-    run = ledger.get_run(latest_run_id(ledger) if options.resume == "latest" else options.resume)
-    recorded = run.settings
-    caps = RunCaps(
-        experiments=options.budget if options.budget is not None else recorded.get("experiments", 0),
-        gpu_hours=options.max_gpu_hours if options.max_gpu_hours is not None else recorded.get("gpu_hours"),
-        usd=options.max_usd if options.max_usd is not None else recorded.get("usd"),
-    )
-    note = (
-        f"resuming with caps: {caps.experiments} experiment(s)"
-        + (f", {caps.gpu_hours} GPU-hours" if caps.gpu_hours is not None else "")
-        + (f", ${caps.usd}" if caps.usd is not None else "")
-        + (" (as recorded)" if options.budget is None else "")
-    )
-    return caps, note
-
-
-def _given(**values: object) -> dict[str, object]:
-    return {k: v for k, v in values.items() if v is not None}
+CTRL_C = "interrupted by the user (Ctrl-C); --resume trains it again"
+# The stops that are the user's own limits (scheduler._stop_reason's words): `agentgolf run` exits 0.
+CLEAN_STOPS = ("budget spent", "GPU-hour cap reached", "LLM dollar cap reached")
+EXHAUSTED = "proposer has nothing new to try"  # a proposer's natural end: clean too
 
 
 def new_run_id() -> str:
@@ -160,7 +97,7 @@ class Loop:
         if caps.experiments < 1:
             raise AgentgolfError("--budget must be at least 1 (the first experiment is the baseline)")
         slots = self.lab.executor.slots(self.ws.config.gpus, gpus_per_experiment)
-        propose = make_proposer(proposer, self.ws)
+        propose = guarded(make_proposer(proposer, self.ws), self.ws.config.fail_fast.same_proposer_failures)
         run_id = (latest_run_id(self.ledger) if resume == "latest" else resume) if resume else None
         run = self.ledger.get_run(run_id) if run_id else self._start(caps, proposer)
         with run_lock(self.lock_path(run.id), run.id), _cancellable():
@@ -180,7 +117,12 @@ class Loop:
                 self._cancelled(scheduler, run)
                 raise
             except KeyboardInterrupt:
+                in_flight = [exp for exp, _, _ in scheduler.running.values()]
                 scheduler.abandon("interrupted by the user")
+                for exp in in_flight:  # as `cancel` marks them; --resume trains them again in place
+                    self.ledger.update(
+                        exp.id, status=RowStatus.interrupted, reason=CTRL_C, finished_at=time.time()
+                    )
                 self.ledger.update_run(run.id, status="interrupted", stop_reason="interrupted by the user")
                 raise
             except BaseException as exc:
@@ -202,6 +144,7 @@ class Loop:
             best_runs=score.runs if score else 0,
             stop_reason=stop,
             utilization=busy,
+            failed=bool(scheduler.fatal) or not (stop.startswith(CLEAN_STOPS) or stop.endswith(EXHAUSTED)),
         )
 
     def lock_path(self, run_id: str) -> Path:
@@ -237,6 +180,9 @@ class Loop:
     def _resume(self, run: Run) -> None:
         """Before a resumed run goes on: what a dead loop left in flight is re-attached, re-run or marked."""
         executor = self.lab.executor
+        for exp in self.ledger.experiments(run_id=run.id, status=RowStatus.interrupted):
+            if exp.reason == CTRL_C and exp.commit_sha:  # stopped by Ctrl-C, not cancelled: trained again
+                self.ledger.update(exp.id, status=RowStatus.running, finished_at=None)
         for exp in self.ledger.experiments(run_id=run.id, status=RowStatus.running):
             run_dir = self.ws.run_dir(exp.id)
             if executor.in_flight(run_dir):
@@ -349,23 +295,6 @@ def replay_verdict(original: Experiment, again: Experiment, rows: list[Experimen
         f"DOES NOT REPRODUCE: {gap:+.6f} bpb, {z:.1f} sigma from the recorded score, more than "
         f"replay_noise_k {cfg.replay_noise_k:g} ({sigma}; {why})"
     )
-
-
-def pick_experiment(
-    ws: Workspace, exp_id: int, onto: str | None, force: bool = False
-) -> tuple[int, str, str]:
-    """The kept chain under an experiment (its run's base commit to it), as clean commits on `onto`.
-    A row that was never kept, or a screen-rung row, is refused unless `force` (kept.py).
-    Returns (commits picked, branch, new head)."""
-    ledger = ws.ledger()
-    e = ledger.get(exp_id)
-    if not e.commit_sha or e.run_id is None:
-        raise AgentgolfError(f"experiment {e.id} has no commit to pick (status {e.status})")
-    kept.check(e, ledger.find, "pick", force)
-    repo = wt.open_repo(ws.root)
-    commits = wt.chain(repo, ledger.get_run(e.run_id).base_commit, e.commit_sha)
-    branch, head = wt.pick(repo, commits, onto)
-    return len(commits), branch, head
 
 
 def latest_run_id(ledger: Ledger) -> str:

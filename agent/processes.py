@@ -2,7 +2,8 @@
 
 Each phase's leader pid is written to its run folder with the kernel's start time, so a restarted loop
 (or `agentgolf cancel`) kills exactly the processes it started, even after the pid was reused. A live loop
-holds its run's lock file the same way, so a second `--resume` refuses and `cancel` can ask it to stop.
+holds its run's lock file the same way, so a second `--resume` refuses and `cancel` can ask it to stop,
+and the workspace's lock, so a second loop in the same workspace refuses and names the live run.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from pydantic import BaseModel
 from agentgolf.errors import AgentgolfError
 
 PID_FILE = "pids"  # in the run folder: one "pid start-time" line per phase leader
+WORKSPACE_LOCK = "workspace.loop"  # in the locks folder, beside the runs' <run id>.lock files
 
 
 def process_start_time(pid: int) -> str | None:
@@ -82,6 +84,47 @@ def lock_owner(lock: Path) -> Owner | None:
 @contextmanager
 def run_lock(lock: Path, run_id: str) -> Iterator[Owner]:
     """Hold run `run_id` for this process: one live loop per run, and a clear refusal naming the other."""
+
+    def refusal(holder: Owner) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(holder.since))
+        return (
+            f"run {run_id} is live in process {holder.pid} (since {when}); stop it first, or "
+            f"`agentgolf cancel {run_id}`"
+        )
+
+    with _hold(lock, refusal, f"run {run_id}") as me:
+        yield me
+
+
+@contextmanager
+def workspace_lock(locks: Path) -> Iterator[Owner]:
+    """One loop per workspace: two would share the machine and move each other's scores. The refusal names
+    the live run and its process (its run lock, taken just after this one)."""
+
+    def refusal(holder: Owner) -> str:
+        live = live_runs(locks)
+        if not live:
+            return f"another loop is starting in this workspace (process {holder.pid}); wait for it"
+        run_id, owner = live[0]
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(owner.since))
+        return (
+            f"a loop is already running in this workspace: run {run_id} is live in process {owner.pid} "
+            f"(since {when}); wait for it, or stop it with `agentgolf cancel {run_id}`"
+        )
+
+    with _hold(locks / WORKSPACE_LOCK, refusal, "this workspace") as me:
+        yield me
+
+
+def live_runs(locks: Path) -> list[tuple[str, Owner]]:
+    """The runs a live loop holds now (their lock files), newest first."""
+    found = [(lock.stem, owner) for lock in locks.glob("*.lock") if (owner := lock_owner(lock))]
+    return sorted(found, key=lambda item: item[1].since, reverse=True)
+
+
+@contextmanager
+def _hold(lock: Path, refusal: Callable[[Owner], str], what: str) -> Iterator[Owner]:
+    """Create `lock` naming this process; a live holder is refused with `refusal(holder)`."""
     lock.parent.mkdir(parents=True, exist_ok=True)
     me = Owner(
         pid=os.getpid(),
@@ -95,11 +138,7 @@ def run_lock(lock: Path, run_id: str) -> Iterator[Owner]:
         except FileExistsError:
             holder = lock_owner(lock)
             if holder is not None:
-                when = time.strftime("%Y-%m-%d %H:%M", time.localtime(holder.since))
-                raise AgentgolfError(
-                    f"run {run_id} is live in process {holder.pid} (since {when}); stop it first, or "
-                    f"`agentgolf cancel {run_id}`"
-                ) from None
+                raise AgentgolfError(refusal(holder)) from None
             with contextlib.suppress(FileNotFoundError):
                 lock.unlink()
             continue
@@ -107,7 +146,7 @@ def run_lock(lock: Path, run_id: str) -> Iterator[Owner]:
             f.write(me.model_dump_json())
         break
     else:
-        raise AgentgolfError(f"run {run_id}: could not take its lock {lock}; another process is starting it")
+        raise AgentgolfError(f"{what}: could not take its lock {lock}; another process is starting it")
     try:
         yield me
     finally:

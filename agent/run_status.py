@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from agentgolf.agent import deltas, morning
 from agentgolf.agent.notes import Note, read_notes
-from agentgolf.agent.processes import lock_owner
+from agentgolf.agent.processes import live_runs, lock_owner
 from agentgolf.agent.report.summary import Utilization, slot_utilization
 from agentgolf.experiments.ledger import Ledger
 from agentgolf.experiments.status import CHARGED_KINDS, UNDECIDED, Kind, RowStatus
@@ -72,6 +72,12 @@ class RunStatus(BaseModel):
 
 def lock_file(state: Path, run_id: str) -> Path:
     return state / "locks" / f"{run_id}.lock"  # Loop.lock_path's
+
+
+def live_run(state: Path) -> str | None:
+    """The run a live loop holds now (the newest, should there be several), or None."""
+    live = live_runs(state / "locks")
+    return live[0][0] if live else None
 
 
 def run_status(state: Path, ledger: Ledger, run_id: str) -> RunStatus:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, ValidationError
 from agentgolf.agent.acceptance import AcceptanceConfig
 from agentgolf.agent.executor import LocalConfig
 from agentgolf.agent.fidelity import FidelityConfig, Rung
+from agentgolf.agent.preflight import FailFastConfig
 from agentgolf.agent.proposers.command import CommandConfig
 from agentgolf.agent.proposers.digest import DigestConfig
 from agentgolf.agent.proposers.llm import LLMConfig
@@ -64,6 +65,7 @@ class WorkspaceConfig(BaseModel):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     fidelity: FidelityConfig = Field(default_factory=FidelityConfig)
     digest: DigestConfig = Field(default_factory=DigestConfig)
+    fail_fast: FailFastConfig = Field(default_factory=FailFastConfig)
 
 
 class Workspace:
@@ -139,14 +141,75 @@ def check_data(shards: list[Path], tokenizer: Path, vocab_size: int) -> None:
 
 
 def load_config(path: Path) -> WorkspaceConfig:
+    """The workspace's settings; every mistake in the file (unknown keys with their nearest valid name, then
+    each invalid value) is said in one line, in plain words."""
     try:
-        return WorkspaceConfig.model_validate(json.loads(path.read_text()))
+        data = json.loads(path.read_text())
     except FileNotFoundError as exc:
         raise AgentgolfError(f"no workspace config at {path}") from exc
-    except (json.JSONDecodeError, ValidationError) as exc:
-        first = str(exc).splitlines()
-        detail = first[0] if len(first) == 1 else " ".join(first[:3])
-        raise AgentgolfError(f"workspace config {path} is invalid: {detail}") from exc
+    except json.JSONDecodeError as exc:
+        raise AgentgolfError(f"workspace config {path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise AgentgolfError(f"workspace config {path} is invalid: it must hold one JSON object {{...}}")
+    problems = unknown_keys(data, WorkspaceConfig)
+    try:
+        config = WorkspaceConfig.model_validate(data)
+    except ValidationError as exc:
+        problems += [plain_error(e) for e in exc.errors()]
+        config = None
+    if problems:
+        raise AgentgolfError(f"workspace config {path} is invalid: {'; '.join(problems)}")
+    return config
+
+
+def unknown_keys(data: dict, model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Keys the settings model does not have (pydantic would drop them silently), each with the nearest
+    valid name: at its own level, else anywhere in the settings (`noise_seed`: `acceptance.noise_seeds`)."""
+    import difflib
+
+    found = []
+    for key, value in data.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            near = difflib.get_close_matches(key, list(model.model_fields), n=1, cutoff=0.6)
+            if not near:
+                everywhere = _paths(WorkspaceConfig)
+                leaf = difflib.get_close_matches(key, list(everywhere), n=1, cutoff=0.6)
+                near = [everywhere[leaf[0]]] if leaf else []
+            hint = f" (did you mean {near[0] if '.' in near[0] else prefix + near[0]}?)" if near else ""
+            found.append(f"{prefix}{key}: unknown key{hint}")
+        elif isinstance(value, dict) and (sub := _model_of(field.annotation)) is not None:
+            found += unknown_keys(value, sub, f"{prefix}{key}.")
+    return found
+
+
+def _model_of(annotation: object) -> type[BaseModel] | None:
+    """The settings model a field holds (also through `X | None`), or None for plain values."""
+    import typing
+
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _paths(model: type[BaseModel], prefix: str = "") -> dict[str, str]:
+    """Every setting's name -> its dotted path (the first one, where two models share a name)."""
+    paths: dict[str, str] = {}
+    for name, field in model.model_fields.items():
+        paths.setdefault(name, prefix + name)
+        if (sub := _model_of(field.annotation)) is not None:
+            for leaf, path in _paths(sub, f"{prefix}{name}.").items():
+                paths.setdefault(leaf, path)
+    return paths
+
+
+def plain_error(error: dict) -> str:
+    """One pydantic error as `where: what is wrong (got value)`, without its type codes and links."""
+    where = ".".join(str(part) for part in error["loc"]) or "the file"
+    got = error.get("input")
+    shown = "" if isinstance(got, dict | list) else f" (got {json.dumps(got)[:60]})"
+    return f"{where}: {error['msg'].rstrip('.')}{shown}"
 
 
 def save_config(path: Path, config: WorkspaceConfig) -> None:
