@@ -1,4 +1,8 @@
-"""Fetch the challenge's official FineWeb shards and tokenizer from its published root (or a local copy)."""
+"""Fetch the leaderboard's FineWeb shards and tokenizers from their published roots (or a local copy).
+
+The variants (sp1024, sp4096, sp8192, caseops-sp8192) and where each lives are in variants.py; the host is
+`HF_ENDPOINT` (huggingface_hub's variable) when set, so a mirror or a test server stands in for it.
+"""
 
 from __future__ import annotations
 
@@ -21,10 +25,11 @@ from agentgolf.baseline.dataset import (
 )
 from agentgolf.baseline.shards import ShardError, atomic_file, read_shard, shard_token_count
 from agentgolf.baseline.tokenizer import BOS_ID, TokenizerError, load_tokenizer
+from agentgolf.baseline.variants import VAL_BYTES_PATTERN, VARIANTS, Variant, variant_named
 from agentgolf.errors import AgentgolfError
 
-OFFICIAL_BASE_URL = "https://huggingface.co/datasets/willdepueoai/parameter-golf/resolve/main/datasets"
-DEFAULT_SOURCE = OFFICIAL_BASE_URL
+OFFICIAL_BASE_URL = VARIANTS["sp1024"].base_url()
+DEFAULT_SOURCE = None  # the variant's own published root
 FETCH_TIMEOUT_S = 60
 FETCH_CHUNK_BYTES = 1 << 20
 
@@ -34,23 +39,26 @@ class FetchError(AgentgolfError, RuntimeError):
 
 
 def fetch_official(
-    dest_root: Path, variant: str = "sp1024", train_shards: int = 1, source: str | Path = DEFAULT_SOURCE
+    dest_root: Path,
+    variant: str = "sp1024",
+    train_shards: int = 1,
+    source: str | Path | None = DEFAULT_SOURCE,
 ) -> DatasetInfo:
-    """Download the challenge's published shards and tokenizer into dest_root (build_dataset's layout).
+    """Download a variant's published shards and tokenizer into dest_root (build_dataset's layout).
 
-    `source` is the remote root URL or a local folder laid out the same way: `datasets/fineweb10B_<variant>/
-    fineweb_{train,val}_%06d.bin`, `tokenizers/fineweb_<vocab>_bpe.model`, optional `manifest.json` (its
-    shard counts and tokenizer paths win; without it, one val shard is assumed). Valid files already
-    present are skipped; downloads go to a temp file, are checked, then renamed.
+    `source` (default: the variant's published root) is a root URL or a local folder laid out the same way:
+    `datasets/<dataset>/fineweb_{train,val}_%06d.bin`, the tokenizer under `tokenizers/`, optional
+    `manifest.json` (its shard counts and tokenizer paths win; without it, one val shard is assumed), and for
+    CaseOps the byte sidecar `fineweb_val_bytes_%06d.bin` beside each val shard. Valid files already present
+    are skipped; downloads go to a temp file, are checked, then renamed.
     """
     dest_root = Path(dest_root)
-    if not (variant.startswith("sp") and variant[2:].isdigit()):
-        raise FetchError(f"unsupported variant {variant!r}; expected sp<VOCAB>, e.g. sp1024")
+    known = _variant(variant)
     if train_shards < 0:
         raise FetchError(f"train_shards must be non-negative, got {train_shards}")
-    name = f"fineweb10B_{variant}"
-    src = _Source(source)
-    val_count, max_train, tok_paths = _remote_layout(src, name, int(variant[2:]))
+    name = known.dataset
+    src = _Source(source if source is not None else known.base_url())
+    val_count, max_train, tok_paths = _remote_layout(src, known)
     if max_train is not None and train_shards > max_train:
         raise FetchError(f"{variant} has only {max_train} train shards at {src}, requested {train_shards}")
 
@@ -58,6 +66,9 @@ def fetch_official(
     rel_train = [f"datasets/{name}/" + TRAIN_PATTERN.format(i) for i in range(train_shards)]
     for rel in rel_val + rel_train:
         src.get(rel, dest_root / rel, check=shard_token_count)
+    rel_bytes = [f"datasets/{name}/" + VAL_BYTES_PATTERN.format(i) for i in range(val_count)]
+    for rel, val_rel in zip(rel_bytes if known.byte_sidecar else [], rel_val, strict=False):
+        src.get(rel, dest_root / rel, check=_parallel_to(dest_root / val_rel))
     for i, rel in enumerate(tok_paths):
         src.get(rel, dest_root / rel, check=load_tokenizer, optional=i > 0)
 
@@ -68,9 +79,11 @@ def fetch_official(
     train_files = [dest_root / r for r in rel_train]
     manifest = {
         "name": name,
+        "variant": known.name,
         "vocab_size": sp.vocab_size(),
         "bos_id": BOS_ID,
-        "source": str(source),
+        "source": str(src),
+        "published_train_shards": max_train if max_train is not None else known.train_shards,
         "tokenizer": {"path": tok_paths[0], "sha256": file_sha256(tokenizer)},
         "split": {"rule": "official"},
         "docs": {"train": _count_bos(train_files), "val": _count_bos(val_files)},
@@ -83,18 +96,52 @@ def fetch_official(
             "val": [{"file": p.name, "tokens": shard_token_count(p)} for p in val_files],
         },
     }
+    if known.byte_sidecar:
+        manifest["val_bytes"] = [Path(r).name for r in rel_bytes]
     with atomic_file(dataset_dir / MANIFEST_NAME) as f:
         f.write((json.dumps(manifest, indent=2) + "\n").encode())
     return load_dataset(dataset_dir)
+
+
+def _variant(variant: str) -> Variant:
+    """A known export, or `sp<VOCAB>` laid out like the official one at the official root."""
+    known = variant_named(variant)
+    if known is not None:
+        return known
+    if variant.startswith("sp") and variant[2:].isdigit():
+        vocab = int(variant[2:])
+        return VARIANTS["sp1024"].model_copy(
+            update={
+                "name": variant,
+                "dataset": f"fineweb10B_{variant}",
+                "tokenizer_model": f"tokenizers/fineweb_{vocab}_bpe.model",
+                "vocab_size": vocab,
+                "val_tokens_logged": None,
+            }
+        )
+    choices = ", ".join(VARIANTS)
+    raise FetchError(f"unsupported variant {variant!r}; expected one of {choices} (or sp<VOCAB>)")
+
+
+def _parallel_to(val_shard: Path):
+    """A sidecar's check: a valid shard with as many entries as its val shard has tokens."""
+
+    def check(path: Path) -> None:
+        n, want = shard_token_count(path), shard_token_count(val_shard)
+        if n != want:
+            raise ShardError(f"{path.name}: {n} byte counts for {want} validation tokens in {val_shard.name}")
+
+    return check
 
 
 def _count_bos(files: list[Path]) -> int:
     return sum(int(np.count_nonzero(read_shard(p, mmap=True) == BOS_ID)) for p in files)
 
 
-def _remote_layout(src: _Source, name: str, vocab: int) -> tuple[int, int | None, list[str]]:
+def _remote_layout(src: _Source, known: Variant) -> tuple[int, int | None, list[str]]:
     """(val shard count, train shard count or None, tokenizer files) from the source's manifest if any."""
-    default_tok = [f"tokenizers/fineweb_{vocab}_bpe.model", f"tokenizers/fineweb_{vocab}_bpe.vocab"]
+    name = known.dataset
+    default_tok = [known.tokenizer_model, known.tokenizer_vocab]
     raw = src.read_optional(MANIFEST_NAME)
     if raw is None:
         return 1, None, default_tok

@@ -8,9 +8,14 @@ layout under its root: `datasets/<dataset>/fineweb_{train,val}_%06d.bin`, `token
 
 from __future__ import annotations
 
+import os
+
 from pydantic import BaseModel
 
-HF = "https://huggingface.co/datasets/{repo}/resolve/main/datasets"
+HF_HOST = "https://huggingface.co"
+ENDPOINT_ENV = (
+    "HF_ENDPOINT"  # huggingface_hub's: another host (a mirror, a test server) serving the same paths
+)
 VAL_DOCS = 50_000  # the official split: the first 50,000 documents are validation
 VAL_BYTES_PATTERN = "fineweb_val_bytes_{:06d}.bin"  # CaseOps: uint16 bytes per val token, same header
 
@@ -18,13 +23,18 @@ VAL_BYTES_PATTERN = "fineweb_val_bytes_{:06d}.bin"  # CaseOps: uint16 bytes per 
 class Variant(BaseModel):
     name: str  # what `data fetch --variant` takes
     dataset: str  # the folder under datasets/
-    base_url: str
+    repo: str  # the Hugging Face dataset repository
     tokenizer_model: str  # relative to the root; a `.vocab` beside it is fetched when present
     vocab_size: int
     train_shards: int  # the shards the export publishes (the records trained on all of them)
     val_docs: int = VAL_DOCS
     val_tokens_logged: int | None = None  # records' logged val tokens, cut to a multiple of the eval length
     byte_sidecar: bool = False  # fineweb_val_bytes_*.bin, parallel to the val shards
+
+    def base_url(self) -> str:
+        """The export's root: `datasets/` inside its repository, on HF_ENDPOINT's host when set."""
+        host = os.environ.get(ENDPOINT_ENV, "").rstrip("/") or HF_HOST
+        return f"{host}/datasets/{self.repo}/resolve/main/datasets"
 
     @property
     def tokenizer_vocab(self) -> str:
@@ -37,7 +47,7 @@ VARIANTS: dict[str, Variant] = {
         Variant(
             name="sp1024",
             dataset="fineweb10B_sp1024",
-            base_url=HF.format(repo="willdepueoai/parameter-golf"),
+            repo="willdepueoai/parameter-golf",
             tokenizer_model="tokenizers/fineweb_1024_bpe.model",
             vocab_size=1024,
             train_shards=80,
@@ -46,7 +56,7 @@ VARIANTS: dict[str, Variant] = {
         Variant(
             name="sp4096",
             dataset="fineweb10B_sp4096",
-            base_url=HF.format(repo="kevclark/parameter-golf"),
+            repo="kevclark/parameter-golf",
             tokenizer_model="tokenizers/fineweb_4096_bpe.model",
             vocab_size=4096,
             train_shards=143,
@@ -54,7 +64,7 @@ VARIANTS: dict[str, Variant] = {
         Variant(
             name="sp8192",
             dataset="fineweb10B_sp8192",
-            base_url=HF.format(repo="kevclark/parameter-golf"),
+            repo="kevclark/parameter-golf",
             tokenizer_model="tokenizers/fineweb_8192_bpe.model",
             vocab_size=8192,
             train_shards=128,
@@ -63,7 +73,7 @@ VARIANTS: dict[str, Variant] = {
         Variant(
             name="caseops-sp8192",
             dataset="fineweb10B_sp8192_lossless_caps_caseops_v1_reserved",
-            base_url=HF.format(repo="romeerp/parameter-golf-caseops-v1"),
+            repo="romeerp/parameter-golf-caseops-v1",
             tokenizer_model="tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model",
             vocab_size=8192,
             train_shards=80,
