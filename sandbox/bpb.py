@@ -4,6 +4,11 @@ Rules (the challenge's `train_gpt.py:build_sentencepiece_luts` and `eval_val`): 
 UTF-8 bytes of its piece without the leading "▁"; byte-fallback pieces count 1; control, unknown and unused
 pieces count 0. The "▁" itself counts 1 byte unless the previous token is a boundary (control, unknown,
 unused, or an id beyond the SentencePiece vocab), so the first word after BOS is not charged a space.
+
+Data whose tokenizer transforms the text (CaseOps: lowercase plus case-operator tokens) ships a byte sidecar
+instead: `fineweb_val_bytes_NNNNNN.bin` beside each `fineweb_val_NNNNNN.bin`, the same shard format, one uint16
+per validation token, the original UTF-8 bytes it stands for (BOS and operators 0). Where it exists, a target
+at stream position i counts sidecar[i] bytes and the table is not used (`stream_bytes`).
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
+from agentgolf.baseline.shards import ShardError, read_shard
 from agentgolf.errors import AgentgolfError
 
 SPACE_MARK = "\u2581"  # SentencePiece's "▁"
+VAL_PREFIX, VAL_BYTES_PREFIX = "fineweb_val_", "fineweb_val_bytes_"
 
 
 class ByteTableError(AgentgolfError, ValueError):
@@ -77,3 +84,37 @@ def bits_per_byte(nll_sum_nats: float, n_bytes: int) -> float:
     if n_bytes <= 0:
         raise ValueError(f"n_bytes must be positive, got {n_bytes}")
     return nll_sum_nats / (math.log(2) * n_bytes)
+
+
+def load_byte_sidecar(val_files: list[Path]) -> np.ndarray | None:
+    """The byte sidecar parallel to the val shards (None when the data has none), checked shard by shard."""
+    paths = [Path(f).with_name(Path(f).name.replace(VAL_PREFIX, VAL_BYTES_PREFIX, 1)) for f in val_files]
+    present = [p.is_file() for p in paths]
+    if not any(present):
+        return None
+    if not all(present):
+        raise ByteTableError(f"byte sidecar incomplete: {paths[present.index(False)].name} is missing")
+    parts = []
+    for shard, side in zip(val_files, paths, strict=True):
+        try:
+            counts, tokens = read_shard(side), read_shard(shard, mmap=True)
+        except ShardError as e:
+            raise ByteTableError(f"byte sidecar: {e}") from None
+        if counts.size != tokens.size:
+            raise ByteTableError(
+                f"{side.name}: {counts.size} byte counts for {tokens.size} tokens in {shard.name}"
+            )
+        parts.append(counts)
+    return np.concatenate(parts).astype(np.int64)
+
+
+def stream_bytes(
+    table: ByteTable, stream: np.ndarray, sidecar: np.ndarray | None, start: int = 0, end=None
+) -> int:
+    """Bytes of the targets stream[start+1 : end+1] (each after the token before it): the sidecar's when given."""
+    end = stream.size - 1 if end is None else end
+    if sidecar is not None:
+        if sidecar.size != stream.size:
+            raise ByteTableError(f"byte sidecar has {sidecar.size} entries for {stream.size} tokens")
+        return int(sidecar[start + 1 : end + 1].sum())
+    return int(table.count(stream[start:end], stream[start + 1 : end + 1]).sum())

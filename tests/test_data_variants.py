@@ -1,5 +1,6 @@
 """`data fetch --variant`: each of the leaderboard's exports fetched from a local HTTP server laid out like the
-real host (`/datasets/<owner>/<repo>/resolve/main/...`, answered by a redirect to the file, as the Hub does)."""
+real host (`/datasets/<owner>/<repo>/resolve/main/...`, answered by a redirect to the file, as the Hub does);
+and the CaseOps byte sidecar in the harness's byte count, against the documents' own bytes."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sentencepiece as spm
 
 from agentgolf.baseline.data_check import check_dataset
 from agentgolf.baseline.dataset import load_dataset
 from agentgolf.baseline.fetch import FetchError, fetch_official
 from agentgolf.baseline.shards import BOS_ID, read_shard, write_shard
 from agentgolf.baseline.variants import ENDPOINT_ENV, VAL_BYTES_PATTERN, VARIANTS, Variant
+from agentgolf.sandbox.bpb import ByteTable, ByteTableError, load_byte_sidecar, stream_bytes
 
 PUBLISHED_TRAIN = 3
 
@@ -161,3 +164,43 @@ def test_cli_fetch_variant(hub, tmp_path, tiny_dataset):
     )
     assert proc.returncode == 0, proc.stderr
     assert "fineweb10B_sp8192: 3 train shard(s), 2 val shard(s)" in proc.stdout
+
+
+def test_byte_sidecar_against_an_independent_count(tmp_path, tiny_dataset):
+    """The sidecar's count of the val stream is the documents' own UTF-8 length, whatever the tokens are."""
+    sp = spm.SentencePieceProcessor(model_file=str(tiny_dataset.tokenizer))
+    texts = [f"Doc {i}: Café — naïve façade, 日本語 {'and more ' * i}ÉTÉ." for i in range(1, 30)]
+    stream, counts = [], []
+    for text in texts:
+        ids = sp.encode(text.lower())  # a transform, as CaseOps lowercases: the table would count other bytes
+        q, r = divmod(len(text.encode("utf-8")), len(ids))  # the doc's bytes spread over its tokens
+        stream += [BOS_ID, *ids]
+        counts += [0, *([q + 1] * r), *([q] * (len(ids) - r))]
+    stream, counts = np.array(stream, np.uint16), np.array(counts, np.uint16)
+    cut = stream.size // 2 + 3  # a document runs across the two val shards
+    ds = tmp_path / "ds"
+    for i, (a, b) in enumerate(((0, cut), (cut, stream.size))):
+        write_shard(ds / f"fineweb_val_{i:06d}.bin", stream[a:b])
+        write_shard(ds / VAL_BYTES_PATTERN.format(i), counts[a:b])
+    val_files = sorted(ds.glob("fineweb_val_[0-9]*.bin"))
+
+    sidecar = load_byte_sidecar(val_files)
+    table = ByteTable.from_model(tiny_dataset.tokenizer, 256)
+    independent = sum(len(t.encode("utf-8")) for t in texts)
+    assert stream_bytes(table, stream, sidecar) == independent
+    windows = sum(
+        stream_bytes(table, stream, sidecar, a, min(a + 37, stream.size - 1))
+        for a in range(0, stream.size - 1, 37)
+    )
+    assert windows == independent  # scored window by window, each target once
+    assert stream_bytes(table, stream, None) != independent  # the table counts the lowercased pieces
+    assert load_byte_sidecar([tiny_dataset.val_files[0]]) is None  # data without a sidecar: the table
+
+    write_shard(ds / VAL_BYTES_PATTERN.format(1), counts[cut:-1])
+    with pytest.raises(
+        ByteTableError, match=f"{counts.size - cut - 1} byte counts for {stream.size - cut} tokens"
+    ):
+        load_byte_sidecar(val_files)
+    (ds / VAL_BYTES_PATTERN.format(1)).unlink()
+    with pytest.raises(ByteTableError, match="fineweb_val_bytes_000001.bin is missing"):
+        load_byte_sidecar(val_files)
