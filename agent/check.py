@@ -84,15 +84,17 @@ def check_trainer(
 def _cannot_run(report: CheckReport, ws: Workspace | None, run: bool) -> str:
     """Why the trainer is not run here ('' when it is)."""
     if not run:
-        return "not run (--static): the points below need a run: runs, size, clock, scoring, score"
+        return (
+            "--static: the points only a run can tell (runs, size, time, scoring, score gap) were not checked"
+        )
     if ws is None:
-        return "not run: not inside an agentgolf workspace with data (static checks only)"
+        return "not inside an agentgolf workspace with data: static checks only"
     if any(p.name in ("parses", "import") and p.state == "missed" for p in report.points):
         return "not run: the source cannot be imported safely"
     try:
         ws.data_spec()
     except AgentgolfError as exc:
-        return f"not run: {first_line(exc)}"
+        return f"no data to run on here ({first_line(exc)}): static checks only"
     return ""
 
 

@@ -151,9 +151,30 @@ def _guard(tree: ast.Module) -> Point:
     )
 
 
+def _top_level(tree: ast.Module) -> list[ast.stmt]:
+    """The module's own statements, also those inside a top-level `if`/`try` (a guarded import)."""
+    out = []
+    for node in tree.body:
+        out.append(node)
+        if isinstance(node, ast.If | ast.Try):
+            out += [n for block in (node.body, node.orelse, getattr(node, "finalbody", [])) for n in block]
+    return out
+
+
 def _load_model(tree: ast.Module) -> Point:
-    fn = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "load_model"), None)
+    nodes = _top_level(tree)
+    fn = next((n for n in nodes if isinstance(n, ast.FunctionDef) and n.name == "load_model"), None)
     if fn is None:
+        named = [
+            n
+            for n in nodes
+            if (isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "load_model" for t in n.targets))
+            or (isinstance(n, ast.ImportFrom) and any((a.asname or a.name) == "load_model" for a in n.names))
+        ]
+        if named:
+            return Point(
+                name="load_model", state="met", detail=f"bound at line {named[0].lineno} (signature unread)"
+            )
         return Point(
             name="load_model", state="missed", detail="no module-level load_model(artifact_path, device)"
         )
