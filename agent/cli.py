@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from agentgolf.agent.cli_args import BadArguments, OneLineParser, at_least, positive
+from agentgolf.agent.cli_contract import add_commands as add_contract_commands
 from agentgolf.agent.cli_results import add_commands as add_result_commands
 from agentgolf.agent.cli_steering import add_commands as add_steering_commands
 from agentgolf.errors import AgentgolfError, first_line
@@ -79,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("init", help="create a workspace with the baseline trainer (and demo data)")
     p.add_argument("dir", nargs="?", default=".", type=Path)
     p.add_argument("--demo", action="store_true", help="build a small offline corpus and CPU settings")
+    p.add_argument(
+        "--trainer", type=Path, help="your own trainer (a file or a records folder) as the baseline"
+    )
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("run", help="run N experiments: the baseline, then proposals")
@@ -189,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_data_fetch)
     p.set_defaults(func=lambda a: p.print_help() or EXIT_USAGE)
     add_steering_commands(sub)  # note, status
+    add_contract_commands(sub)  # check
     return parser
 
 
@@ -197,6 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_init(args: argparse.Namespace) -> int:
     from agentgolf.agent.workspace import init_workspace
+
+    if args.trainer is not None:
+        from agentgolf.agent.cli_contract import cmd_init_trainer
+
+        return cmd_init_trainer(args)
 
     ws = init_workspace(args.dir, demo=args.demo)
     out.print(f"workspace ready at {ws.root}")
