@@ -13,6 +13,8 @@ import json
 
 from rich.console import Console
 
+from agentgolf.errors import AgentgolfError
+
 out = Console(highlight=False, soft_wrap=True)
 
 
@@ -23,6 +25,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--clear", action="store_true", help="remove every note")
     p.add_argument("--remove", type=int, metavar="ID", help="remove one note")
+    p.add_argument(
+        "--agent", action="store_true", help="show the proposer's own lab notebook (note_to_self) instead"
+    )
+    p.add_argument("--run", help="with --agent: the run whose notebook (default: the latest)")
     p.set_defaults(func=cmd_note)
 
     p = sub.add_parser(
@@ -39,10 +45,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_note(args: argparse.Namespace) -> int:
-    from agentgolf.agent.notes import add_note, read_notes, remove_notes
+    from agentgolf.agent.notes import add_note, agent_notebook, read_notes, remove_notes
     from agentgolf.agent.workspace import find_workspace
 
     state = find_workspace().state
+    if args.agent:
+        if args.text or args.clear or args.remove is not None:
+            raise AgentgolfError(
+                "--agent only reads the proposer's notebook: it takes no text, --clear or --remove"
+            )
+        lines = agent_notebook(state, args.run)
+        for line in lines:
+            out.print(line, markup=False)
+        if not lines:
+            out.print("the proposer has kept no notes in this run (its note_to_self tool)")
+        return 0
     if args.clear or args.remove is not None:
         gone = remove_notes(state, None if args.clear else args.remove)
         out.print(f"removed {len(gone)} note(s)")

@@ -28,6 +28,7 @@ from agentgolf.experiments import worktree as wt
 from agentgolf.experiments.ledger import Run
 from agentgolf.prompts.render import proposal_messages
 from tests.fake_llm import FakeLLM, llm_config, tool_reply
+from tests.test_cli import agentgolf
 from tests.tiny import make_workspace
 
 SUBMIT = {
@@ -306,3 +307,7 @@ def test_the_notebook_is_readable_for_the_user(tmp_path, tiny_dataset):
     lab, rows = _lab(tmp_path, tiny_dataset)
     lab.ledger.add_notebook("r1", "warmdown too long", rows["base"].id, author="pending-a")
     assert agent_notebook(lab.ws.state) == ["1: warmdown too long (exp 1, pending-a)"]
+    shown = agentgolf("note", "--agent", cwd=lab.ws.root, check=True).stdout
+    assert shown.strip() == "1: warmdown too long (exp 1, pending-a)", shown
+    wrong = agentgolf("note", "--agent", "more text", cwd=lab.ws.root)
+    assert wrong.returncode != 0 and "Traceback" not in wrong.stderr + wrong.stdout
