@@ -24,6 +24,7 @@ from agentgolf.agent.cli_args import BadArguments, OneLineParser, at_least, posi
 from agentgolf.agent.cli_contract import add_commands as add_contract_commands
 from agentgolf.agent.cli_results import add_commands as add_result_commands
 from agentgolf.agent.cli_steering import add_commands as add_steering_commands
+from agentgolf.agent.data_gate import add_check_command as add_data_check
 from agentgolf.errors import AgentgolfError, first_line
 
 EXIT_FAILED = 1  # a run that started and stopped on a failure (its proposer, its baseline)
@@ -191,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", type=Path, default=Path("data"))
     d.add_argument("--source", help="base URL or a local folder with the same layout")
     d.set_defaults(func=cmd_data_fetch)
+    add_data_check(data)  # check (agent/data_gate.py)
     p.set_defaults(func=lambda a: p.print_help() or EXIT_USAGE)
     add_steering_commands(sub)  # note, status
     add_contract_commands(sub)  # check

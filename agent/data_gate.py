@@ -2,13 +2,13 @@
 
 The checks themselves are baseline/data_check.py. A run checks its workspace's dataset in the fast mode
 before its baseline; a failure stops it there, one line per finding, unless `--allow-data-warnings` lets it
-go on (recorded). The report goes into each experiment's manifest as `data_check`.
+go on (recorded). The report is kept in `.agentgolf/data_check.json`, and each experiment's manifest carries
+it as `data_check` (`manifest_entry`).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from agentgolf.agent.workspace import Workspace
 
 DEFAULT_DATASET = Path("data/datasets/fineweb10B_sp1024")
-REPORT_NAME = "data_check.json"  # in the run's folder
+REPORT_NAME = "data_check.json"  # in the workspace's state folder: the last run's check
 
 
 class DataCheckFailed(AgentgolfError):
@@ -60,11 +60,11 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
-def gate_run(ws: Workspace, run_dir: Path, *, allow: bool = False) -> DataReport:
+def gate_run(ws: Workspace, *, allow: bool = False, say=None) -> DataReport:
     """The fast check before a run's baseline: raises DataCheckFailed on a failure unless `allow`.
 
-    The report (with `allowed` set when a failure was let through) is written to `run_dir`/data_check.json,
-    which each experiment's manifest then carries (`manifest_entry`)."""
+    The report (`allowed` set when a failure was let through) is written to the workspace's state folder,
+    whence each experiment's manifest takes it; `say` gets one line per finding that is not ok."""
     report = check_dataset(
         ws.resolve(ws.config.data.dataset_dir),
         tokenizer=ws.resolve(ws.config.data.tokenizer),
@@ -72,24 +72,35 @@ def gate_run(ws: Workspace, run_dir: Path, *, allow: bool = False) -> DataReport
         config=_config(ws),
     )
     report.allowed = report.failed and allow
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / REPORT_NAME).write_text(report.model_dump_json(indent=2) + "\n")
+    ws.state.mkdir(parents=True, exist_ok=True)
+    (ws.state / REPORT_NAME).write_text(report.model_dump_json(indent=2) + "\n")
     if report.failed and not allow:
         failed = [line for line in report.lines() if line.startswith("fail:")]
         raise DataCheckFailed(
-            "the data check failed (--allow-data-warnings to run anyway):\n" + "\n".join(failed)
+            "the data check failed (--allow-data-warnings to run anyway): " + "\n".join(failed)
         )
+    if say is not None:
+        for line in report.lines():
+            if not line.startswith("ok:"):
+                say(
+                    f"data check: {line}"
+                    + (" (allowed: --allow-data-warnings)" if line.startswith("fail:") else "")
+                )
     return report
 
 
-def manifest_entry(run_dir: Path) -> dict | None:
-    """What an experiment's manifest records of its run's data check (None before the check existed)."""
+def manifest_entry(state: Path) -> dict | None:
+    """What an experiment's manifest records of its run's data check (None where no run checked it)."""
     try:
-        report = json.loads((run_dir / REPORT_NAME).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        report = DataReport.model_validate_json((state / REPORT_NAME).read_text())
+    except (FileNotFoundError, ValueError):
         return None
-    keep = ("mode", "variant", "allowed", "train_tokens_scanned")
-    return {**{k: report.get(k) for k in keep}, "findings": DataReport.model_validate(report).lines()}
+    return {
+        "mode": report.mode,
+        "variant": report.variant,
+        "allowed": report.allowed,
+        "findings": report.lines(),
+    }
 
 
 def _config(ws: Workspace) -> DataCheckConfig:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from agentgolf.baseline.dataset import MANIFEST_NAME, file_sha256
 from agentgolf.baseline.leak_scan import ValSample, scan_training
@@ -36,7 +36,7 @@ class DataCheckConfig(BaseModel):
     """How a dataset is judged; `data.check` in the workspace's config."""
 
     ngram: int = Field(32, ge=2)  # tokens per n-gram (32 sp1024 tokens: about 78 bytes of text)
-    sample_every: int = 16  # keep 1 n-gram in this many (by hash: the same n-grams on both sides)
+    sample_every: int = Field(16, ge=1)  # keep 1 n-gram in this many, by hash (a power of two)
     min_doc_tokens: int = 16  # shorter documents are not matched whole ("Home", "404 Not Found")
     max_doc_share: float = 0.001  # more of the validation documents than this found in training fails
     warn_ngram_share: float = 0.05  # validation n-grams found in training: boilerplate stays below this
@@ -45,6 +45,13 @@ class DataCheckConfig(BaseModel):
     fast_train_tokens: int = 200_000_000  # the fast mode's leak scan reads the training shards up to this
     chunk_tokens: int = 1 << 22
     workers: int = 0  # processes for the leak scan; 0: every core
+
+    @field_validator("sample_every")
+    @classmethod
+    def _power_of_two(cls, v: int) -> int:
+        if v & (v - 1):
+            raise ValueError(f"sample_every must be a power of two, got {v}")
+        return v
 
 
 class Finding(BaseModel):

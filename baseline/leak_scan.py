@@ -68,7 +68,8 @@ class Hasher:
 
     def __init__(self, ngram: int, sample_every: int, min_doc_tokens: int):
         self.n = ngram
-        self.shift = np.uint64(64 - (sample_every.bit_length() - 1)) if sample_every > 1 else None
+        bits = sample_every.bit_length() - 1  # sample_every is a power of two: keep hashes under 2**(64-bits)
+        self.below = np.uint64(1 << (64 - bits)) if bits else None
         self.min_doc = min_doc_tokens
         self.powers = _Powers()
         self.tail = np.zeros(0, dtype=np.uint16)  # the last n-1 tokens, for n-grams across chunks
@@ -97,8 +98,9 @@ class Hasher:
         n = self.n
         if t16.size < n:
             return _EMPTY
-        h = (q[n:] - q[:-n]) * fwd[n - 1 :]  # window i: sum t[k] B**(i+n-1-k), the same wherever it is
-        keep = np.flatnonzero((h >> self.shift) == 0) if self.shift is not None else np.arange(h.size)
+        h = np.subtract(q[n:], q[:-n])
+        np.multiply(h, fwd[n - 1 :], out=h)  # window i: sum t[k] B**(i+n-1-k), the same wherever it is
+        keep = np.flatnonzero(h < self.below) if self.below is not None else np.arange(h.size)
         bos = np.flatnonzero(t16 == BOS_ID)
         if bos.size and keep.size:  # drop windows with a BOS after their first token
             nxt = np.searchsorted(bos, keep, side="right")
@@ -167,10 +169,25 @@ def _chunks(files: list[Path], start: int, chunk_tokens: int) -> Iterator[np.nda
 class ValSample:
     """The validation side: unique doc hashes and kept n-gram hashes, each with how often it occurs."""
 
-    def __init__(self, doc_hashes: np.ndarray, gram_hashes: np.ndarray, stats: dict[str, int]):
+    def __init__(
+        self, doc_hashes: np.ndarray, gram_hashes: np.ndarray, stats: dict[str, int], sample_every: int
+    ):
         self.docs, self.doc_counts = np.unique(doc_hashes, return_counts=True)
         self.grams, self.gram_counts = np.unique(gram_hashes, return_counts=True)
         self.stats = stats
+        # A filter before the binary search: one flag per value of the hash bits under the sampled-off top
+        # bits, about 16 slots per kept n-gram, so nearly every training n-gram is ruled out by one lookup.
+        size_bits = max(20, int(self.grams.size * 16).bit_length())
+        self.shift = np.uint64(64 - (sample_every.bit_length() - 1) - size_bits)
+        self.filter = np.zeros(1 << size_bits, dtype=bool)
+        self.filter[self.index(self.grams)] = True
+
+    def index(self, grams: np.ndarray) -> np.ndarray:
+        return (grams >> self.shift) & np.uint64(self.filter.size - 1)
+
+    def gram_hits(self, grams: np.ndarray) -> np.ndarray:
+        """Indices into `grams` of the training n-grams found among the validation ones."""
+        return _hits(self.grams, grams[self.filter[self.index(grams)]])
 
     @classmethod
     def build(
@@ -186,7 +203,7 @@ class ValSample:
                 grams.append(g)
                 docs.append(d)
         docs.append(h.finish())
-        return cls(np.concatenate(docs), np.concatenate(grams), h.stats())
+        return cls(np.concatenate(docs), np.concatenate(grams), h.stats(), sample_every)
 
 
 def _hits(table: np.ndarray, queries: np.ndarray) -> np.ndarray:
@@ -219,7 +236,7 @@ def scan_shard(
     doc_hits, gram_hits = [_NONE], [_NONE]
     for c in _chunks(files[index:], start, chunk):
         g, d = h.feed(c)
-        gram_hits.append(_hits(val.grams, g))
+        gram_hits.append(val.gram_hits(g))
         doc_hits.append(_hits(val.docs, d))
     doc_hits.append(_hits(val.docs, h.finish()))
     return {

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -163,3 +165,25 @@ def test_known_variant_counts(clean):
     assert (
         docs.level == "fail" and f"{VAL_DOCS} val documents; the official split holds 50,000" in docs.message
     )
+
+
+def test_cli_one_line_per_finding_and_exit_status(copy, tmp_path):
+    def run(*args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "agentgolf.agent.cli", "data", "check", *args]
+        return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+    ok = run(str(copy.root))  # a data root with one dataset under datasets/
+    assert ok.returncode == 0, ok.stderr
+    lines = ok.stdout.strip().splitlines()
+    assert all(line.startswith(("ok:", "warn:")) for line in lines[:-1]) and "full check of" in lines[-1]
+    val_doc = docs_of(read_shard(copy.val_files[0]))[0]
+    shard = copy.train_files[0]
+    tokens = read_shard(shard)
+    last = np.flatnonzero(tokens == BOS_ID)[-1]  # before the doc that goes on into the next shard
+    rewrite(copy, shard, np.concatenate([tokens[:last], val_doc, tokens[last:]]))
+    bad = run(str(copy.dataset_dir), "--fast")
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert "fail: leak: 1 of 40 validation documents (2.50%) found in training" in bad.stdout
+    assert bad.stdout.strip().splitlines()[-1].startswith("fast check of")
+    as_json = json.loads(run(str(copy.dataset_dir), "--json").stdout)
+    assert as_json["mode"] == "full" and any(f["level"] == "fail" for f in as_json["findings"])
