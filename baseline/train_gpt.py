@@ -482,6 +482,7 @@ class GPT(nn.Module):
         super().__init__()
         self.cfg, self.seq_len = cfg, cfg.seq_len
         self.stream_dtype: torch.dtype | None = None  # the trainer sets bf16 on the CUDA path; None: fp32
+        self.eval_autocast = "fp32"  # the trainer sets "bf16" on the CUDA path; the harness scores under it
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.model_dim)
         self.num_encoder = cfg.num_layers // 2
         self.num_decoder = cfg.num_layers - self.num_encoder
@@ -676,8 +677,8 @@ class Int8Export:
     """A state dict split into pass-through tensors and int8 candidates, each row with its clipped range;
     `artifact(floor)` quantizes with every step at least `floor`, `blob(floor)` is the compressed file."""
 
-    def __init__(self, state: dict[str, Tensor], keep_fp32: tuple[str, ...], config: dict):
-        self.config, self.passthrough, self.dtypes = config, {}, {}
+    def __init__(self, state: dict[str, Tensor], keep_fp32: tuple[str, ...], config: dict, numerics=None):
+        self.config, self.numerics, self.passthrough, self.dtypes = config, numerics or {}, {}, {}
         self.rows: dict[str, tuple[Tensor, Tensor, torch.Size]] = {}  # 2-D values, floorless steps, shape
         sample = []  # for the size estimate: a few whole zlib-sized blocks of each tensor, as stored
         for name, t in state.items():
@@ -725,7 +726,7 @@ class Int8Export:
             scales[name] = (step.half() if len(shape) == 2 else step[0]).cpu()
         return dict(
             format=ARTIFACT_FORMAT, quantized=quantized, scales=scales, dtypes=dict(self.dtypes),
-            passthrough=self.passthrough, config=self.config,
+            passthrough=self.passthrough, config=self.config, numerics=self.numerics,
         )  # fmt: skip
 
     def blob(self, floor: float) -> bytes:
@@ -812,14 +813,20 @@ def read_artifact(path: str) -> dict:
 
 
 def load_model(artifact_path: str, device: str = "cpu") -> GPT:
-    """Rebuild the trained model from its artifact alone, in float32 eval mode on `device`.
+    """Rebuild the trained model from its artifact alone, with float32 weights in eval mode on `device`.
 
     The harness evaluates the way the model declares: EVAL_MODE windows (the default), sliding or stream
-    (this model does not adapt, so stream scores as sliding), with EVAL_STRIDE and EVAL_CONTEXT.
+    (this model does not adapt, so stream scores as sliding), with EVAL_STRIDE and EVAL_CONTEXT; under the
+    autocast it was evaluated with in training (`eval_autocast`: "bf16" on the CUDA path, with its residual
+    stream in bf16; else "fp32"), or EVAL_AUTOCAST's.
     """
     obj = read_artifact(artifact_path)
     model = GPT(ModelConfig(**obj["config"]))
     model.load_state_dict(dequantize_state_dict(obj), strict=True)
+    numerics = obj.get("numerics") or {}
+    model.eval_autocast = os.environ.get("EVAL_AUTOCAST", numerics.get("autocast", "fp32"))
+    if model.eval_autocast != "fp32" and numerics.get("stream", "float32") != "float32":
+        model.stream_dtype = getattr(torch, numerics["stream"])  # a bf16 stream needs the autocast around it
     model.eval_mode = os.environ.get("EVAL_MODE", "windows")
     if model.eval_mode != "windows":
         model.eval_context = int(os.environ.get("EVAL_CONTEXT", model.seq_len))
@@ -839,7 +846,9 @@ def write_artifact(model: GPT, args: Hyperparameters, log0) -> None:
     log0(f"Total submission size: {len(raw.getvalue()) + code_bytes} bytes")
     t0 = time.perf_counter()
     keep_fp32 = name_patterns(args.int8_keep_float_fp32_name_patterns)
-    export = Int8Export(model.state_dict(), keep_fp32, asdict(model.cfg))
+    stream = str(model.stream_dtype or torch.float32).removeprefix("torch.")
+    numerics = {"autocast": model.eval_autocast, "stream": stream}  # load_model declares them
+    export = Int8Export(model.state_dict(), keep_fp32, asdict(model.cfg), numerics)
     if args.int8_scale_floor > 0:
         floor, blob, compressions = args.int8_scale_floor, export.blob(args.int8_scale_floor), 1
         rule = "INT8_SCALE_FLOOR"
@@ -901,6 +910,17 @@ class WallclockStop:
         self.event = torch.cuda.Event()
         self.event.record()
         return previous
+
+
+def refuse_cpu_fallback(args: Hyperparameters) -> None:
+    """A run that asks for CUDA (LOCAL_RANK from torchrun, or CUDA_VISIBLE_DEVICES naming devices) and finds none
+    stops here with one line, rather than train the GPU recipe on a CPU; PRESET=cpu and EMULATE_CUDA mean a CPU."""
+    asked = "LOCAL_RANK" in os.environ or os.environ.get("CUDA_VISIBLE_DEVICES", "").strip() not in ("", "-1")
+    if asked and not torch.cuda.is_available() and args.preset != "cpu" and not args.emulate_cuda:
+        raise SystemExit(
+            "error: CUDA requested but not available (LOCAL_RANK or CUDA_VISIBLE_DEVICES is set, and torch "
+            f"{torch.__version__} sees no GPU); PRESET=cpu or EMULATE_CUDA=1 train on the CPU"
+        )
 
 
 def setup_distributed() -> tuple[bool, int, int, int, torch.device]:
@@ -967,6 +987,7 @@ def use_compile_cache(folder: str) -> None:
 def train(args: Hyperparameters) -> None:
     if args.compile_cache_dir:
         use_compile_cache(args.compile_cache_dir)
+    refuse_cpu_fallback(args)
     distributed, rank, world_size, _, device = setup_distributed()
     master = rank == 0
     cuda = device.type == "cuda"
@@ -1015,6 +1036,8 @@ def train(args: Hyperparameters) -> None:
     # model and optimizers
     base_model = GPT(ModelConfig.from_args(args)).to(device)
     log0(f"init_hash:{init_hash(base_model)}")  # the harness pairs runs that start from the same weights
+    if cuda_path:
+        base_model.eval_autocast = "bf16"
     if cuda_path and args.bf16_stream:
         base_model.stream_dtype = torch.bfloat16
     if cuda:

@@ -27,11 +27,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 MAX_SEQ_LEN = 1 << 20
 MAX_CONTEXT_FACTOR = 4  # eval_context may be at most this many seq_lens: one checked position costs one row
 MAX_ROWS = 1 << 22  # about 4M rows: 100 MB of bounds; a finer stride than that never finishes anyway
+AUTOCAST = ("bf16", "fp16")  # the autocast dtypes a model may declare for its evaluation (or "fp32": none)
 
 
 class EvalMode(BaseModel):
@@ -41,6 +42,18 @@ class EvalMode(BaseModel):
     seq_len: int = Field(ge=1, le=MAX_SEQ_LEN)
     stride: int | None = Field(None, ge=1)
     context: int | None = Field(None, ge=1)
+    # `eval_autocast`: the autocast the scoring workers run the model under (sandbox/score_worker.py), both
+    # alike; None is "fp32", no autocast (and is left out of the result's eval_mode)
+    autocast: Literal["bf16", "fp16"] | None = None
+
+    @field_validator("autocast", mode="before")
+    @classmethod
+    def _known_numerics(cls, value: object) -> object:
+        if value is None or value == "fp32":
+            return None
+        if value not in AUTOCAST:
+            raise ValueError(f"eval_autocast must be one of {', '.join(('fp32', *AUTOCAST))}")
+        return value
 
     @model_validator(mode="after")
     def _complete(self) -> EvalMode:

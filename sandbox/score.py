@@ -41,8 +41,11 @@ from agentgolf.sandbox.score_worker import FrameError, read_frame, write_frame
 
 log = logging.getLogger(__name__)
 
-BATCH_TOKENS_CPU = 8192  # tokens per request; several windows of seq_len each
-BATCH_TOKENS_GPU = 32768
+# Tokens per request, several rows each. On a GPU 128 windows of 1,024, twice the trainer's own eval batch; on
+# a CPU larger gains nothing. The verifier's requests take the scorer's sizes, and rows of one request never
+# touch, whatever the size: what is checked does not change with it.
+BATCH_TOKENS_CPU = 8192
+BATCH_TOKENS_GPU = 131072
 BYTE_COUNT_CHUNK = 1 << 22
 SOFTMAX_ROWS = 1024  # logits rows per float64 log-softmax: the harness's memory per answer stays small
 CONSISTENCY_ATOL = 1e-3  # nats: a reported NLL against the one re-derived here from the same logits
@@ -127,13 +130,14 @@ class Session:
         return header, array
 
     def hello(self) -> EvalMode:
-        """The eval mode the model declares: its seq_len, and optionally eval_mode, eval_stride, eval_context."""
+        """The eval mode the model declares: its seq_len, and optionally eval_mode, eval_stride, eval_context
+        and eval_autocast (its numerics, which the worker applies)."""
         hello, _ = self.receive("hello", max_payload=0)
         self.load_seconds = time.monotonic() - self.started
         seq_len = hello.get("seq_len")
         if not isinstance(seq_len, int) or not 2 <= seq_len <= MAX_SEQ_LEN:
             raise Verdict(Status.crash, f"model seq_len {seq_len!r} is not an integer in [2, {MAX_SEQ_LEN}]")
-        declared = {k: hello.get(f"eval_{k}") for k in ("mode", "stride", "context")}
+        declared = {k: hello.get(f"eval_{k}") for k in ("mode", "stride", "context", "autocast")}
         try:
             return EvalMode(seq_len=seq_len, **{k: v for k, v in declared.items() if v is not None})
         except ValidationError as e:

@@ -85,14 +85,17 @@ def score_artifact(run: RunSetup, train: SandboxResult) -> SandboxResult:
     except OSError as e:
         result.status, result.reason = Status.crash, f"the artifact could not be read ({type(e).__name__})"
         return result
-    outcome, phase = drive(scorer, run.data.vocab_size, score, run.on_start)
+    # once every answer is in, the worker is stopped, not waited for (a torch process takes a while to exit)
+    outcome, phase = drive(scorer, run.data.vocab_size, score, run.on_start, stop_when_done=True)
     result.score_seconds = phase.wall_seconds
     if _failed(result, outcome, phase, scorer, "scoring", b.score_seconds):
         return result
     result.val_tokens, result.val_bytes = outcome.val_tokens, outcome.val_bytes
     result.val_bpb, result.val_loss = outcome.val_bpb, outcome.val_loss
     result.load_seconds, result.predict_seconds = outcome.load_seconds, outcome.predict_seconds
-    result.eval_mode = outcome.mode.model_dump() if outcome.mode else None
+    result.eval_mode = (
+        outcome.mode.model_dump(exclude_none=True) if outcome.mode else None
+    )  # fp32: no autocast
     layout = layouts[0]
     check = stream_mode.replay if layout.mode.mode == "stream" else cross_check
     found = []

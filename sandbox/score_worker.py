@@ -11,11 +11,16 @@ each next token inside the block, from a float64 log-softmax over the whole voca
 raw float32 logits [len(at), V] at those pairs), "adapt" (stream mode: a chunk after it was scored, with its
 document starts, for the model's own `adapt(tokens, doc_starts)`), "bye". Scoring and verification send the
 same request. A row's last target is never sent with it: the harness scores that position from its logits.
+
+Numerics: the model may declare `eval_autocast` ("bf16", "fp16"; "fp32" or none: off), the autocast its
+forward ran under in training; this script runs `forward_logits` and `adapt` under it, in the scoring and the
+verifying worker alike, and says it in its hello, where the harness checks it. On CUDA, TF32 matmuls are on.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import operator
@@ -33,6 +38,8 @@ MAX_HEADER_BYTES = 1 << 20
 FRAME_DTYPES = {"<f8", "<f4", "<i8"}  # float64 NLL, float32 logits, int64 tokens
 CANDIDATE_MODULE = "train_gpt"
 ERROR_MESSAGE_CHARS = 2000
+AUTOCAST_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}  # eval_autocast -> torch dtype; "fp32": none
+NLL_CHUNK_POSITIONS = {"cpu": 1024, "cuda": 16384}  # float64 cross-entropy in chunks: cache-sized on a CPU
 
 
 class FrameError(ValueError):
@@ -138,7 +145,40 @@ def _logits(model, tokens, torch):
     return logits
 
 
-def serve(model, device: str, proto_in: IO[bytes], proto_out: IO[bytes], torch) -> None:
+def declared_autocast(model, torch) -> str | None:
+    """The model's `eval_autocast` as a name for the hello (a torch dtype is named; anything else is sent as
+    a name the harness refuses), or None when it declares none."""
+    value = getattr(model, "eval_autocast", None)
+    if value is None or isinstance(value, str):
+        return value
+    names = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
+    return names.get(value, f"<{type(value).__name__}>") if isinstance(value, torch.dtype) else "<unknown>"
+
+
+def autocast(declared: str | None, device: str, torch):
+    """The context `forward_logits` and `adapt` run in: autocast to the declared dtype, else nothing."""
+    if declared not in AUTOCAST_DTYPES:
+        return contextlib.nullcontext()
+    return torch.autocast(device.split(":")[0], dtype=getattr(torch, AUTOCAST_DTYPES[declared]))
+
+
+def nll_of(logits, tokens, torch):
+    """Float64 NLL [B, T-1] of each next token inside the block: the cross-entropy of float64 logits over the
+    whole vocabulary, in chunks of positions (the same numbers as one float64 log-softmax, in a third the
+    time on a CPU)."""
+    b, t = tokens.shape[0], tokens.shape[1] - 1
+    z, y = logits[:, :-1].reshape(b * t, logits.shape[-1]), tokens[:, 1:].reshape(b * t)
+    out = torch.empty(b * t, dtype=torch.float64, device=logits.device)
+    step = NLL_CHUNK_POSITIONS.get(logits.device.type, 1024)
+    for a in range(0, b * t, step):
+        out[a : a + step] = torch.nn.functional.cross_entropy(
+            z[a : a + step].double(), y[a : a + step], reduction="none"
+        )
+    return out.view(b, t)
+
+
+def serve(model, device: str, proto_in: IO[bytes], proto_out: IO[bytes], torch, declared: str | None) -> None:
+    numerics = autocast(declared, device, torch)  # as said in the hello, read once
     while True:
         header, array = read_frame(proto_in, max_payload=1 << 34)
         kind = header["kind"]
@@ -149,7 +189,7 @@ def serve(model, device: str, proto_in: IO[bytes], proto_out: IO[bytes], torch) 
                 raise ValueError("request 'adapt' needs an int64 [1, L] token array")
             adapt = getattr(model, "adapt", None)
             if callable(adapt):
-                with torch.enable_grad():
+                with torch.enable_grad(), numerics:
                     adapt(torch.from_numpy(array.copy()).to(device), list(header.get("doc_starts") or []))
             write_frame(proto_out, "adapted")
             continue
@@ -160,13 +200,13 @@ def serve(model, device: str, proto_in: IO[bytes], proto_out: IO[bytes], torch) 
         tokens = torch.from_numpy(array.copy()).to(device)
         at = header.get("at") or []
         with torch.inference_mode():
-            logits = _logits(model, tokens, torch)
-            logp = torch.log_softmax(logits[:, :-1].double(), dim=-1)
-            nll = -logp.gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1)
-            write_frame(proto_out, "nll", nll.cpu().numpy().astype(np.float64))
+            with numerics:
+                logits = _logits(model, tokens, torch)
+            logits = logits.float()  # what the harness reads; the NLL is taken from the same numbers
+            write_frame(proto_out, "nll", nll_of(logits, tokens, torch).cpu().numpy().astype(np.float64))
             rows = torch.tensor([int(r) for r, _ in at], dtype=torch.long, device=logits.device)
             cols = torch.tensor([int(c) for _, c in at], dtype=torch.long, device=logits.device)
-            write_frame(proto_out, "logits", logits[rows, cols].float().cpu().numpy())
+            write_frame(proto_out, "logits", logits[rows, cols].cpu().numpy())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import torch
 
+        if args.device.startswith("cuda"):  # TF32 matmuls, as the trainer's; both workers alike
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         module = _load_candidate(args.trainer)
         with (
             torch.no_grad()
@@ -197,10 +239,13 @@ def main(argv: list[str] | None = None) -> int:
         declared = {
             k: v for k, v in declared.items() if isinstance(v, (str, int)) and not isinstance(v, bool)
         }
+        numerics = declared_autocast(model, torch)
+        if numerics is not None:
+            declared["eval_autocast"] = numerics
         write_frame(
             proto_out, "hello", seq_len=seq_len, torch=torch.__version__, device=args.device, **declared
         )
-        serve(model, args.device, proto_in, proto_out, torch)
+        serve(model, args.device, proto_in, proto_out, torch, numerics)
         return 0
     except Exception as e:
         traceback.print_exc()

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -186,6 +187,68 @@ def test_import_has_no_side_effects_and_needs_no_data(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "" and proc.stderr == ""
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("asked", [{"LOCAL_RANK": "0"}, {"CUDA_VISIBLE_DEVICES": "0"}])
+def test_cuda_requested_but_missing_stops_with_one_line(tiny_dataset, tmp_path, asked):
+    """torchrun's LOCAL_RANK, or CUDA_VISIBLE_DEVICES naming a device, on a torch that sees no GPU: the trainer
+    stops at once with one line, rather than train the GPU recipe on the CPU (and end `oom` there)."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    proc = train_tiny(tiny_dataset, tmp_path, PRESET="", **asked)
+    assert proc.returncode != 0 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "CUDA requested but not available" in lines[0], proc.stderr
+    assert not (tmp_path / "model.int8.ptz").exists()
+
+
+@pytest.mark.slow
+def test_a_cpu_run_may_name_a_rank_or_a_device(tiny_dataset, tmp_path):
+    """The positive control: PRESET=cpu trains on the CPU whatever the variables say; so does the emulated CUDA
+    path, which gets past the check to the data (here missing: exit 2, one line about the shards)."""
+    proc = train_tiny(tiny_dataset, tmp_path / "cpu", LOCAL_RANK="0", CUDA_VISIBLE_DEVICES="0")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert EXACT_RE.search(proc.stdout) and (tmp_path / "cpu" / "model.int8.ptz").exists()
+    not_asked = [
+        {"LOCAL_RANK": "0", "CUDA_VISIBLE_DEVICES": "0", "EMULATE_CUDA": "1"},  # the CUDA path, emulated
+        {"CUDA_VISIBLE_DEVICES": ""},  # no device named: the harness's CPU phases
+        {"CUDA_VISIBLE_DEVICES": "-1"},
+    ]
+    for cpu in not_asked:
+        proc = run_trainer(
+            tmp_path / "no", tmp_path / "no-data", tiny_dataset.tokenizer, 256, PRESET="", **cpu
+        )
+        assert proc.returncode == 2 and "no fineweb_train_*.bin files" in proc.stderr, (cpu, proc.stderr)
+
+
+def test_the_artifact_carries_the_numerics_it_was_evaluated_with(tmp_path, monkeypatch):
+    """A model trained on the CUDA path (bf16 autocast, bf16 residual stream) comes back declaring them, so the
+    harness scores it under bf16 autocast; an fp32 model, or an artifact from before, declares fp32."""
+    trainer = import_trainer()
+    cfg = trainer.ModelConfig(64, 2, 32, 2, 1, 2, True, 0.005, 10000.0, 30.0, 1.5, 16)
+    args = trainer.Hyperparameters()
+    log = []
+    x = torch.randint(0, 64, (2, 16))
+    for autocast, stream in (("bf16", torch.bfloat16), ("fp32", None)):
+        model = trainer.GPT(cfg)
+        model.eval_autocast, model.stream_dtype = autocast, stream
+        args.artifact_path = str(tmp_path / f"{autocast}.ptz")
+        trainer.write_artifact(model, args, log.append)
+        back = trainer.load_model(args.artifact_path)
+        assert (back.eval_autocast, back.stream_dtype) == (autocast, stream)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast == "bf16"), torch.inference_mode():
+            assert torch.isfinite(back.forward_logits(x)).all()  # bf16 autocast runs on a CPU
+    monkeypatch.setenv("EVAL_AUTOCAST", "fp32")  # the run's setting wins; a bf16 stream needs the autocast
+    back = trainer.load_model(str(tmp_path / "bf16.ptz"))
+    assert (back.eval_autocast, back.stream_dtype) == ("fp32", None)
+    monkeypatch.delenv("EVAL_AUTOCAST")
+    old = trainer.read_artifact(str(tmp_path / "bf16.ptz"))
+    del old["numerics"]  # an artifact written before the numerics were recorded
+    buf = io.BytesIO()
+    torch.save(old, buf)
+    (tmp_path / "old.ptz").write_bytes(zlib.compress(buf.getvalue()))
+    back = trainer.load_model(str(tmp_path / "old.ptz"))
+    assert (back.eval_autocast, back.stream_dtype) == ("fp32", None)
 
 
 def test_hyperparameters_are_one_regex_editable_line_each():
