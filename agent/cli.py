@@ -119,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start although the trainer has uncommitted edits (the run uses the commit, without them)",
     )
+    p.add_argument(
+        "--allow-data-warnings",
+        action="store_true",
+        help="start although the data check failed (each experiment's manifest records it)",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("cancel", help="cancel a run's experiments in flight (SLURM jobs or local phases)")

@@ -104,7 +104,7 @@ def manifest_entry(state: Path) -> dict | None:
 
 
 def _config(ws: Workspace) -> DataCheckConfig:
-    return getattr(ws.config.data, "check", None) or DataCheckConfig()
+    return ws.config.data.check
 
 
 def _workspace() -> Workspace | None:

@@ -3,7 +3,8 @@ pass before anything trains, then the loop.
 
 The order is the user's time: the workspace's lock first (a second loop would share the machine and move
 both runs' scores), then the caps, the flags, the trainer's commit and the proposer's outside world
-(preflight.py). Only then does the loop write its first ledger row. Each refusal is one AgentgolfError.
+(preflight.py), and a new run's data (data_gate.py: its findings one line each). Only then does the loop
+write its first ledger row. Each refusal is one AgentgolfError.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 from rich.console import Console
 
+from agentgolf.agent.data_gate import gate_run
 from agentgolf.agent.loop import Loop, RunSummary, latest_run_id
 from agentgolf.agent.preflight import RunFlags, preflight
 from agentgolf.agent.processes import workspace_lock
@@ -38,6 +40,7 @@ class RunOptions(BaseModel):
     agent_cmd: str | None = None
     agent: str | None = None  # a CLI-agent preset: codex, claude or aider
     allow_dirty: bool = False  # run from the commit although the trainer has uncommitted edits
+    allow_data_warnings: bool = False  # run although the data check failed (recorded in each manifest)
 
 
 def start_run(ws: Workspace, options: RunOptions, console: Console) -> RunSummary:
@@ -83,6 +86,10 @@ def start_run(ws: Workspace, options: RunOptions, console: Console) -> RunSummar
             allow_dirty=options.allow_dirty,
             say=lambda line: console.print(line, markup=False),
         )
+        if not options.resume:  # the data, before the baseline spends the night on it (data_gate.py)
+            gate_run(
+                ws, allow=options.allow_data_warnings, say=lambda line: console.print(line, markup=False)
+            )
         loop = Loop(ws, ws.ledger(), ws.budget(options.time_budget, options.size_budget), console=console)
         return loop.run(caps, proposer, resume=options.resume, gpus_per_experiment=per_experiment, note=note)
 

@@ -22,6 +22,7 @@ from agentgolf.agent.proposers.digest import DigestConfig
 from agentgolf.agent.proposers.llm import LLMConfig
 from agentgolf.agent.proposers.search import SearchConfig
 from agentgolf.agent.scheduler import SchedulerConfig
+from agentgolf.baseline.data_check import DataCheckConfig
 from agentgolf.challenge import TRAINER_FILE
 from agentgolf.errors import AgentgolfError, first_line
 from agentgolf.experiments.ledger import Ledger
@@ -43,6 +44,7 @@ class DataConfig(BaseModel):
     dataset_dir: Path = Path("data/datasets/fineweb10B_sp1024")
     tokenizer: Path = Path("data/tokenizers/fineweb_1024_bpe.model")
     vocab_size: int = 1024
+    check: DataCheckConfig = Field(default_factory=DataCheckConfig)  # `data check` and the run's fast check
 
 
 class WorkspaceConfig(BaseModel):
@@ -100,7 +102,7 @@ class Workspace:
                 f"tokenizer {tokenizer} does not exist (set data.tokenizer in {self.config_path})"
             )
         train = sorted(dataset_dir.glob("fineweb_train_*.bin"))
-        val = sorted(dataset_dir.glob("fineweb_val_*.bin"))
+        val = sorted(dataset_dir.glob("fineweb_val_[0-9]*.bin"))  # not the byte sidecar fineweb_val_bytes_*
         if not train or not val:
             raise AgentgolfError(f"{dataset_dir} needs fineweb_train_*.bin and fineweb_val_*.bin shards")
         check_data(train + val, tokenizer, data.vocab_size)

@@ -12,12 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agentgolf.agent.data_gate import gate_run, manifest_entry
 from agentgolf.baseline.corpus import demo_corpus
 from agentgolf.baseline.data_check import DataCheckConfig, check_dataset
 from agentgolf.baseline.dataset import DatasetInfo, build_dataset, load_dataset
 from agentgolf.baseline.leak_scan import ValSample, scan_training
 from agentgolf.baseline.shards import BOS_ID, read_shard, shard_token_count, write_shard
 from agentgolf.baseline.tokenizer import train_tokenizer
+from tests.tiny import make_workspace
 
 VAL_DOCS = 40
 
@@ -176,14 +178,46 @@ def test_cli_one_line_per_finding_and_exit_status(copy, tmp_path):
     assert ok.returncode == 0, ok.stderr
     lines = ok.stdout.strip().splitlines()
     assert all(line.startswith(("ok:", "warn:")) for line in lines[:-1]) and "full check of" in lines[-1]
-    val_doc = docs_of(read_shard(copy.val_files[0]))[0]
-    shard = copy.train_files[0]
-    tokens = read_shard(shard)
-    last = np.flatnonzero(tokens == BOS_ID)[-1]  # before the doc that goes on into the next shard
-    rewrite(copy, shard, np.concatenate([tokens[:last], val_doc, tokens[last:]]))
+    leak_one(copy)
     bad = run(str(copy.dataset_dir), "--fast")
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert "fail: leak: 1 of 40 validation documents (2.50%) found in training" in bad.stdout
     assert bad.stdout.strip().splitlines()[-1].startswith("fast check of")
     as_json = json.loads(run(str(copy.dataset_dir), "--json").stdout)
     assert as_json["mode"] == "full" and any(f["level"] == "fail" for f in as_json["findings"])
+
+
+def leak_one(info: DatasetInfo) -> None:
+    """Copy validation document 0 between two documents of the first training shard."""
+    val_doc = docs_of(read_shard(info.val_files[0]))[0]
+    tokens = read_shard(info.train_files[0])
+    last = np.flatnonzero(tokens == BOS_ID)[-1]
+    rewrite(info, info.train_files[0], np.concatenate([tokens[:last], val_doc, tokens[last:]]))
+
+
+def test_a_run_on_leaked_data_stops_before_the_baseline(copy, tmp_path):
+    leak_one(copy)
+    ws = make_workspace(tmp_path / "ws", copy)
+    cmd = [sys.executable, "-m", "agentgolf.agent.cli", "run", "--budget", "1"]
+    proc = subprocess.run(cmd, cwd=ws.root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0].startswith(
+        "error: the data check failed (--allow-data-warnings to run anyway): fail: leak: 1 of"
+    )
+    assert all(line.startswith(("error:", "fail:")) for line in lines)
+    assert ws.ledger().experiments() == [] and not (ws.state / "runs").exists()
+    recorded = json.loads((ws.state / "data_check.json").read_text())
+    assert recorded["mode"] == "fast" and recorded["allowed"] is False
+
+    said: list[str] = []
+    report = gate_run(ws, allow=True, say=said.append)  # --allow-data-warnings: on, and recorded
+    assert report.failed and report.allowed
+    assert (
+        said
+        and said[0].startswith("data check: fail: leak: 1 of 40")
+        and said[0].endswith("--allow-data-warnings)")
+    )
+    entry = manifest_entry(ws.state)
+    assert entry["allowed"] is True and entry["mode"] == "fast"
+    assert any(line.startswith("fail: leak: 1 of 40") for line in entry["findings"])
