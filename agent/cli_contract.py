@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from agentgolf.agent.cli_args import positive
+from agentgolf.agent.cli_args import at_least, positive
 from agentgolf.errors import AgentgolfError
 
 EXIT_MISSED = 1
@@ -23,6 +23,17 @@ def add_commands(sub) -> None:
     p.add_argument("--time-budget", type=positive, help="training seconds of the check run (default: 20)")
     p.add_argument("--json", action="store_true", help="print the points (and the run's result) as JSON")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser(
+        "adopt", help="the workspace's LLM ports a trainer to the contract; check judges each try"
+    )
+    p.add_argument("trainer", type=Path)
+    p.add_argument("--out", type=Path, help="where the port goes (default: TRAINER_adopted.py beside it)")
+    p.add_argument("--tries", type=at_least(1), default=3, help="replies of the LLM at most (default: 3)")
+    p.add_argument("--model", help="LLM model (default: config llm.model)")
+    p.add_argument("--base-url", help="an OpenAI-compatible endpoint (default: config llm.base_url)")
+    p.add_argument("--time-budget", type=positive, help="training seconds of each check run (default: 20)")
+    p.set_defaults(func=cmd_adopt)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -47,6 +58,24 @@ def cmd_check(args: argparse.Namespace) -> int:
             out.print(point.line(), markup=False)
         out.print(report.summary(), markup=False)
     return EXIT_MISSED if report.missed else 0
+
+
+def cmd_adopt(args: argparse.Namespace) -> int:
+    from agentgolf.agent.adopt import adopt
+    from agentgolf.agent.cli import out
+    from agentgolf.agent.workspace import find_workspace
+
+    ws = find_workspace()
+    changes = {k: v for k, v in (("model", args.model), ("base_url", args.base_url)) if v}
+    llm = ws.config.llm.model_copy(update=changes)
+    say = lambda line: out.print(line, markup=False)  # noqa: E731
+    done = adopt(args.trainer, ws, llm, tries=args.tries, out=args.out, seconds=args.time_budget, say=say)
+    for point in done.report.points:
+        say(point.line())
+    say(
+        f"adopted: {done.out} keeps the contract ({done.tries} tries); review it, then `agentgolf init DIR --trainer {done.out}`"
+    )
+    return 0
 
 
 def cmd_init_trainer(args: argparse.Namespace) -> int:

@@ -206,3 +206,60 @@ def test_a_foreign_trainer_passes_check_and_runs_the_loop_end_to_end(tmp_path, t
     assert proposal["title"].startswith("Search: ") and any(
         k in proposal["title"] for k in ("SEQ_LEN", "EMBED", "HIDDEN", "LR", "BATCH", "STEPS")
     )
+
+
+def test_adopt_ports_a_trainer_through_a_failed_try_to_an_accepted_one(tmp_path, tiny_dataset, monkeypatch):
+    """`adopt` against the local OpenAI-compatible server: the first scripted port still misses a point, which
+    goes back to the LLM in check's words; the second is run, scored, and accepted with its score gap."""
+    from agentgolf.agent.workspace import save_config
+    from tests.fake_llm import FakeLLM, llm_config, reply
+
+    original = mutated(
+        tmp_path, 'def load_model(artifact_path, device="cpu"):', "def restore(artifact_path):"
+    )
+    original.write_text(original.read_text().replace("v.float().to(device) for", "v.float() for"))
+    before = original.read_bytes()
+    first = {
+        "edits": [{"search": "def restore(artifact_path):", "replace": "def load_model(artifact_path):"}]
+    }
+    second = {
+        "edits": [
+            {
+                "search": "def load_model(artifact_path):",
+                "replace": 'def load_model(artifact_path, device="cpu"):',
+            },
+            {"search": "v.float() for", "replace": "v.float().to(device) for"},
+        ],
+        "note": "load_model takes the device",
+    }
+    ws = make_workspace(tmp_path / "ws", tiny_dataset, env={})
+    with FakeLLM([reply(json.dumps(first)), reply("Here it is:\n" + json.dumps(second))]) as fake:
+        ws.config.llm = llm_config(fake.base_url, monkeypatch)
+        save_config(ws.config_path, ws.config)
+        proc = agentgolf("adopt", str(original), "--time-budget", "3", cwd=ws.root)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert len(fake.requests) == 2
+    fed_back = fake.requests[1]["messages"][-1]["content"]
+    assert "MISSED" in fed_back and "load_model takes 1 positional argument(s)" in fed_back
+    assert "trainer contract" in fake.requests[0]["messages"][0]["content"]  # the contract's own text
+    port = tmp_path / "mutant_adopted.py"
+    assert 'def load_model(artifact_path, device="cpu"):' in port.read_text()
+    assert original.read_bytes() == before
+    assert re.search(r"ok\s+score gap: the trainer printed", proc.stdout) and "(2 tries)" in proc.stdout
+
+
+def test_adopt_gives_up_after_its_tries_with_what_is_still_missed(tmp_path, tiny_dataset, monkeypatch):
+    from agentgolf.agent.workspace import save_config
+    from tests.fake_llm import FakeLLM, llm_config, reply
+
+    original = mutated(tmp_path, "def load_model(", "def restore(")
+    ws = make_workspace(tmp_path / "ws", tiny_dataset, env={})
+    with FakeLLM(
+        [reply("no JSON here"), reply('{"edits": [{"search": "absent text", "replace": "x"}]}')]
+    ) as fake:
+        ws.config.llm = llm_config(fake.base_url, monkeypatch)
+        save_config(ws.config_path, ws.config)
+        proc = agentgolf("adopt", str(original), "--tries", "2", cwd=ws.root)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "adopt gave up after 2 tries" in proc.stderr and "load_model" in proc.stderr
+    assert "could not be applied" in fake.requests[1]["messages"][-1]["content"]
