@@ -263,3 +263,40 @@ def test_adopt_gives_up_after_its_tries_with_what_is_still_missed(tmp_path, tiny
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert "adopt gave up after 2 tries" in proc.stderr and "load_model" in proc.stderr
     assert "could not be applied" in fake.requests[1]["messages"][-1]["content"]
+
+
+def test_what_a_run_tells_is_judged_from_its_result():
+    """check's dynamic points from sandbox results, without a run: a CUDA-only trainer on a CPU workspace is
+    'not checked here', not missed; an oversize artifact and a printed score better than the harness's are."""
+    from agentgolf.agent.check import dynamic_points
+    from agentgolf.sandbox.budget import Budget
+    from agentgolf.sandbox.result import SandboxResult, Status
+
+    budget = Budget(train_seconds=10)
+    cuda = SandboxResult(
+        status=Status.crash, reason="training exited with code 1", log_tail="AssertionError: CUDA is required"
+    )
+    found = dynamic_points(cuda, budget, 70.0, cpu_only=True)
+    assert [(p.name, p.state) for p in found] == [("run", "unchecked")] and "need CUDA" in found[0].detail
+    assert [p.state for p in dynamic_points(cuda, budget, 70.0, cpu_only=False)] == ["missed"]
+
+    scored = dict(
+        train_seconds=12.0,
+        steps=40,
+        code_bytes=7_000,
+        val_bpb=4.0,
+        val_tokens=3_000,
+        eval_mode={"mode": "windows"},
+    )
+    big = SandboxResult(status=Status.over_size, model_bytes=16_000_000, artifact_bytes=16_007_000, **scored)
+    states = {p.name: p.state for p in dynamic_points(big, budget, 70.0, cpu_only=True)}
+    assert states["size"] == "missed" and states["runs"] == "met"
+    liar = SandboxResult(
+        status=Status.metric_mismatch, model_bytes=9_000, artifact_bytes=16_000, self_val_bpb=3.9, **scored
+    )
+    gap = next(p for p in dynamic_points(liar, budget, 70.0, cpu_only=True) if p.name == "score gap")
+    assert gap.state == "missed" and "gap -0.100000" in gap.detail
+    slow = SandboxResult(
+        status=Status.ok, model_bytes=9_000, artifact_bytes=16_000, **{**scored, "train_seconds": 90.0}
+    )
+    assert {p.name: p.state for p in dynamic_points(slow, budget, 70.0, cpu_only=True)}["time"] == "missed"
