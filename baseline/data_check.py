@@ -30,6 +30,9 @@ from agentgolf.baseline.tokenizer import TokenizerError, load_tokenizer
 from agentgolf.baseline.variants import Variant, variant_named, variant_of_dataset
 
 Level = Literal["ok", "warn", "fail"]
+PUBLISHED_SLACK = (
+    1.5  # without the export's manifest: more than this times the known count is not that export
+)
 
 
 class DataCheckConfig(BaseModel):
@@ -161,12 +164,15 @@ def _shards(dataset_dir: Path, manifest: dict, known: Variant | None) -> tuple[l
             out.append(
                 Finding(check="shards", level="fail", message=f"no fineweb_{split}_*.bin in {dataset_dir}")
             )
-    published = manifest.get("published_train_shards") or (known.train_shards if known else None)
+    # the export's own count (its manifest, as fetched) is a hard bound; the table's is what records used
+    from_source = manifest.get("published_train_shards")
+    published = from_source or (known.train_shards if known else None)
     n_train = len(good["train"])
     if published and n_train > published:
         msg = f"{n_train} train shards, but the {known.name if known else 'published'} export has {published}"
-        out.append(Finding(check="shards", level="fail", message=msg + ": not the published data"))
-    if not any(f.check == "shards" for f in out):
+        hard = from_source or n_train > PUBLISHED_SLACK * published
+        out.append(Finding(check="shards", level="fail" if hard else "warn", message=msg))
+    if not any(f.level != "ok" for f in out if f.check == "shards"):
         total = sum(map(shard_token_count, good["train"]))
         of = f" of the {published} published" if published else ""
         msg = f"{n_train} train shards{of} ({total:,} tokens), {len(good['val'])} val"

@@ -141,7 +141,7 @@ def test_counts_bos_and_tokenizer_failures(copy, tmp_path):
     assert "fail: shards: 5 train shards on disk, the manifest lists 4 (0 missing, 1 not listed" in "\n".join(
         lines
     )
-    assert any("5 train shards, but the published export has 4" in line for line in lines)
+    assert "fail: shards: 5 train shards, but the published export has 4" in lines
     assert any(line.startswith("fail: shards: fineweb_val_000000.bin holds") for line in lines)
     (copy.dataset_dir / "fineweb_train_000099.bin").unlink()
 
