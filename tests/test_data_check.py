@@ -221,3 +221,25 @@ def test_a_run_on_leaked_data_stops_before_the_baseline(copy, tmp_path):
     entry = manifest_entry(ws.state)
     assert entry["allowed"] is True and entry["mode"] == "fast"
     assert any(line.startswith("fail: leak: 1 of 40") for line in entry["findings"])
+
+
+def test_data_from_the_challenges_own_downloader(copy):
+    """No dataset manifest, but the export's data/manifest.json: its published counts bound the shards."""
+    (copy.dataset_dir / "manifest.json").unlink()
+    entry = {"name": "clean", "tokenizer_name": "t", "stats": {"files_train": 3, "files_val": 1}}
+    official = {"datasets": [entry], "tokenizers": [{"name": "t", "model_path": "tokenizers/clean.model"}]}
+    (copy.root / "manifest.json").write_text(json.dumps(official))
+    lines = check_dataset(copy.dataset_dir).lines()
+    assert (
+        "warn: shards: no manifest.json: counts from the export's own manifest.json, the tokenizer's hash unchecked"
+        in lines
+    )
+    assert "fail: shards: 4 train shards, but the published export has 3" in lines
+    assert "warn: tokenizer: the manifest records no tokenizer sha256 to check" in "\n".join(lines)
+    entry["stats"] = {"files_train": 80, "files_val": 2}
+    (copy.root / "manifest.json").write_text(json.dumps(official))
+    report = check_dataset(copy.dataset_dir)
+    assert "fail: shards: 1 val shards, the export has 2: scores would not be comparable" in report.lines()
+    (copy.root / "manifest.json").unlink()  # nothing to compare with: warned, and the leak check still runs
+    report = check_dataset(copy.dataset_dir, tokenizer=copy.tokenizer)
+    assert not report.failed and by_check(report, "leak")[0].value == 0
