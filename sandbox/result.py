@@ -44,6 +44,7 @@ class SandboxResult(BaseModel):
     self_val_bpb: float | None = None  # what the trainer printed, for comparison
     artifact_bytes: int | None = None  # code + model
     code_bytes: int | None = None
+    trainer_sha256: str | None = None  # of the trainer file the sandbox read and ran (runner.py)
     model_bytes: int | None = None
     train_seconds: float | None = None  # wall time of the training phase
     train_clock: str = "wall"  # the clock its training budget was on: "wall", or "cpu" (sandbox/cpu.py)
