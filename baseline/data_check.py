@@ -90,6 +90,10 @@ def check_dataset(
     fast: bool = False,
     config: DataCheckConfig | None = None,
 ) -> DataReport:
+    """Every check on the dataset in `dataset_dir`, one finding each (see the module docstring).
+
+    `tokenizer` defaults to the one the manifest names; `variant` (a key of variants.VARIANTS) to the one whose
+    export folder the dataset is; `fast` reads the training shards only up to `config.fast_train_tokens`."""
     cfg = config or DataCheckConfig()
     t0 = time.perf_counter()
     dataset_dir = Path(dataset_dir)
