@@ -191,8 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--val-input", type=Path, action="append", help="use these documents as validation instead"
     )
     d.set_defaults(func=cmd_data_build)
-    d = data.add_parser("fetch", help="download the official FineWeb shards and tokenizer")
-    d.add_argument("--variant", default="sp1024")
+    d = data.add_parser("fetch", help="download a published FineWeb export's shards and tokenizer")
+    d.add_argument(
+        "--variant",
+        default="sp1024",
+        help="sp1024, sp4096, sp8192 or caseops-sp8192 (the leaderboard's exports)",
+    )
     d.add_argument("--train-shards", type=int, default=1)
     d.add_argument("--out", type=Path, default=Path("data"))
     d.add_argument("--source", help="base URL or a local folder with the same layout")
