@@ -189,13 +189,14 @@ def test_the_search_finds_a_foreign_trainers_knobs_and_skips_techniques_that_do_
 
 def test_a_foreign_trainer_passes_check_and_runs_the_loop_end_to_end(tmp_path, tiny_dataset):
     """The one slow test here: `init --trainer` with the GRU fixture, its check run in the workspace, then a
-    loop of two experiments (the baseline, a search proposal beside its control), every row scored."""
+    loop of two experiments (the baseline, a search proposal beside its control); then the example trainer's
+    loop, its baseline only (its check run has its own test above)."""
     agentgolf("init", "ws", "--trainer", str(FIXTURE), cwd=tmp_path, check=True)
     ws = on_tiny_data(tmp_path / "ws", tiny_dataset)
     proc = agentgolf("check", "train_gpt.py", "--time-budget", "3", cwd=ws.root)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert re.search(r"ok\s+evaluated: scored as sliding \(seq_len 32, stride 16, context 64\)", proc.stdout)
-    proc = agentgolf("run", "--budget", "2", cwd=ws.root, check=True)
+    agentgolf("run", "--budget", "2", cwd=ws.root, check=True)
     rows = json.loads(agentgolf("ledger", "--json", cwd=ws.root, check=True).stdout)
     shown = [(r["id"], r["kind"], r["status"], r["val_bpb"], r.get("reason")) for r in rows]
     assert [r["kind"] for r in rows if r["status"] == "ok"][:1] == ["baseline"], shown
@@ -206,6 +207,12 @@ def test_a_foreign_trainer_passes_check_and_runs_the_loop_end_to_end(tmp_path, t
     assert proposal["title"].startswith("Search: ") and any(
         k in proposal["title"] for k in ("SEQ_LEN", "EMBED", "HIDDEN", "LR", "BATCH", "STEPS")
     )
+
+    agentgolf("init", "ws2", "--trainer", str(EXAMPLE), cwd=tmp_path, check=True)
+    ws = on_tiny_data(tmp_path / "ws2", tiny_dataset)
+    agentgolf("run", "--budget", "1", cwd=ws.root, check=True)
+    rows = json.loads(agentgolf("ledger", "--json", cwd=ws.root, check=True).stdout)
+    assert rows[0]["kind"] == "baseline" and rows[0]["status"] == "ok" and rows[0]["val_bpb"] > 0, rows
 
 
 def test_adopt_ports_a_trainer_through_a_failed_try_to_an_accepted_one(tmp_path, tiny_dataset, monkeypatch):
