@@ -66,7 +66,8 @@ class Agreement(BaseModel):
 
 
 def rung_budget(budget: Budget, rung: Rung | None) -> Budget:
-    """The budget a row on `rung` runs under (None or the full rung: the budget itself)."""
+    """The budget a row on `rung` runs under (None or the full rung: the budget itself), before its
+    allowances: those each rung takes from what its own baseline runs measured (agent/allowance.py)."""
     if rung is None or rung.train_seconds is None:
         return budget
     return budget.model_copy(update={"train_seconds": rung.train_seconds})

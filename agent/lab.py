@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import git
 
-from agentgolf.agent import deltas
+from agentgolf.agent import allowance, deltas
 from agentgolf.agent.executor import Executor, Slot, executor_for
 from agentgolf.agent.fidelity import Rung, rung_budget, rung_env
 from agentgolf.agent.proposers.proposal import ProposalError, check_trainer
@@ -50,6 +50,7 @@ class Lab:
             ws.config.executor, self.data, ws.config.slurm, self.stopping, ws.config.local, self.compile_cache
         )
         self._data_hashes: dict[str, str] | None = None
+        self.measured: dict[str, allowance.Measured] = {}  # per rung, what its baseline runs measured
 
     def seed_of(self, exp: Experiment) -> int:
         return exp.seed if exp.seed is not None else self.ws.config.seed
@@ -104,7 +105,10 @@ class Lab:
         return screen if exp.rung and screen is not None and exp.rung == screen.name else None
 
     def budget_for(self, exp: Experiment) -> Budget:
-        return rung_budget(self.budget, self.rung_of(exp))
+        """`exp`'s rung's budget on the run's devices, its allowances from what the run's baseline runs measured
+        on that rung (a baseline run itself: the kill limits only; agent/allowance.py)."""
+        budget = rung_budget(self.budget, self.rung_of(exp)).for_gpus(allowance.uses_gpus(self.ws.config))
+        return allowance.judged(budget, exp, self.measured)
 
     def env_for(self, exp: Experiment) -> dict[str, str]:
         return rung_env(self.ws.config.trainer_env, self.rung_of(exp))

@@ -2,8 +2,8 @@
 
 With a screen configured, every new proposal is first measured on the screen rung and decided there by
 the same sequential rule, against its parent's runs on that rung and with that rung's own pooled noise:
-the baseline gets `noise_seeds` seeds on the screen too, and a new best that has no screened run yet
-gets one. A screened idea that earns it (fidelity.send_to_full) is measured again at the full budget as
+the baseline gets `noise_seeds` seeds on the screen too (they also set the screen's allowances, judged by
+the kill limits only: agent/allowance.py), and a new best that has no screened run yet gets one. A screened idea that earns it (fidelity.send_to_full) is measured again at the full budget as
 a new row linked to it (`screen_of`), on the current best, and only that row can be promoted. If the best
 moved on since the idea was screened, its change is carried onto the new best first (retest.py).
 

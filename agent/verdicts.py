@@ -9,15 +9,12 @@ idea's verdict only sends it on to the full budget (agent/screening.py).
 
 from __future__ import annotations
 
-from pydantic import ValidationError
-
-from agentgolf.agent import acceptance, paired, retest, rounds, screening
+from agentgolf.agent import acceptance, allowance, paired, retest, rounds, screening
 from agentgolf.agent.executor import Slot
 from agentgolf.agent.live import describe
 from agentgolf.experiments import worktree as wt
 from agentgolf.experiments.ledger import Experiment
 from agentgolf.experiments.status import Kind, RowStatus
-from agentgolf.sandbox.budget import Timing
 from agentgolf.sandbox.result import SandboxResult
 
 
@@ -32,6 +29,7 @@ class Verdicts:
                 self._bound_overhead(exp)
             self._announce(exp)
         elif exp.kind == Kind.calibration:
+            self._bound_overhead(exp)  # a baseline seed measures its rung's allowances too
             self._announce(exp)
             for waiting in self.rows():  # proposals that finished while the noise was being measured
                 if waiting.kind == Kind.proposal and waiting.status == RowStatus.ok and not waiting.decision:
@@ -116,17 +114,12 @@ class Verdicts:
         self.best = exp
         return exp
 
-    def _bound_overhead(self, base: Experiment) -> None:
+    def _bound_overhead(self, exp: Experiment) -> None:
         """No candidate may buy training time in the start-up allowance, nor spend longer loading or scoring
-        than the baseline needed: every allowance is cut to the baseline's own timing (its row's manifest;
-        a row recorded before timings were kept has only its training phase)."""
-        try:
-            timing = Timing.model_validate(base.manifest.get("timing") or {})
-        except ValidationError:
-            timing = Timing()
-        if timing.train_phase_seconds is None:
-            timing.train_phase_seconds = base.train_seconds
-        self.lab.budget = self.lab.budget.with_measured(timing)
+        than the baseline needed: each rung's allowances follow what its baseline runs measured, up or down
+        (agent/allowance.py; the baseline runs themselves are judged against the kill limits only)."""
+        if said := allowance.update(self.lab, self.rows(), exp):
+            self.view.log(said)
 
     def _announce(self, exp: Experiment) -> None:
         self.view.log(describe(exp))

@@ -24,10 +24,19 @@ class Budget(BaseModel):
         "(cpu_wall_factor). 'auto': 'cpu' for a CPU run given a thread count (every CPU slot of the local "
         "executor), else 'wall'. GPU runs always keep the wall clock",
     )
-    train_grace_seconds: float = Field(
-        120.0,
+    train_grace_seconds: float | None = Field(
+        None,
         ge=0,
-        description="how long past train_seconds the training phase is killed (at least the overhead)",
+        description="how long past train_seconds the training phase is killed (timeout): the only limit the "
+        "baseline and its calibration seeds are judged by, and the bound of every overhead allowance. None: "
+        "cpu_grace_seconds, or gpu_grace_seconds when the run uses GPUs (for_gpus)",
+    )
+    cpu_grace_seconds: float = Field(120.0, ge=0, description="the grace of a CPU run, where none is set")
+    gpu_grace_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="the grace of a GPU run, where none is set: a cold compile there costs 100-130 s "
+        "before training and after it (an H100), so a 120 s grace kills the baseline itself",
     )
     cpu_wall_factor: float = Field(
         3.0,
@@ -40,11 +49,11 @@ class Budget(BaseModel):
         60.0,
         ge=0,
         description="how far past train_seconds a finished training phase may run before it is over_time "
-        "(start-up, compile, export); None: the whole grace. The loop lowers it to the baseline's own "
-        "measured overhead plus overhead_margin_seconds",
+        "(start-up, compile, export); None: the whole grace. Only the default: a run sets it, per rung, to "
+        "what its baseline runs measured plus overhead_margin_seconds, up or down (never past the grace)",
     )
     overhead_margin_seconds: float = Field(
-        10.0, ge=0, description="margin on top of the baseline's measured overhead"
+        10.0, ge=0, description="margin on top of the baseline runs' measured overhead"
     )
     score_seconds: float = Field(600.0, gt=0, description="wall-clock limit of the scoring phase")
     load_allowance_seconds: float | None = Field(
@@ -91,9 +100,22 @@ class Budget(BaseModel):
         0.002, ge=0, description="self-reported score may beat the harness score by at most this much"
     )
 
+    def for_gpus(self, gpus: bool) -> Budget:
+        """This budget on a run's devices: an unset grace becomes gpu_grace_seconds (GPUs) or
+        cpu_grace_seconds; a set one stays."""
+        if self.train_grace_seconds is not None:
+            return self
+        grace = self.gpu_grace_seconds if gpus else self.cpu_grace_seconds
+        return self.model_copy(update={"train_grace_seconds": grace})
+
+    @property
+    def grace_seconds(self) -> float:
+        """The grace in force (a budget never given its devices counts as a CPU one's)."""
+        return self.cpu_grace_seconds if self.train_grace_seconds is None else self.train_grace_seconds
+
     @property
     def train_kill_seconds(self) -> float:
-        return self.train_seconds + self.train_grace_seconds
+        return self.train_seconds + self.grace_seconds
 
     def wall_kill_seconds(self, cpu_clock: bool) -> float:
         """When the training phase is killed by the wall clock: train_kill_seconds, or on the CPU clock
@@ -103,26 +125,34 @@ class Budget(BaseModel):
     @property
     def train_allowed_seconds(self) -> float:
         """The longest a training phase may take and still count: the kill comes later, so it shows numbers."""
-        overhead = (
-            self.train_grace_seconds if self.train_overhead_seconds is None else self.train_overhead_seconds
-        )
-        return self.train_seconds + min(overhead, self.train_grace_seconds)
+        grace = self.grace_seconds
+        overhead = grace if self.train_overhead_seconds is None else self.train_overhead_seconds
+        return self.train_seconds + min(overhead, grace)
 
     def cpu_seconds(self, seconds: float, threads: int) -> float:
         """A CPU-clocked run's figure for a wall-clock one (train_seconds, the kill, the allowance): the CPU
         seconds its `threads` would use in that time with the machine to themselves (sandbox/cpu.py)."""
         return seconds * threads
 
+    def limits_only(self) -> Budget:
+        """The budget a baseline run is judged by, before and while it measures the allowances: the kill
+        limits only (the grace, score_seconds), no overhead, load or predict allowance."""
+        return self.model_copy(
+            update={
+                "train_overhead_seconds": None,
+                "load_allowance_seconds": None,
+                "predict_allowance_seconds_per_token": None,
+            }
+        )
+
     def with_measured_overhead(self, baseline_phase_seconds: float) -> Budget:
-        """The allowance cut to what the baseline needed beyond train_seconds, plus a margin. A baseline that
-        stopped before its wall-clock cap (a step-capped CPU run) measured nothing, and changes nothing."""
+        """The allowance set to what the baseline needed beyond train_seconds, plus a margin: up or down
+        from the default, never past the grace (train_allowed_seconds). A baseline that stopped before its
+        wall-clock cap (a step-capped CPU run) measured nothing, and changes nothing."""
         measured = baseline_phase_seconds - self.train_seconds
         if measured <= 0:
             return self
-        allowed = min(
-            self.train_allowed_seconds - self.train_seconds, measured + self.overhead_margin_seconds
-        )
-        return self.model_copy(update={"train_overhead_seconds": allowed})
+        return self.model_copy(update={"train_overhead_seconds": measured + self.overhead_margin_seconds})
 
     def with_measured(self, timing: Timing) -> Budget:
         """Every allowance set from what the baseline itself needed, plus the margins: no candidate may buy

@@ -101,6 +101,7 @@ def run_sandboxed(
         raise SandboxInputError(f"gpus must be a non-empty list of device indices, got {gpus!r}")
     if warning:
         log.warning("sandbox: %s", warning)
+    budget = budget.for_gpus(gpus is not None)  # an unset grace: the GPU one or the CPU one
 
     t0 = time.monotonic()
     run = RunSetup(

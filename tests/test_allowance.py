@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import git
 import pytest
 
-from agentgolf.agent.scheduler import Scheduler
+from agentgolf.agent import allowance
 from agentgolf.experiments.ledger import Experiment
 from agentgolf.sandbox.budget import Budget
 from tests.sandbox_support import MAIN_GUARD, TOY
@@ -130,13 +129,17 @@ def test_bad_allowance_arguments_are_one_line(workspace):
 
 
 def test_a_run_bounds_every_allowance_by_its_baselines_recorded_timing():
-    """_bound_overhead reads the baseline row's manifest timing (Lab.record writes it); an older row without
-    one still bounds training by its training phase."""
+    """A run's allowances come from the baseline row's manifest timing (Lab.record writes it); an older row
+    without one still bounds training by its training phase. The baseline itself is judged by the limits."""
     budget = Budget(train_seconds=10, train_grace_seconds=120)
     timing = {"train_phase_seconds": 14.0, "load_seconds": 2.0, "predict_seconds": 3.0, "val_tokens": 1000}
-    common = {"id": 1, "kind": "baseline", "status": "ok", "created_at": 0.0, "train_seconds": 14.0}
+    common = {"kind": "baseline", "status": "ok", "created_at": 0.0, "train_seconds": 14.0}
+    common |= {"commit_sha": "base", "parent_commit": "base"}
+    candidate = Experiment(id=2, kind="proposal", status="running", created_at=0.0, commit_sha="new")
     for manifest, load in (({"timing": timing}, 2.0 * 1.5 + 5.0), ({}, None), ({"timing": {"x": "y"}}, None)):
-        fake = SimpleNamespace(lab=SimpleNamespace(budget=budget))
-        Scheduler._bound_overhead(fake, Experiment(**common, manifest=manifest))
-        assert fake.lab.budget.train_allowed_seconds == 10 + 4 + 10  # its 4 s overhead plus the 10 s margin
-        assert fake.lab.budget.load_allowance_seconds == load
+        base = Experiment(id=1, **common, manifest=manifest)
+        found = allowance.measured([base], lambda e: budget.train_seconds)
+        judged = allowance.judged(budget, candidate, found)
+        assert judged.train_allowed_seconds == 10 + 4 + 10  # its 4 s overhead plus the 10 s margin
+        assert judged.load_allowance_seconds == load
+        assert allowance.judged(budget, base, found).train_allowed_seconds == 10 + 120  # the kill alone
