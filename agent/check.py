@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 CHECK_SECONDS = 20.0  # the short training a check gives a trainer unless told otherwise
 NEEDS_CUDA = re.compile(r"cuda|nccl|nvidia|flash_attn|no gpu", re.IGNORECASE)
+NO_ARTIFACT = ("training wrote no artifact", "the artifact")  # sandbox/train_phase.py's words
 TRAINING_FAULTS = (Status.crash, Status.oom, Status.timeout, Status.nan, Status.violation, Status.infra_error)
 
 
@@ -143,7 +144,8 @@ def run_check(
 def dynamic_points(result: SandboxResult, budget: Budget, allowed: float, *, cpu_only: bool) -> list[Point]:
     """The points only a run can tell, from its result."""
     reason = first_line(result.reason or "-")
-    trained = result.model_bytes is not None or result.status not in TRAINING_FAULTS
+    no_artifact = result.status is Status.crash and reason.startswith(NO_ARTIFACT)  # it ran, and left none
+    trained = result.model_bytes is not None or no_artifact or result.status not in TRAINING_FAULTS
     if not trained:
         if cpu_only and NEEDS_CUDA.search(f"{result.reason}\n{result.log_tail}"):
             why = f"the trainer seems to need CUDA and this workspace has no GPUs ({result.status.value}: {reason})"

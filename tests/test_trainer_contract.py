@@ -307,3 +307,32 @@ def test_what_a_run_tells_is_judged_from_its_result():
         status=Status.ok, model_bytes=9_000, artifact_bytes=16_000, **{**scored, "train_seconds": 90.0}
     )
     assert {p.name: p.state for p in dynamic_points(slow, budget, 70.0, cpu_only=True)}["time"] == "missed"
+
+
+def test_init_refuses_a_trainer_whose_check_run_fails_and_leaves_no_workspace(tmp_path, tiny_dataset):
+    """With data already where a new workspace looks for it, `init --trainer` runs the check: a trainer whose
+    source is fine but whose run leaves no artifact is refused with the point named, and the folder is no
+    workspace (its commit stays)."""
+    import shutil
+
+    ws = tmp_path / "ws"
+    shards = ws / "data" / "datasets" / "fineweb10B_sp1024"
+    shards.mkdir(parents=True)
+    for shard in tiny_dataset.dataset_dir.glob("fineweb_*.bin"):
+        shutil.copy(shard, shards / shard.name)
+    (ws / "data" / "tokenizers").mkdir()
+    shutil.copy(tiny_dataset.tokenizer, ws / "data" / "tokenizers" / "fineweb_1024_bpe.model")
+    lost = mutated(
+        tmp_path, "save_artifact(params, artifact, vocab)", 'save_artifact(params, artifact + ".tmp", vocab)'
+    )
+    lost.write_text(
+        lost.read_text().replace("os.path.getsize(artifact)", "0").replace("if val is not None:", "if 0:")
+    )
+    proc = agentgolf("init", str(ws), "--trainer", str(lost), cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
+    assert re.search(r"MISSED\s+artifact: training wrote no artifact at ARTIFACT_PATH", proc.stdout), (
+        proc.stdout
+    )
+    assert "refused" in proc.stderr and "is not a workspace" in proc.stderr
+    assert not (ws / ".agentgolf" / "config.json").exists()
+    assert git.Repo(ws).head.commit.message.startswith("agentgolf: baseline trainer from mutant.py")
