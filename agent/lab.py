@@ -7,6 +7,7 @@ a ledger row into a scored ledger row, and writes each fact the moment it is kno
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import threading
 import time
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import git
 
-from agentgolf.agent import allowance, deltas
+from agentgolf.agent import allowance, data_gate, deltas
 from agentgolf.agent.executor import Executor, Slot, executor_for
 from agentgolf.agent.fidelity import Rung, rung_budget, rung_env
 from agentgolf.agent.proposers.proposal import ProposalError, check_trainer
@@ -28,7 +29,7 @@ from agentgolf.experiments.status import Kind, RowStatus
 from agentgolf.experiments.steps import flag_steps
 from agentgolf.sandbox.budget import Budget, Timing
 from agentgolf.sandbox.compile_cache import CACHE_FOLDER, CompileCache
-from agentgolf.sandbox.result import DataSpec, SandboxResult
+from agentgolf.sandbox.result import DataSpec, SandboxResult, Status
 
 if TYPE_CHECKING:
     from agentgolf.agent.workspace import Workspace
@@ -84,6 +85,7 @@ class Lab:
             budget=self.budget_for(exp),
             gpus=slot,
             proposer=exp.proposer,
+            data_check=data_gate.manifest_entry(self.ws.state),  # the run's data check (a run's start)
             tokens=exp.tokens,
             usd=exp.usd,
         )
@@ -121,6 +123,7 @@ class Lab:
         facts |= {"train_allowed_seconds": self.budget_for(exp).train_allowed_seconds}
         facts |= {"timing": Timing.of(result).model_dump()}
         facts |= {"clock": result.clock_facts()}  # the training clock (wall or CPU) and its CPU figures
+        facts |= self._trainer_ran(exp, result)
         self.ledger.update(exp.id, manifest={**self.ledger.get(exp.id).manifest, **facts})
         parent = self.ledger.get(exp.parent_id) if exp.parent_id else None
         delta = None
@@ -148,6 +151,18 @@ class Lab:
             finished_at=time.time(),
         )
         return flag_steps(self.ledger, row)  # its steps beside its control's: flagged if far apart
+
+    def _trainer_ran(self, exp: Experiment, result: SandboxResult) -> dict:
+        """The sha256 of the trainer file the sandbox ran, checked against the commit's blob: another file (a
+        formatter's or an editor's rewrite after the commit) makes the result the harness's failure, retried."""
+        ran = result.trainer_sha256
+        if ran is None or exp.commit_sha is None:
+            return {}
+        blob = hashlib.sha256(self.trainer_source(exp.commit_sha)).hexdigest()
+        if ran != blob:
+            result.status, result.val_bpb = Status.infra_error, None
+            result.reason = f"the trainer that ran (sha256 {ran[:12]}) is not commit {exp.commit_sha[:10]}'s ({blob[:12]})"
+        return {"trainer_ran_sha256": ran}
 
     def _delta(self, exp: Experiment, parent: Experiment, val_bpb: float) -> float | None:
         """Δ vs parent as `deltas` defines it, with this run's score as one of the row's runs: the paired

@@ -17,6 +17,7 @@ single phase with the validation shards visible, scored by parsing the log, unde
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -131,6 +132,7 @@ def run_sandboxed(
         warning = f"{warning}; {unenforced}" if warning else unenforced
     result.trust = "self_reported" if self_reported else "harness"
     result.code_bytes = len(source)
+    result.trainer_sha256 = hashlib.sha256(source).hexdigest()  # the file that ran (lab.py checks its commit)
     result.run_dir = run_dir
     result.wall_seconds = time.monotonic() - t0
     if warning:

@@ -3,22 +3,29 @@ manifest and a known variant, BOS, the tokenizer's hash; on datasets built for r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from agentgolf.agent.data_gate import gate_run, manifest_entry
+from agentgolf.agent.lab import Lab
 from agentgolf.baseline.corpus import demo_corpus
 from agentgolf.baseline.data_check import DataCheckConfig, check_dataset
 from agentgolf.baseline.dataset import DatasetInfo, build_dataset, load_dataset
 from agentgolf.baseline.leak_scan import ValSample, scan_training
 from agentgolf.baseline.shards import BOS_ID, read_shard, shard_token_count, write_shard
 from agentgolf.baseline.tokenizer import train_tokenizer
+from agentgolf.experiments.ledger import Run
+from agentgolf.sandbox.result import SandboxResult, Status
+from agentgolf.sandbox.runner import run_sandboxed
+from tests.sandbox_support import TEST_BUDGET, TRAINERS, data_spec
 from tests.tiny import make_workspace
 
 VAL_DOCS = 40
@@ -221,6 +228,8 @@ def test_a_run_on_leaked_data_stops_before_the_baseline(copy, tmp_path):
     entry = manifest_entry(ws.state)
     assert entry["allowed"] is True and entry["mode"] == "fast"
     assert any(line.startswith("fail: leak: 1 of 40") for line in entry["findings"])
+    ws.config.data.check = DataCheckConfig(max_doc_share=0.05)  # the workspace's own setting judges
+    assert not gate_run(ws).failed
 
 
 def test_data_from_the_challenges_own_downloader(copy):
@@ -243,3 +252,43 @@ def test_data_from_the_challenges_own_downloader(copy):
     (copy.root / "manifest.json").unlink()  # nothing to compare with: warned, and the leak check still runs
     report = check_dataset(copy.dataset_dir, tokenizer=copy.tokenizer)
     assert not report.failed and by_check(report, "leak")[0].value == 0
+
+
+def test_the_manifest_records_the_data_check_and_the_trainer_that_ran(tmp_path, tiny_dataset):
+    """Each manifest carries the run's data check; the sha256 of the trainer file the sandbox read is recorded
+    and checked against the commit's blob: a different file is the harness's failure, never a score."""
+    ws = make_workspace(tmp_path / "ws", tiny_dataset)
+    gate_run(ws)
+    ledger = ws.ledger()
+    lab = Lab(ws, ledger, ws.config.budget)
+    commit = lab.repo.head.commit.hexsha
+    ledger.add_run(Run(id="r1", created_at=time.time(), base_commit=commit))
+    blob = hashlib.sha256(lab.trainer_source(commit)).hexdigest()
+
+    def row(ran: str, bpb: float):
+        exp = ledger.add_experiment(
+            run_id="r1", kind="baseline", status="running", title="t", seed=1, commit_sha=commit
+        )
+        run_dir = lab.prepare_run_dir(exp, None)
+        assert hashlib.sha256((run_dir / "train_gpt.py").read_bytes()).hexdigest() == blob
+        return lab.record(exp, SandboxResult(status=Status.ok, val_bpb=bpb, trainer_sha256=ran), None)
+
+    ok = row(blob, 2.5)
+    assert ok.status == "ok" and ok.manifest["trainer_sha256"] == ok.manifest["trainer_ran_sha256"] == blob
+    assert ok.manifest["data_check"]["mode"] == "fast" and ok.manifest["data_check"]["allowed"] is False
+    assert any(line.startswith("ok: leak:") for line in ok.manifest["data_check"]["findings"])
+    other = row("0" * 64, 2.4)  # e.g. a formatter rewrote the file between the commit and the run
+    assert other.status == "infra_error" and other.val_bpb is None
+    assert (
+        f"is not commit {commit[:10]}'s" in other.reason and other.manifest["trainer_ran_sha256"] == "0" * 64
+    )
+
+
+def test_the_sandbox_records_the_sha256_of_the_trainer_it_ran(tmp_path, tiny_dataset):
+    trainer = (
+        TRAINERS / "print_env.py"
+    )  # exits without an artifact: the hash is recorded whatever the outcome
+    result = run_sandboxed(trainer, tmp_path / "run", data_spec(tiny_dataset), TEST_BUDGET)
+    assert result.trainer_sha256 == hashlib.sha256(trainer.read_bytes()).hexdigest()
+    recorded = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert recorded["trainer_sha256"] == result.trainer_sha256  # as a SLURM job's result comes back
