@@ -14,6 +14,7 @@ and stands on its static points (agent/contract.py).
 from __future__ import annotations
 
 import re
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -112,7 +113,8 @@ def run_check(
     allowance = resolve(ws, budget, measure=False, say=say)  # the trainer under check is its own yardstick
     b = allowance.budget
     say(f"check: training {trainer.name} for {b.train_seconds:g} s, then scoring its artifact")
-    run_dir = ws.state / "check" / time.strftime("%Y%m%d-%H%M%S")
+    (ws.state / "check").mkdir(parents=True, exist_ok=True)
+    run_dir = Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=ws.state / "check"))
     env, seed, gpus = dict(ws.config.trainer_env), ws.config.seed, ws.config.gpus
     data, source = ws.data_spec(), trainer.read_bytes()
     trained = run_sandboxed(trainer, run_dir, data, b, env=env, seed=seed, gpus=gpus, self_reported=True)
