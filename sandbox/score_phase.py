@@ -28,7 +28,7 @@ import numpy as np
 
 from agentgolf.baseline.shards import ShardError
 from agentgolf.sandbox import stream as stream_mode
-from agentgolf.sandbox.bpb import ByteTable, ByteTableError
+from agentgolf.sandbox.bpb import ByteTable, ByteTableError, load_byte_sidecar, stream_bytes
 from agentgolf.sandbox.budget import Budget
 from agentgolf.sandbox.classify import classify_phase
 from agentgolf.sandbox.layout import Layout
@@ -63,6 +63,8 @@ def score_artifact(run: RunSetup, train: SandboxResult) -> SandboxResult:
     try:
         val = load_val_tokens([Path(f) for f in run.data.val_files])
         table = ByteTable.from_model(Path(run.data.tokenizer), run.data.vocab_size)
+        sidecar = load_byte_sidecar([Path(f) for f in run.data.val_files])  # CaseOps: bytes per token
+        n_bytes = count_stream_bytes(table, val) if sidecar is None else stream_bytes(table, val, sidecar)
     except (ShardError, ByteTableError) as e:
         result.status, result.reason = Status.infra_error, f"cannot read the validation data: {e}"
         return result
@@ -74,7 +76,6 @@ def score_artifact(run: RunSetup, train: SandboxResult) -> SandboxResult:
         layout = open_layout(session, val, batch)
         layouts.append(layout)
         keep = sample_positions(layout, b.verify, rng)
-        n_bytes = count_stream_bytes(table, val)
         walk = stream_mode.score_chunks if layout.mode.mode == "stream" else score_rows
         nll_sum, reported = walk(session, layout, val, keep, rng)
         session.send("bye")

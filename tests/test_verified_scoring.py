@@ -268,3 +268,29 @@ def test_the_baseline_trainer_scores_ok_in_every_mode(data, tmp_path):
         assert runs[mode].eval_mode["mode"] == mode
     assert runs["stream"].val_bpb == pytest.approx(runs["sliding"].val_bpb, rel=1e-6)  # it never adapts
     assert runs["sliding"].val_tokens == runs["windows"].val_tokens
+
+
+def test_a_byte_sidecar_is_what_the_score_divides_by(honest, tiny_dataset, tmp_path):
+    """CaseOps-style data ships the bytes of each validation token beside its shard: the harness counts those,
+    not the tokenizer's. A sidecar of twice the true counts halves val_bpb; the model's NLL is the same."""
+    from agentgolf.baseline.shards import read_shard, write_shard
+    from agentgolf.sandbox.bpb import VAL_BYTES_PREFIX, VAL_PREFIX, ByteTable
+
+    table = ByteTable.from_model(Path(tiny_dataset.tokenizer), tiny_dataset.vocab_size)
+    val_files = []
+    for shard in tiny_dataset.val_files:
+        copy = tmp_path / Path(shard).name
+        shutil.copyfile(shard, copy)
+        tokens = read_shard(copy).astype(np.int64)
+        counts = np.zeros(tokens.size, dtype=np.int64)
+        counts[1:] = 2 * table.count(
+            tokens[:-1], tokens[1:]
+        )  # each target's bytes, after the token before it
+        write_shard(
+            copy.with_name(copy.name.replace(VAL_PREFIX, VAL_BYTES_PREFIX, 1)), counts.astype(np.uint16)
+        )
+        val_files.append(copy)
+    spec = data_spec(tiny_dataset).model_copy(update={"val_files": val_files})
+    result = run_sandboxed(TOY, tmp_path / "run", spec, THOROUGH)
+    assert result.status is Status.ok, result.reason
+    assert result.val_bpb == pytest.approx(honest.val_bpb / 2, rel=1e-6)
