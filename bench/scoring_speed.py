@@ -178,12 +178,19 @@ def main() -> None:
     parser.add_argument(
         "--thorough", action="store_true", help="verify every row (at most 8,192), to measure the gaps"
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads on both sides (OMP_NUM_THREADS, as a CPU slot's)",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
 
     args.work.mkdir(parents=True, exist_ok=True)
     info = dataset(args.work, args.corpus_bytes, args.val_fraction, args.vocab)
-    env = dict(item.split("=", 1) for item in args.env)
+    env = {"OMP_NUM_THREADS": str(args.threads), **dict(item.split("=", 1) for item in args.env)}
+    torch.set_num_threads(args.threads)
     if args.numerics == "bf16":
         env["EVAL_AUTOCAST"] = "bf16"
     artifact, trainer_eval_s, trainer_bpb = train(args.work, info, env)
@@ -217,15 +224,15 @@ def main() -> None:
         f"scoring speed, {args.numerics}, {out['val_tokens']:,} val tokens, {out['threads']} threads, "
         f"isolation {best['isolation']} (best of {args.reps})"
     )
-    print(f"{'':34}{'seconds':>9}{'val_bpb':>13}")
+    print(f"{'':38}{'seconds':>9}{'val_bpb':>13}")
     own_run = "trainer, its own run (fp32)" if args.numerics == "bf16" else "trainer, its own run"
-    print(f"{own_run + ' eval_time':34}{trainer_eval_s:9.2f}{trainer_bpb:13.8f}")
-    print(f"{'trainer evaluate(), in process':34}{best_own:9.2f}{rows[0]['own_bpb']:13.8f}")
-    print(f"{'harness, scoring + verification':34}{best['wall_s']:9.2f}{best['val_bpb']:13.8f}")
-    print(f"{'  scoring worker (phase)':34}{best['score_s']:9.2f}")
-    print(f"{'    start + load_model':34}{best['load_s']:9.2f}")
-    print(f"{'    predictions':34}{best['predict_s']:9.2f}")
-    print(f"{'  verification (fresh worker)':34}{best['verify_s']:9.2f}")
+    print(f"{own_run + ' eval_time':38}{trainer_eval_s:9.2f}{trainer_bpb:13.8f}")
+    print(f"{'trainer evaluate(), in process':38}{best_own:9.2f}{rows[0]['own_bpb']:13.8f}")
+    print(f"{'harness, scoring + verification':38}{best['wall_s']:9.2f}{best['val_bpb']:13.8f}")
+    print(f"{'  scoring worker (phase)':38}{best['score_s']:9.2f}")
+    print(f"{'    start + load_model':38}{best['load_s']:9.2f}")
+    print(f"{'    predictions':38}{best['predict_s']:9.2f}")
+    print(f"{'  verification (fresh worker)':38}{best['verify_s']:9.2f}")
     print(
         f"harness / in-process: {out['ratio']:.2f}x in all (goal <= 1.5x), {out['predict_ratio']:.2f}x in "
         f"predictions; verification m={v.get('positions')} max_gap={v.get('max_gap_nats', float('nan')):.2e} nats"
