@@ -98,17 +98,11 @@ def refuse(trainer: Path, missed: list, after: str) -> None:
 
 def commit_files(root: Path, found: Import, origin: Path) -> None:
     """Write PATH's files into the repository and commit them; never over a user's uncommitted file."""
-    import git
 
-    from agentgolf.experiments.worktree import AUTHOR
+    from agentgolf.experiments.worktree import AUTHOR, repo_here
 
     root.mkdir(parents=True, exist_ok=True)
-    try:
-        repo = git.Repo(root)
-        if Path(repo.working_tree_dir).resolve() != root:
-            repo = git.Repo.init(root)
-    except git.InvalidGitRepositoryError:
-        repo = git.Repo.init(root)
+    repo = repo_here(root)
     untracked = set(repo.untracked_files)
     for name, source in found.files.items():
         target = root / name

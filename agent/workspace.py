@@ -248,9 +248,8 @@ DEMO_FIDELITY = FidelityConfig(screen=Rung(name="screen", train_seconds=DEMO_TRA
 
 def init_workspace(root: Path, *, demo: bool = False, progress: bool = True) -> Workspace:
     """Create (or adopt) a git repository as a workspace: baseline trainer, config, ledger, demo data."""
-    import git
 
-    from agentgolf.experiments.worktree import AUTHOR
+    from agentgolf.experiments.worktree import AUTHOR, repo_here
 
     root = root.resolve()
     if (root / STATE_DIR / CONFIG_FILE).exists():
@@ -258,12 +257,7 @@ def init_workspace(root: Path, *, demo: bool = False, progress: bool = True) -> 
     if root.exists() and not root.is_dir():
         raise AgentgolfError(f"{root} exists and is not a folder")
     root.mkdir(parents=True, exist_ok=True)
-    try:
-        repo = git.Repo(root)
-        if Path(repo.working_tree_dir).resolve() != root:
-            repo = git.Repo.init(root)
-    except git.InvalidGitRepositoryError:
-        repo = git.Repo.init(root)
+    repo = repo_here(root)
     exclude = Path(repo.git_dir) / "info" / "exclude"
     exclude.parent.mkdir(parents=True, exist_ok=True)
     ignored = exclude.read_text() if exclude.exists() else ""

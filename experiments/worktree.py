@@ -28,6 +28,18 @@ def open_repo(root: Path) -> git.Repo:
         raise AgentgolfError(f"{root} is not a git repository") from exc
 
 
+def repo_here(root: Path) -> git.Repo:
+    """The repository whose top folder is `root`, made there if there is none (a folder inside another
+    repository gets its own: a workspace never commits into the repository around it)."""
+    try:
+        repo = git.Repo(root)
+        if Path(repo.working_tree_dir).resolve() == root.resolve():
+            return repo
+    except git.InvalidGitRepositoryError:
+        pass
+    return git.Repo.init(root)
+
+
 def with_identity(repo: git.Repo) -> git.Repo:
     """Let git commands that commit (cherry-pick) work on machines with no user.name/email configured."""
     try:
