@@ -22,6 +22,7 @@ from rich.markup import escape
 
 from agentgolf.agent.cli_args import BadArguments, OneLineParser, at_least, positive
 from agentgolf.agent.cli_contract import add_commands as add_contract_commands
+from agentgolf.agent.cli_results import ID_HELP, experiment_id, resolve_id
 from agentgolf.agent.cli_results import add_commands as add_result_commands
 from agentgolf.agent.cli_steering import add_commands as add_steering_commands
 from agentgolf.agent.data_gate import add_check_command as add_data_check
@@ -140,12 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tsv",
         action="store_true",
-        help="autoresearch results.tsv: commit, val_bpb, memory_gb, status, description",
+        help="autoresearch's results.tsv columns (commit, val_bpb, memory_gb, status, description), then id, "
+        "rung and steps",
     )
     p.set_defaults(func=cmd_ledger)
 
     p = sub.add_parser("show", help="one experiment: hypothesis, diff, metrics, log tail")
-    p.add_argument("id", type=int)
+    p.add_argument("id", type=experiment_id, help=ID_HELP)
+    p.add_argument("--manifest", action="store_true", help="print its raw manifest too, last")
     p.set_defaults(func=cmd_show)
 
     add_result_commands(sub)  # pick, replay, submit
@@ -288,7 +291,7 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     else:
         runs = {e.run_id for e in rows if e.run_id}
         whole = [e for run in sorted(runs) for e in ledger.experiments(run_id=run)]
-        for item in ledger_table(rows, scores=current(whole)):
+        for item in ledger_table(rows, scores=current(whole), width=out.width):
             out.print(item)
     return 0
 
@@ -301,13 +304,13 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     ws = find_workspace()
     ledger = ws.ledger()
-    e = ledger.get(args.id)
+    e = ledger.get(resolve_id(ledger, args.id))
     score = current(ledger.experiments(run_id=e.run_id)).get(e.id) if e.run_id else None
     diff = None
     if e.commit_sha and e.parent_commit and e.commit_sha != e.parent_commit:
         diff = wt.diff(wt.open_repo(ws.root), e.parent_commit, e.commit_sha)
-    for line in show_experiment(e, diff, score):
-        out.print(line.text, markup=line.markup)
+    for line in show_experiment(e, diff, score, manifest=args.manifest):
+        out.print(line.text, markup=line.markup, soft_wrap=line.soft_wrap)  # what a person reads: wrapped
     return 0
 
 

@@ -18,7 +18,7 @@ from agentgolf.agent.notes import Note, read_notes
 from agentgolf.agent.processes import live_runs, lock_owner
 from agentgolf.agent.report.summary import Utilization, slot_utilization
 from agentgolf.experiments.ledger import Ledger
-from agentgolf.experiments.status import CHARGED_KINDS, UNDECIDED, Kind, RowStatus
+from agentgolf.experiments.status import CHARGED_KINDS, UNDECIDED, Kind, RowStatus, charged
 
 SECONDS_PER_HOUR = 3600.0
 
@@ -58,7 +58,7 @@ class RunStatus(BaseModel):
     pid: int | None
     proposer: str
     caps: Caps
-    experiments: int  # charged against caps.experiments: the baseline and every proposal (re-tests are not)
+    experiments: int  # charged against caps.experiments (status.charged): the baseline and every new proposal
     finished: int  # rows with a verdict (every kind)
     statuses: dict[str, int]
     in_flight: list[Running]
@@ -108,7 +108,7 @@ def run_status(state: Path, ledger: Ledger, run_id: str) -> RunStatus:
             gpu_hours=settings.get("gpu_hours"),
             usd=settings.get("usd"),
         ),
-        experiments=sum(1 for e in rows if e.kind in CHARGED_KINDS and e.retest_of is None),
+        experiments=charged(rows),  # the scheduler's count, which the live view prints
         finished=sum(1 for e in rows if e.status not in UNDECIDED),
         statuses=statuses,
         in_flight=[

@@ -17,7 +17,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from pydantic import BaseModel, Field
 
-from agentgolf.agent import acceptance, morning, paired, retest, rounds, screening
+from agentgolf.agent import acceptance, morning, paired, rounds, screening
 from agentgolf.agent.executor import Slot
 from agentgolf.agent.lab import Lab
 from agentgolf.agent.live import LiveView
@@ -27,7 +27,7 @@ from agentgolf.agent.proposers.proposal import Proposer
 from agentgolf.agent.verdicts import Verdicts
 from agentgolf.errors import AgentgolfError
 from agentgolf.experiments.ledger import Experiment, Run
-from agentgolf.experiments.status import CHARGED_KINDS, NOISE_KINDS, Kind, RowStatus
+from agentgolf.experiments.status import CHARGED_KINDS, NOISE_KINDS, Kind, RowStatus, charged
 from agentgolf.sandbox.result import SandboxResult, Status
 
 
@@ -123,16 +123,8 @@ class Scheduler(Verdicts):
         return self._rows
 
     def charged(self) -> int:
-        """Experiments that count against --budget: the baseline and every proposal, rejected ones too
-        (so a proposer that only produces rejects still ends). Calibration and confirmation seeds are
-        extra measurements of those, and a re-test is a proposal already counted, carried onto a newer
-        best (retest.py), and a screened idea's full-budget run is the same idea measured again: they
-        count only against the GPU-hour cap."""
-        return sum(
-            1
-            for e in self.rows()
-            if e.kind in CHARGED_KINDS and not retest.is_retest(e) and e.screen_of is None
-        )
+        """Experiments that count against --budget (status.charged: the one definition)."""
+        return charged(self.rows())
 
     def spend(self) -> tuple[float, float]:
         rows = self.rows()

@@ -1024,7 +1024,7 @@ def train(args: Hyperparameters) -> None:
     loader = DistributedTokenLoader(train_files, args.vocab_size, rank, world_size, device)
     log0(f"train_loader:dataset:{Path(args.data_path).name} train_shards:{len(train_files)}")
     if val_tokens is None:
-        log0(f"val_loader:skipped no fineweb_val_*.bin in {args.data_path}; validation is skipped")
+        log0(f"val_loader:skipped no fineweb_val_*.bin in {args.data_path}; the harness scores the model")
     else:
         pattern = os.path.join(args.data_path, "fineweb_val_*.bin")
         log0(f"val_loader:shards pattern={pattern} tokens:{val_tokens.numel() - 1}")

@@ -7,6 +7,7 @@ best chain is `kept` (promoted) or the row's reason (a dead end).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import Enum
 
 from agentgolf.sandbox.result import Status
@@ -49,6 +50,17 @@ SCORED_KINDS = frozenset({Kind.baseline, Kind.proposal})  # new points; the rest
 NOISE_KINDS = frozenset({Kind.baseline, Kind.calibration})  # seeds of the unmodified trainer
 CHARGED_KINDS = SCORED_KINDS  # what counts against --budget (re-measurements only cost GPU hours)
 UNDECIDED = frozenset({RowStatus.running, RowStatus.confirming})
+
+
+def charged(rows: Iterable) -> int:
+    """Experiments that count against --budget, the one count that the scheduler stops on and that `status`
+    and the live view print: the baseline and every proposal, rejected ones too (so a proposer that only
+    produces rejects still ends). Calibration and confirmation seeds are extra measurements of those, a
+    re-test is a proposal already counted, carried onto a newer best (retest.py), and a screened idea's
+    full-budget run is the same idea measured again: they count only against the GPU-hour cap."""
+    return sum(1 for e in rows if e.kind in CHARGED_KINDS and e.retest_of is None and e.screen_of is None)
+
+
 NOT_FAILURES = frozenset({RowStatus.ok, RowStatus.inconclusive, *UNDECIDED})
 NOT_CHARGED = frozenset({RowStatus.rejected, RowStatus.interrupted, RowStatus.infra_error})
 # Failure causes in the order reports list them, with what each one means for the reader.

@@ -87,7 +87,7 @@ def test_bad_arguments_and_negative_budgets_are_one_line(workspace):
         (("run", "--budget", "2", "--time-budget", "-5"), "--time-budget: must be a positive number"),
         (("run", "--budget", "2", "--size-budget", "-1"), "--size-budget: must be at least 1"),
         (("run", "--budget", "2", "--executor", "cloud"), "argument --executor: invalid choice"),
-        (("replay", "x"), "argument id: invalid int value: 'x'"),
+        (("replay", "x"), "argument id: 'x' is not an experiment id (a number, or `best`)"),
         (("replay", "1", "--seeds", "0"), "--seeds: must be at least 1"),
         (("sandbox", "t.py", "--time-budget", "0"), "--time-budget: must be a positive number"),
         (("frobnicate",), "invalid choice: 'frobnicate'"),
@@ -244,13 +244,19 @@ def test_whole_loop_run_ledger_show_pick_replay_report(workspace):
     table = agentgolf("ledger", cwd=workspace, check=True).stdout
     assert "Baseline" in table and "Lower learning rates" in table
     tsv = agentgolf("ledger", "--tsv", cwd=workspace, check=True).stdout.splitlines()
-    assert tsv[0].split("\t") == ["commit", "val_bpb", "memory_gb", "status", "description"]
+    assert tsv[0].split("\t")[:5] == ["commit", "val_bpb", "memory_gb", "status", "description"]
     assert len(tsv) == 1 + len(listed)
-    assert tsv[1].split("\t")[0] == rows[0]["commit"][:7] and tsv[1].endswith("\tBaseline")
+    assert tsv[1].split("\t")[0] == rows[0]["commit"][:7] and tsv[1].split("\t")[4:7] == [
+        "Baseline",
+        "1",
+        "full",
+    ]
 
     shown = agentgolf("show", "2", cwd=workspace, check=True).stdout
     assert "Lower learning rates" in shown and "diff vs parent" in shown and "MATRIX_LR" in shown
     assert "Total submission size int8+zlib" in shown  # the log tail
+    assert '"trainer_sha256"' not in shown and "agentgolf show 2 --manifest" in shown  # behind a flag
+    shown = agentgolf("show", "2", "--manifest", cwd=workspace, check=True).stdout
     assert '"trainer_sha256"' in shown and '"torch"' in shown  # the manifest
 
     best = [r for r in rows if r["kept"]][-1]  # the last promotion: pick takes only the kept chain

@@ -1,5 +1,5 @@
 """Similar past attempts: BM25 (the `bm25s` library) over each earlier proposal's title, hypothesis and
-diff, for every proposer. The JSON path shows the nearest ones before a proposal runs, the tool session
+diff, the title and the hypothesis weighed above the diff (an idea's words over the code's), for every proposer. The JSON path shows the nearest ones before a proposal runs, the tool session
 has a `similar` tool, and a CLI agent runs `agentgolf similar "IDEA"`.
 
 A score is BM25's, divided by the score the query gets against itself in the same index, so that one
@@ -17,6 +17,8 @@ from pathlib import Path
 from agentgolf.experiments.ledger import Experiment
 
 DIFF_CHARS = 2_000  # of each diff's changed lines, indexed
+TITLE_WEIGHT = 3  # how many times a title counts, against a diff's once
+HYPOTHESIS_WEIGHT = 2
 _DIFFS: dict[str, str] = {}  # commit -> its changed lines (a commit is immutable)
 _LOCK = threading.Lock()
 
@@ -30,8 +32,20 @@ def _bm25s():
     return bm25s
 
 
+def _stem(words: list[str]) -> list[str]:
+    """Plurals as singulars (`lrs` is `lr`, `rates` is `rate`): enough for ideas named in a few words.
+    bm25s passes its vocabulary as one list."""
+    return [w[:-1] if len(w) >= 3 and w.endswith("s") and not w.endswith("ss") else w for w in words]
+
+
 def _tokens(texts: list[str]) -> list[list[str]]:
-    return _bm25s().tokenize(texts, stopwords="en", return_ids=False, show_progress=False)
+    return _bm25s().tokenize(texts, stopwords="en", stemmer=_stem, return_ids=False, show_progress=False)
+
+
+def _document(e: Experiment, diff: str) -> str:
+    """What an idea is said to be weighs more than the lines its diff touched: the title TITLE_WEIGHT times,
+    the hypothesis HYPOTHESIS_WEIGHT times, then the diff once."""
+    return "\n".join([e.title] * TITLE_WEIGHT + [e.hypothesis] * HYPOTHESIS_WEIGHT + [diff])
 
 
 def similar_attempts(
@@ -46,9 +60,10 @@ def similar_attempts(
     query_tokens = _tokens([query])[0]
     if not past or not query_tokens or k <= 0:
         return []
-    docs = [f"{e.title}\n{e.hypothesis}\n{diff_of(e) if diff_of else ''}" for e in past]
+    docs = [_document(e, diff_of(e) if diff_of else "") for e in past]
     retriever = _bm25s().BM25()
-    retriever.index([*_tokens(docs), query_tokens], show_progress=False)  # the query too: its self-score
+    # The query too, weighed as a title: its self-score, the most a row named by the query alone gets.
+    retriever.index([*_tokens(docs), query_tokens * TITLE_WEIGHT], show_progress=False)
     scores = retriever.get_scores(query_tokens)
     self_score = float(scores[-1])
     if self_score <= 0:

@@ -10,21 +10,24 @@ import re
 from typing import TYPE_CHECKING, NamedTuple
 
 from rich import box
+from rich.cells import cell_len
 from rich.console import RenderableType
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from agentgolf.agent.acceptance import describe_evidence
 from agentgolf.agent.deltas import Score
 from agentgolf.agent.report.sections import num
 from agentgolf.experiments.ledger import Experiment
-from agentgolf.experiments.status import Kind
+from agentgolf.experiments.status import Kind, RowStatus
 from agentgolf.experiments.steps import STEPS_SHARE, pair_flags, recorded_flags, trained
 from agentgolf.sandbox.result import SandboxResult
 
 if TYPE_CHECKING:
     from agentgolf.agent.run_status import RunStatus
 
-TSV_HEADER = "commit\tval_bpb\tmemory_gb\tstatus\tdescription"  # autoresearch's results.tsv
+TSV_HEADER = "commit\tval_bpb\tmemory_gb\tstatus\tdescription\tid\trung\tsteps"  # autoresearch's first
 JSON_FIELDS = (
     "id parent_id run_id kind status val_bpb delta_bpb self_val_bpb artifact_bytes train_seconds steps step_ms "
     "paired_with wall_seconds branch commit_sha title hypothesis category proposer seed kept reason isolation "
@@ -36,31 +39,44 @@ MIB_PER_GIB = 1024
 NO_ROWS = "no experiments yet"
 KEPT_NOTE = "* kept: the change beat its parent and is on the run's best branch"
 STEPS_MARK = "!"  # beside the steps of a run whose steps differ from its partner's (experiments/steps.py)
-TITLE_MIN_WIDTH = 28
-LEFT_COLUMNS = ("status", "title", "run")
+WIDTH = 100  # the terminal the CLI's tables are laid out for when not told its width
+LEDGER_COLUMNS = ("id", "parent", "run", "status", "val_bpb", "Δ vs parent", "rung", "steps")
+LEDGER_COLUMNS += ("artifact bytes", "train s", "ms/step", "title")
+OPTIONAL = ("ms/step", "train s", "artifact bytes", "parent")  # left out in this order on a narrow terminal
+TITLE_MIN_WIDTH = 28  # the title's width that OPTIONAL columns give way to
+TITLE_FLOOR = 12  # the least a title gets, even where that makes the table wider than the terminal
+LEFT_COLUMNS = ("status", "title", "run", "rung")
 
 
 class Line(NamedTuple):
-    """One line for a rich console: markup, or text printed as it is (a diff, a log, a manifest)."""
+    """One line for a rich console: markup, wrapped at the console's width, or text printed as it is (a diff,
+    a log, a manifest), never re-wrapped."""
 
     text: str
     markup: bool = True
 
+    @property
+    def soft_wrap(self) -> bool:
+        return not self.markup
 
-def peak_memory_gb(log: str) -> float:
-    """The last peak-memory line of a train log, in GiB; 0 when the log has none."""
+
+def peak_memory_gb(log: str) -> float | None:
+    """The last peak-memory line of a train log, in GiB; None when the log has none (not measured)."""
     found = PEAK_MEMORY.findall(log)
-    return int(found[-1]) / MIB_PER_GIB if found else 0.0
+    return int(found[-1]) / MIB_PER_GIB if found else None
 
 
 def ledger_tsv(rows: list[Experiment]) -> str:
-    """autoresearch's results.tsv: commit, val_bpb, memory_gb, keep/discard/crash, description."""
+    """autoresearch's results.tsv (commit, val_bpb, memory_gb, keep/discard/crash, description), then the
+    row's id, rung (`full`, or a screen's name) and steps. A figure not measured is left empty."""
     lines = [TSV_HEADER]
     for e in rows:
         status = "keep" if e.kept else ("discard" if e.val_bpb is not None else "crash")
-        lines.append(
-            f"{e.commit_sha[:7]}\t{e.val_bpb or 0:.6f}\t{peak_memory_gb(e.log_tail):.1f}\t{status}\t{e.title}"
-        )
+        memory = peak_memory_gb(e.log_tail)
+        title = " ".join(e.title.split())  # no tab or newline inside a field
+        fields = [e.commit_sha[:7], f"{e.val_bpb or 0:.6f}", "" if memory is None else f"{memory:.1f}"]
+        fields += [status, title, str(e.id), e.rung or "full", "" if e.steps is None else str(e.steps)]
+        lines.append("\t".join(fields))
     return "\n".join(lines)
 
 
@@ -70,49 +86,82 @@ def ledger_json(rows: list[Experiment]) -> str:
 
 
 def ledger_table(
-    rows: list[Experiment], share: float = STEPS_SHARE, scores: dict[int, Score] | None = None
+    rows: list[Experiment],
+    share: float = STEPS_SHARE,
+    scores: dict[int, Score] | None = None,
+    width: int = WIDTH,
 ) -> list[RenderableType]:
-    """What `agentgolf ledger` prints, one item per line or table: the run's name, the table, the notes: which
-    candidate and control pairs trained steps more than `share` apart (marked STEPS_MARK). `scores`: each
-    row's current score among its whole run (deltas.current; the rows shown may be a filtered few); without
-    it, the Δ recorded when the row finished."""
+    """What `agentgolf ledger` prints, one item per line or table: the run's name (or the runs', when several
+    are listed: then a run column too), the table, the notes: which candidate and control pairs trained steps
+    more than `share` apart (marked STEPS_MARK). `scores`: each row's current score among its whole run
+    (deltas.current; the rows shown may be a filtered few); without it, the Δ recorded when the row finished.
+
+    The table fits `width` columns: id, val_bpb and the other cells never shrink; the columns in OPTIONAL are
+    left out, the first first, until the title has TITLE_MIN_WIDTH, and the title, last, is cut with an
+    ellipsis. Several runs are numbered in their column and named above the table (a replay's id is long)."""
     scores = scores if scores is not None else {}
     if not rows:
         return [NO_ROWS]
     runs = sorted({e.run_id or "" for e in rows})
-    head: list[RenderableType] = []
-    if len(runs) == 1:  # one run: name it once above the table instead of in a column
-        head.append(f"run {runs[0] or '-'}")
-    columns = ["id", "parent", *(["run"] if len(runs) > 1 else []), "status", "val_bpb", "Δ vs parent"]
-    columns += ["artifact bytes", "train s", "steps", "ms/step", "title"]
+    label = {run: str(n) for n, run in enumerate(runs, 1)}  # several runs: numbered, named above the table
+    head: list[RenderableType] = [
+        Text(
+            f"run {runs[0] or '-'}"
+            if len(runs) == 1
+            else " · ".join(f"run {n}: {r or '-'}" for r, n in label.items())
+        )
+    ]
     flags = pair_flags(rows, share)
+    cells = [_ledger_cells(e, scores.get(e.id), e.id in flags, label) for e in rows]
+    columns = [name for name in LEDGER_COLUMNS if name != "run" or len(runs) > 1]
+    natural = {name: max(cell_len(name), *(cell_len(c[name]) for c in cells)) for name in columns}
+
+    def room(names: list[str]) -> int:  # what is left for the title beside the other columns
+        others = [n for n in names if n != "title"]
+        return width - sum(natural[n] for n in others) - 3 * (len(names) - 1) - 2
+
+    for name in OPTIONAL:
+        if room(columns) >= min(natural["title"], TITLE_MIN_WIDTH):
+            break
+        columns.remove(name)
     table = Table(show_lines=False, box=box.SIMPLE_HEAD, pad_edge=False)
     for name in columns:
         table.add_column(
             name,
             justify="left" if name in LEFT_COLUMNS else "right",
-            no_wrap=name != "title",
-            min_width=TITLE_MIN_WIDTH if name == "title" else None,
+            no_wrap=True,
+            overflow="ellipsis",
+            min_width=None if name == "title" else natural[name],
+            max_width=max(room(columns), TITLE_FLOOR) if name == "title" else None,
         )
-    for e in rows:
-        cells = {
-            "id": str(e.id),
-            "parent": str(e.parent_id or ""),
-            "run": e.run_id or "",
-            "status": e.status + (" *" if e.kept and e.kind == Kind.proposal else ""),
-            "val_bpb": num(e.val_bpb, ".4f"),
-            "Δ vs parent": _delta(scores.get(e.id), e, "+.4f"),
-            "artifact bytes": num(e.artifact_bytes, ","),
-            "train s": num(e.train_seconds, ".1f"),
-            "steps": num(e.steps, ",") + (f" {STEPS_MARK}" if e.id in flags else ""),
-            "ms/step": num(e.step_ms, ".1f"),
-            "title": e.title
-            + (f" ({e.kind} of {e.replay_of})" if e.replay_of else "")
-            + (f" (re-test of {e.retest_of})" if e.retest_of else ""),
-        }
-        table.add_row(*(cells[name] for name in columns))
+    for c in cells:
+        table.add_row(*(Text(c[name]) for name in columns))  # as they are: a title is no markup
     notes = [f"{STEPS_MARK} #{i}: {f}" for i, found in flags.items() for f in found]
     return [*head, table, KEPT_NOTE, *notes]
+
+
+def _ledger_cells(e: Experiment, score: Score | None, flagged: bool, runs: dict[str, str]) -> dict[str, str]:
+    return {
+        "id": str(e.id),
+        "parent": str(e.parent_id or ""),
+        "run": runs[e.run_id or ""],
+        "status": e.status + (" *" if e.kept and e.kind == Kind.proposal else ""),
+        "val_bpb": num(e.val_bpb, ".4f"),
+        "Δ vs parent": _delta(score, e, "+.4f"),
+        "rung": _rung(e),
+        "steps": num(e.steps, ",") + (f" {STEPS_MARK}" if flagged else ""),
+        "artifact bytes": num(e.artifact_bytes, ","),
+        "train s": num(e.train_seconds, ".1f"),
+        "ms/step": num(e.step_ms, ".1f"),
+        "title": (f"{e.kind} of {e.replay_of}: " if e.replay_of else "")  # before the title: never cut
+        + (f"re-test of {e.retest_of}: " if e.retest_of else "")
+        + e.title,
+    }
+
+
+def _rung(e: Experiment) -> str:
+    """The fidelity rung that measured it: a screen's name, else `full` ("" for a row that never trained)."""
+    return e.rung or ("" if e.status == RowStatus.rejected else "full")
 
 
 def _delta(score: Score | None, e: Experiment, spec: str) -> str:
@@ -122,13 +171,16 @@ def _delta(score: Score | None, e: Experiment, spec: str) -> str:
     return num(score.delta, spec) + (f" ({score.rounds} pairs)" if score.rounds > 1 else "")
 
 
-def show_experiment(e: Experiment, diff: str | None, score: Score | None = None) -> list[Line]:
-    """What `agentgolf show` prints: header, metrics, the diff (None: no change), log tail, manifest.
-    `score`: the row's current score among its run (deltas.current); without it, what was recorded."""
+def show_experiment(
+    e: Experiment, diff: str | None, score: Score | None = None, manifest: bool = False
+) -> list[Line]:
+    """What `agentgolf show` prints: header, metrics, the diff (None: no change), log tail, then the raw
+    manifest with `manifest`, else one line saying how to see it. `score`: the row's current score among its
+    run (deltas.current); without it, what was recorded."""
     now = _delta(score, e, "+.6f")
     then = num(e.delta_bpb, "+.6f")
     lines = [
-        f"[bold]experiment {e.id}[/]: {e.title}  ({e.kind}, run {e.run_id}, proposer {e.proposer})",
+        f"[bold]experiment {e.id}[/]: {escape(e.title)}  ({e.kind}, run {e.run_id}, proposer {e.proposer})",
         f"status: {e.status}" + (f" — {e.reason}" if e.reason else ""),
         *(
             [f"re-test of experiment {e.retest_of}: its change, rebased onto {e.parent_id}"]
@@ -141,6 +193,7 @@ def show_experiment(e: Experiment, diff: str | None, score: Score | None = None)
     ]
     metrics = {
         "val_bpb": num(e.val_bpb, ".6f"),
+        "rung": _rung(e),
         "delta vs parent": now + (f" (when recorded: {then})" if then and not now.startswith(then) else ""),
         "self-reported val_bpb": num(e.self_val_bpb, ".6f"),
         "artifact bytes": num(e.artifact_bytes, ","),
@@ -161,9 +214,11 @@ def show_experiment(e: Experiment, diff: str | None, score: Score | None = None)
         shown += [Line("[bold]diff vs parent[/]"), Line(diff, markup=False)]
     if e.log_tail:
         shown += [Line("[bold]log tail[/]"), Line(e.log_tail, markup=False)]
-    if e.manifest:
+    if e.manifest and manifest:
         shown.append(Line("[bold]manifest[/] (what decided this number; `agentgolf replay` compares it)"))
         shown.append(Line(json.dumps(e.manifest, indent=2, sort_keys=True), markup=False))
+    elif e.manifest:
+        shown.append(Line(f"manifest: `agentgolf show {e.id} --manifest` prints what decided this number"))
     return shown
 
 
