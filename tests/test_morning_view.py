@@ -212,3 +212,37 @@ def test_best_names_the_latest_runs_best_row(ws, tmp_path):
     empty.ledger().add_run(Run(id="r0", created_at=time.time(), base_commit="b" * 40))
     proc = cli("show", "best", cwd=empty.root)
     assert proc.returncode == 2 and "run r0 has no best row yet" in proc.stderr, proc.stderr
+
+
+def test_similar_ranks_the_idea_named_in_titles_and_hypotheses_first():
+    """The search's own playbook as past proposals, each with the lines its knob edit changes in the trainer:
+    `lower the Muon LR` is "Lower learning rates" (its hypothesis: "Halving Muon, scalar and tied-embedding
+    LRs"), not "Higher matrix LR", whose title says LR and whose hypothesis says Muon."""
+    from agentgolf.agent.proposers.retrieval import similar_attempts
+    from agentgolf.agent.proposers.space import LIBRARY
+
+    trainer = (Path(__file__).resolve().parents[1] / "baseline" / "train_gpt.py").read_text().splitlines()
+
+    def diff(move) -> str:
+        lines = [
+            x.strip() for k in [*move.scale, *move.set] for x in trainer if f'"{k}"' in x and "environ" in x
+        ]
+        return "\n".join(lines + [x.replace("0.", "0.9") for x in lines])
+
+    past = [
+        Experiment(
+            id=n,
+            kind="proposal",
+            status="ok",
+            title=m.title,
+            hypothesis=m.hypothesis,
+            commit_sha=str(n),
+            created_at=0.0,
+        )  # fmt: skip
+        for n, m in enumerate(LIBRARY, 2)
+    ]
+    diffs = {e.commit_sha: diff(m) for e, m in zip(past, LIBRARY, strict=True)}
+    hits = similar_attempts(past, "lower the Muon LR", lambda e: diffs[e.commit_sha], k=3, threshold=0)
+    assert hits[0][0].title == "Lower learning rates", hits
+    hits = similar_attempts(past, "longer warmdown", lambda e: diffs[e.commit_sha], k=3, threshold=0)
+    assert hits[0][0].title == "Longer warmdown", hits
