@@ -177,7 +177,8 @@ def _shards(dataset_dir: Path, manifest: dict, known: Variant | None) -> tuple[l
             msg += f" ({len(missing)} missing, {len(extra)} not listed, e.g. {(missing + extra)[0]})"
             out.append(Finding(check="shards", level="fail", message=msg))
         want = manifest.get("tokens", {}).get(split) if manifest else None
-        if want is not None and want != tokens and not (missing or extra):
+        unreadable = len(good[split]) < len(on_disk)  # already a finding: its count would only repeat it
+        if want is not None and want != tokens and not (missing or extra or unreadable):
             out.append(
                 Finding(
                     check="shards", level="fail", message=f"{split}: {tokens:,} tokens, manifest {want:,}"
