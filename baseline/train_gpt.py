@@ -501,8 +501,8 @@ class GPT(nn.Module):
     def forward_logits(self, idx: Tensor) -> Tensor:
         """(B, T) token ids -> (B, T, V) float32 logits after the softcap; causal."""
         x = rms_norm(self.tok_emb(idx))
-        if self.stream_dtype is not None:  # the residual stream (and x0) in this dtype; needs autocast around
-            x = x.to(self.stream_dtype)
+        if self.stream_dtype is not None and torch.is_autocast_enabled(x.device.type):
+            x = x.to(self.stream_dtype)  # the residual stream (and x0) in this dtype, only under autocast
         x0 = x
         skips = []
         for i in range(self.num_encoder):
