@@ -4,6 +4,7 @@ one real run that screens two ideas and runs the winner at the full budget."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -201,4 +202,4 @@ def test_the_ladder_screens_then_runs_winners_at_the_full_budget(tmp_path, tiny_
     assert "Screen vs full budget" in report and "| all | 1 | 100% |" in report
     listed = {r["id"]: r for r in json.loads(ledger_json(ledger.experiments(run_id=summary.run_id)))}
     assert (listed[full.id]["screen_of"], listed[win.id]["rung"]) == (win.id, "screen")
-    assert f"#{win.id} Twelve steps (screen)" in said
+    assert re.search(rf"^#{win.id} \(screen\) .*: Twelve steps", said, re.M), said  # id and rung first
