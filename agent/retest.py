@@ -71,8 +71,3 @@ def times_carried(rows: Sequence[Experiment], exp: Experiment) -> int:
         seen.add(exp.id)
         hops += 1
     return hops
-
-
-def is_retest(exp: Experiment) -> bool:
-    """A re-test measures a change already proposed: it is not charged against --budget."""
-    return exp.retest_of is not None
