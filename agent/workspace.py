@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from agentgolf.agent.acceptance import AcceptanceConfig
-from agentgolf.agent.executor import LocalConfig
-from agentgolf.agent.fidelity import FidelityConfig, Rung
-from agentgolf.agent.preflight import FailFastConfig
+from agentgolf.agent.controller.executor import LocalConfig
+from agentgolf.agent.controller.preflight import FailFastConfig
+from agentgolf.agent.controller.scheduler import SchedulerConfig
+from agentgolf.agent.judge.acceptance import AcceptanceConfig
+from agentgolf.agent.judge.fidelity import FidelityConfig, Rung
+from agentgolf.agent.proposers.briefing.digest import DigestConfig
 from agentgolf.agent.proposers.command import CommandConfig
-from agentgolf.agent.proposers.digest import DigestConfig
-from agentgolf.agent.proposers.llm import LLMConfig
-from agentgolf.agent.proposers.search import SearchConfig
-from agentgolf.agent.scheduler import SchedulerConfig
+from agentgolf.agent.proposers.llm.proposer import LLMConfig
+from agentgolf.agent.proposers.search.proposer import SearchConfig
 from agentgolf.baseline.data_check import DataCheckConfig
 from agentgolf.challenge import TRAINER_FILE
 from agentgolf.errors import AgentgolfError, first_line

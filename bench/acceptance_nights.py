@@ -28,8 +28,8 @@ import random
 import statistics
 from dataclasses import dataclass, field
 
-from agentgolf.agent import acceptance, paired
-from agentgolf.agent.acceptance import ROW_STATUS, AcceptanceConfig
+from agentgolf.agent.judge import acceptance, paired
+from agentgolf.agent.judge.acceptance import ROW_STATUS, AcceptanceConfig
 from agentgolf.experiments.ledger import Experiment
 from agentgolf.experiments.status import Kind, RowStatus
 

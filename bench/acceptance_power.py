@@ -33,7 +33,7 @@ import time
 
 from acceptance_nights import DESIGNS, DRIFTS, NIGHT_TRAININGS, drift_label, run_cell
 
-from agentgolf.agent.acceptance import ROW_STATUS, AcceptanceConfig, decide
+from agentgolf.agent.judge.acceptance import ROW_STATUS, AcceptanceConfig, decide
 from agentgolf.experiments.ledger import Experiment
 from agentgolf.experiments.status import Kind, RowStatus
 

@@ -18,7 +18,7 @@ from agentgolf.baseline.corpus import read_docs
 from agentgolf.baseline.dataset import build_dataset
 from agentgolf.baseline.shards import read_shard
 from agentgolf.baseline.tokenizer import UNK_ID
-from agentgolf.sandbox.bpb import ByteTable
+from agentgolf.sandbox.scoring.bpb import ByteTable
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TRAIN_DOCS = "wiki_en.jsonl.xz"

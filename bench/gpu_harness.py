@@ -54,7 +54,7 @@ def data_spec(folder: Path, vocab_size: int):
 def use_fake_devices(root: Path) -> str:
     """Fake /dev/nvidia* nodes under root, and the harness pointed at them: character devices with /dev/null's
     numbers as root (they open for real), else empty files (bubblewrap binds them the same way)."""
-    from agentgolf.sandbox import bwrap
+    from agentgolf.sandbox.isolation import bwrap
 
     root.mkdir(parents=True, exist_ok=True)
     kind = "char devices"
@@ -152,11 +152,11 @@ def score(args) -> dict:
     sys.path.insert(0, str(BENCH))
     from gpu_check import parse_log
 
-    from agentgolf.sandbox.bwrap import resolve_isolation
+    from agentgolf.sandbox.isolation.bwrap import resolve_isolation
     from agentgolf.sandbox.metrics import compile_patterns
     from agentgolf.sandbox.result import SandboxResult, Status
     from agentgolf.sandbox.run_setup import RunSetup
-    from agentgolf.sandbox.score_phase import score_artifact
+    from agentgolf.sandbox.scoring.score_phase import score_artifact
 
     mode, warning = resolve_isolation(None)
     shutil.rmtree(args.run_dir, ignore_errors=True)
@@ -223,7 +223,7 @@ def imports(args) -> dict:
             facts["modules_failed"][info.name] = f"{type(e).__name__}: {e}"
     facts["tpe"] = _try(_tpe)
     facts["bm25"] = _try(_bm25)
-    cli = [sys.executable, "-m", "agentgolf.agent.cli"]
+    cli = [sys.executable, "-m", "agentgolf.agent.cli.main"]
     shutil.rmtree(args.workspace, ignore_errors=True)
     for label, argv, cwd in (("help", ["--help"], None), ("init", ["init", str(args.workspace)], None),
                              ("ledger", ["ledger", "--json"], args.workspace)):  # fmt: skip
@@ -264,7 +264,7 @@ def _tpe():
 
 
 def _bm25():
-    from agentgolf.agent.proposers.retrieval import _bm25s, _tokens
+    from agentgolf.agent.proposers.briefing.retrieval import _bm25s, _tokens
 
     bm25s = _bm25s()
     docs = _tokens(["lower the muon learning rate", "wider model", "longer warmdown schedule"])

@@ -37,7 +37,7 @@ GPU_CHECK_STEPS=probe,install GPU_CHECK_DEADLINE=240 bash "$ROOT/bench/gpu_check
 if ! command -v bwrap > /dev/null 2>&1 && [ -x "$WORK/bwrap/usr/bin/bwrap" ]; then
   export PATH="$WORK/bwrap/usr/bin:$PATH"
 fi
-AGENTGOLF=("$PY" -m agentgolf.agent.cli)
+AGENTGOLF=("$PY" -m agentgolf.agent.cli.main)
 "${AGENTGOLF[@]}" init "$WS" > "$WORK/init.log" 2>&1 || { cat "$WORK/init.log"; exit 1; }
 DATASET=$(ls -d "$WORK"/data/datasets/*/ | head -n 1)
 "$PY" - "$WS/.agentgolf/config.json" "${DATASET%/}" "$(ls "$WORK"/data/tokenizers/*.model)" <<'EOF' || exit 1

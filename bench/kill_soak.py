@@ -34,7 +34,7 @@ from tests.tiny import TINY_ENV  # noqa: E402
 
 def cli(*args: str, cwd: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "agentgolf.agent.cli", *args],
+        [sys.executable, "-m", "agentgolf.agent.cli.main", *args],
         cwd=cwd,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -43,7 +43,7 @@ def cli(*args: str, cwd: Path) -> subprocess.Popen:
 
 
 def make_workspace(root: Path) -> Path:
-    from agentgolf.agent.acceptance import AcceptanceConfig
+    from agentgolf.agent.judge.acceptance import AcceptanceConfig
     from agentgolf.agent.workspace import DataConfig, init_workspace, save_config
     from agentgolf.baseline.corpus import demo_corpus
     from agentgolf.baseline.dataset import build_dataset
@@ -141,7 +141,7 @@ def soak(ws: Path, kills: int, budget: int, rng: random.Random, log=print) -> di
         leftovers += len(left)
         log(f"kill {k + 1}: {hits[-1]}" + (f"; {len(left)} process(es) outlived the loop" if left else ""))
     final = subprocess.run(
-        [sys.executable, "-m", "agentgolf.agent.cli", "run", "--resume"],
+        [sys.executable, "-m", "agentgolf.agent.cli.main", "run", "--resume"],
         cwd=ws,
         capture_output=True,
         text=True,

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from agentgolf.agent.proposers.digest import build_digest
+from agentgolf.agent.proposers.briefing.digest import build_digest
 from agentgolf.experiments.ledger import Ledger, Run
 
 STATUSES = ["ok"] * 5 + ["inconclusive", "crash", "timeout", "oom", "over_size", "rejected", "nan"]

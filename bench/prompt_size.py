@@ -16,7 +16,7 @@ import argparse
 import time
 from importlib import resources
 
-from agentgolf.agent.proposers.digest import DigestConfig, build_digest
+from agentgolf.agent.proposers.briefing.digest import DigestConfig, build_digest
 from agentgolf.agent.proposers.proposal import ProposalContext
 from agentgolf.agent.proposers.techniques import catalogue_with_outcomes
 from agentgolf.experiments.ledger import Experiment

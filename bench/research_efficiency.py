@@ -29,10 +29,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from agentgolf.agent.acceptance import AcceptanceConfig
-from agentgolf.agent.fidelity import agreement, pairs
-from agentgolf.agent.loop import Loop, RunCaps, new_run_id
-from agentgolf.agent.stats import t_isf
+from agentgolf.agent.controller.loop import Loop, RunCaps, new_run_id
+from agentgolf.agent.judge.acceptance import AcceptanceConfig
+from agentgolf.agent.judge.fidelity import agreement, pairs
+from agentgolf.agent.judge.stats import t_isf
 from agentgolf.agent.workspace import DEMO_BUDGET, DataConfig, Workspace, init_workspace, save_config
 from agentgolf.experiments.ledger import Experiment, Ledger, Run
 from agentgolf.experiments.status import Kind, RowStatus

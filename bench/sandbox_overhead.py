@@ -26,10 +26,10 @@ from pathlib import Path
 from agentgolf.baseline.corpus import demo_corpus
 from agentgolf.baseline.dataset import build_dataset
 from agentgolf.sandbox.budget import Budget
-from agentgolf.sandbox.bwrap import resolve_isolation
-from agentgolf.sandbox.limits import Limits
+from agentgolf.sandbox.isolation.bwrap import resolve_isolation
+from agentgolf.sandbox.isolation.limits import Limits
+from agentgolf.sandbox.isolation.process import SandboxedProcess
 from agentgolf.sandbox.phase import PhaseSpec
-from agentgolf.sandbox.process import SandboxedProcess
 from agentgolf.sandbox.result import DataSpec, Status
 from agentgolf.sandbox.runner import run_sandboxed
 

@@ -115,12 +115,12 @@ def in_process(trainer, artifact: Path, info, numerics: str, batch_tokens: int) 
 def harness(artifact: Path, info, run_dir: Path, env: dict[str, str], thorough: bool) -> dict:
     """score_artifact on this artifact, as a run scores it: the result's figures and the wall time."""
     from agentgolf.sandbox.budget import Budget
-    from agentgolf.sandbox.bwrap import resolve_isolation
+    from agentgolf.sandbox.isolation.bwrap import resolve_isolation
     from agentgolf.sandbox.metrics import compile_patterns
     from agentgolf.sandbox.result import DataSpec, SandboxResult, Status
     from agentgolf.sandbox.run_setup import RunSetup
-    from agentgolf.sandbox.score_phase import score_artifact
-    from agentgolf.sandbox.verify import VerifyConfig
+    from agentgolf.sandbox.scoring.score_phase import score_artifact
+    from agentgolf.sandbox.scoring.verify import VerifyConfig
 
     data = DataSpec(
         train_files=info.train_files,

@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from agentgolf.challenge import SIZE_LIMIT_BYTES, TRAIN_SECONDS
 from agentgolf.sandbox.result import SandboxResult
-from agentgolf.sandbox.verify import VerifyConfig
+from agentgolf.sandbox.scoring.verify import VerifyConfig
 
 
 class Budget(BaseModel):

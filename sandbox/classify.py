@@ -4,7 +4,7 @@ The log is written by the candidate, so patterns found in it only ever choose be
 charge the idea (oom, violation, crash); nothing a trainer prints can make its failure an infra_error.
 
 Nor can what it writes: a harness log write that failed is the machine's fault (infra_error) only where the
-phase stayed within its disk caps. One that passed them (sandbox/process.py: disk_bytes, or the free space at
+phase stayed within its disk caps. One that passed them (sandbox/isolation/process.py: disk_bytes, or the free space at
 its start less the harness's reserve) filled the disk itself, and the failed write is its doing: violation.
 """
 

@@ -6,10 +6,10 @@ budget in CPU seconds of the training phase's whole process tree: train_seconds 
 OMP_NUM_THREADS; RunSetup.cpu_threads, Budget.train_clock), what those threads use in train_seconds with the
 machine to themselves; the kill and the overhead allowance are scaled alike. The trainer stops itself on that
 clock (TRAIN_CLOCK=cpu, MAX_CPU_SECONDS), and the harness measures the same clock from outside here, to stop
-a trainer that ignores it (sandbox/process.py's watcher) and to judge over_time (sandbox/runner.py).
+a trainer that ignores it (sandbox/isolation/process.py's watcher) and to judge over_time (sandbox/runner.py).
 
 Measured, best first: the phase's CPU accounting cgroup (v1 cpuacct.usage, v2 cpu.stat usage_usec;
-sandbox/cgroup.py), which counts every process the phase ever had; else its process tree read from /proc,
+sandbox/isolation/cgroup.py), which counts every process the phase ever had; else its process tree read from /proc,
 each process's user and system time (all its threads) plus what its waited-for children used, the largest sum
 seen kept. Without the cgroup a process that leaves the tree is not counted once it has ended: every process of
 the phase also gets RLIMIT_CPU at the phase's CPU limit (`rlimit_cpu`), which the kernel enforces by itself.
@@ -21,7 +21,7 @@ import math
 import os
 from collections.abc import Callable
 
-from agentgolf.sandbox.cgroup import PhaseCgroup
+from agentgolf.sandbox.isolation.cgroup import PhaseCgroup
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")  # the unit of /proc/<pid>/stat's times
 # Past the phase's CPU limit, the kernel's own stop (RLIMIT_CPU): the watcher, which looks every tenth of a

@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 from agentgolf.sandbox.budget import Budget
-from agentgolf.sandbox.bwrap import MINIMAL_PATH, SANDBOX_HOME, resolve_isolation
-from agentgolf.sandbox.limits import Limits
+from agentgolf.sandbox.isolation.bwrap import MINIMAL_PATH, SANDBOX_HOME, resolve_isolation
+from agentgolf.sandbox.isolation.limits import Limits
+from agentgolf.sandbox.isolation.process import SandboxedProcess
 from agentgolf.sandbox.phase import PhaseSpec
-from agentgolf.sandbox.process import SandboxedProcess
 from agentgolf.sandbox.run_setup import INSIDE_TRAIN, TRAINER_NAME
 
 IMPORT_CHECK = (

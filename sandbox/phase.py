@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from agentgolf.sandbox.limits import Limits
+from agentgolf.sandbox.isolation.limits import Limits
 
 
 class PhaseSpec(BaseModel):
@@ -17,7 +17,7 @@ class PhaseSpec(BaseModel):
     env: dict[str, str]
     ro_binds: list[tuple[Path, Path]] = []  # (host path, path inside)
     rw_binds: list[tuple[Path, Path]] = []
-    gpus: list[int] = []  # the slot's GPUs: only their device nodes are bound in (sandbox/bwrap.py)
+    gpus: list[int] = []  # the slot's GPUs: only their device nodes are bound in (sandbox/isolation/bwrap.py)
     limits: Limits
     log_path: Path
     log_bytes: int

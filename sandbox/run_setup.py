@@ -1,9 +1,9 @@
 """One run's setup: its settings, its folders on the host, and how they look from inside the sandbox.
 
-Shared by both phases (sandbox/train_phase.py, sandbox/score_phase.py): where the trainer and its artifact
+Shared by both phases (sandbox/train_phase.py, sandbox/scoring/score_phase.py): where the trainer and its artifact
 live, the base environment every phase starts from (a GPU phase's with the CUDA variables the harness has,
-sandbox/bwrap.py: cuda_env), the limits a phase runs under, whether CUDA starts in the slot's sandbox
-(sandbox/cuda_probe.py), and the training phase's compile cache (sandbox/compile_cache.py).
+sandbox/isolation/bwrap.py: cuda_env), the limits a phase runs under, whether CUDA starts in the slot's sandbox
+(sandbox/isolation/cuda_probe.py), and the training phase's compile cache (sandbox/isolation/compile_cache.py).
 """
 
 from __future__ import annotations
@@ -16,11 +16,17 @@ import sys
 from pathlib import Path
 
 from agentgolf.challenge import TRAINER_FILE
-from agentgolf.sandbox import cuda_probe
 from agentgolf.sandbox.budget import Budget
-from agentgolf.sandbox.bwrap import MINIMAL_PATH, SANDBOX_HOME, cuda_env, cuda_visible_devices
-from agentgolf.sandbox.compile_cache import INSIDE_CACHE, INSIDE_TEMPLATE, CacheUse, cache_env, copy_in
-from agentgolf.sandbox.limits import Limits, harness_disk_reserve
+from agentgolf.sandbox.isolation import cuda_probe
+from agentgolf.sandbox.isolation.bwrap import MINIMAL_PATH, SANDBOX_HOME, cuda_env, cuda_visible_devices
+from agentgolf.sandbox.isolation.compile_cache import (
+    INSIDE_CACHE,
+    INSIDE_TEMPLATE,
+    CacheUse,
+    cache_env,
+    copy_in,
+)
+from agentgolf.sandbox.isolation.limits import Limits, harness_disk_reserve
 from agentgolf.sandbox.result import DataSpec
 
 TRAINER_NAME = TRAINER_FILE
@@ -92,7 +98,7 @@ class RunSetup:
 
     def cuda_problem(self) -> str | None:
         """None if CUDA starts in this slot's sandbox (or the run has no GPU), else the probe's line (asked
-        once per process and slot: sandbox/cuda_probe.py)."""
+        once per process and slot: sandbox/isolation/cuda_probe.py)."""
         if not self.gpus:
             return None
         env = cuda_probe.probe_env(self.base_env(self.home()), self.user_env, self.cuda_visible(self.gpus))
@@ -147,7 +153,7 @@ class RunSetup:
         return [*folders, self.run_dir / "home"] if self.mode == "none" else list(folders)
 
     def cuda_visible(self, gpus: list[int]) -> str:
-        """CUDA_VISIBLE_DEVICES for a phase on these GPUs (sandbox/bwrap.py: cuda_visible_devices)."""
+        """CUDA_VISIBLE_DEVICES for a phase on these GPUs (sandbox/isolation/bwrap.py: cuda_visible_devices)."""
         return cuda_visible_devices(gpus) if gpus else ""
 
     def prepare(self) -> None:

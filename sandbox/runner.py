@@ -6,10 +6,10 @@ Two phases, each a separate sandboxed process tree:
   folder), the training shards and the tokenizer read-only, never the validation shards. Harness-owned env
   (DATA_PATH, ARTIFACT_PATH, MAX_WALLCLOCK_SECONDS, ...) overrides the user's; nothing else of the host
   environment passes.
-- score (sandbox/score_phase.py): a fresh process in run_dir/score/ holding a pristine copy of the trainer
+- score (sandbox/scoring/score_phase.py): a fresh process in run_dir/score/ holding a pristine copy of the trainer
   as it was before training (so a trainer that edits its own file changes nothing), the artifact, and the
   worker; no data files at all. The parent streams validation windows to it and computes val_bpb itself
-  (sandbox/score.py).
+  (sandbox/scoring/score.py).
 
 Self-reported mode (for a trainer that cannot be re-scored, like the unmodified official script) is a
 single phase with the validation shards visible, scored by parsing the log, under the same budgets.
@@ -28,13 +28,13 @@ from pathlib import Path
 
 from agentgolf.errors import AgentgolfError
 from agentgolf.sandbox.budget import Budget
-from agentgolf.sandbox.bwrap import IsolationError, resolve_isolation
-from agentgolf.sandbox.compile_cache import CacheUse
+from agentgolf.sandbox.isolation.bwrap import IsolationError, resolve_isolation
+from agentgolf.sandbox.isolation.compile_cache import CacheUse
+from agentgolf.sandbox.isolation.process import MARKER_ENV
 from agentgolf.sandbox.metrics import compile_patterns
-from agentgolf.sandbox.process import MARKER_ENV
 from agentgolf.sandbox.result import DataSpec, SandboxResult, Status
 from agentgolf.sandbox.run_setup import RunSetup
-from agentgolf.sandbox.score_phase import score_artifact
+from agentgolf.sandbox.scoring.score_phase import score_artifact
 from agentgolf.sandbox.train_phase import train_candidate
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def run_sandboxed(
 
     `isolation` ("bwrap" or "none") overrides $AGENTGOLF_ISOLATION; by default bwrap is used when installed
     and the run is labelled isolation="none", loudly, when it is not. `compile_cache`: the training phase's
-    (sandbox/compile_cache.py; used only with bubblewrap). Bad input raises SandboxInputError;
+    (sandbox/isolation/compile_cache.py; used only with bubblewrap). Bad input raises SandboxInputError;
     everything that goes wrong while running becomes a status in the result.
     """
     trainer, run_dir = Path(trainer), Path(run_dir)

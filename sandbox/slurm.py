@@ -22,8 +22,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from agentgolf.errors import AgentgolfError
-from agentgolf.sandbox import bwrap
 from agentgolf.sandbox.budget import Budget
+from agentgolf.sandbox.isolation import bwrap
 from agentgolf.sandbox.result import DataSpec, SandboxResult, Status
 
 JOB_FILE = "slurm_job.json"  # {"job_id", "submitted_at"}, written right after submission
@@ -68,7 +68,7 @@ def job_gpus(environ: dict[str, str] | None = None) -> list[int]:
     """The GPUs SLURM gave this job, as nvidia-smi's indices on this node (what a slot names).
 
     Read from CUDA_VISIBLE_DEVICES, else SLURM_JOB_GPUS. Indices are taken as they are; GPU UUIDs ("GPU-...",
-    which some nodes list instead) are mapped through nvidia-smi (sandbox/bwrap.py: nvidia_smi_gpus). A MIG
+    which some nodes list instead) are mapped through nvidia-smi (sandbox/isolation/bwrap.py: nvidia_smi_gpus). A MIG
     instance ("MIG-...") cannot be a slot: the sandbox gives a slot whole GPUs. Raises JobGpuError, one
     line, when the list is empty or an id cannot be mapped: the job must not train on the CPU instead."""
     env = os.environ if environ is None else environ

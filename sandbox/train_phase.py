@@ -21,7 +21,8 @@ import sys
 from pathlib import Path
 
 from agentgolf.sandbox.classify import classify_phase
-from agentgolf.sandbox.logs import LogCapture
+from agentgolf.sandbox.isolation.logs import LogCapture
+from agentgolf.sandbox.isolation.process import SandboxedProcess
 from agentgolf.sandbox.metrics import (
     SelfReport,
     parse_init_hash,
@@ -30,7 +31,6 @@ from agentgolf.sandbox.metrics import (
     parse_steps,
 )
 from agentgolf.sandbox.phase import PhaseOutcome, PhaseSpec
-from agentgolf.sandbox.process import SandboxedProcess
 from agentgolf.sandbox.result import SandboxResult, Status
 from agentgolf.sandbox.run_setup import (
     ARTIFACT_NAME,

@@ -17,7 +17,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from agentgolf.agent.proposers.llm import LLMConfig
+from agentgolf.agent.proposers.llm.proposer import LLMConfig
 
 
 def reply(

@@ -8,7 +8,7 @@ from pathlib import Path
 from agentgolf.baseline.dataset import DatasetInfo
 from agentgolf.sandbox.budget import Budget
 from agentgolf.sandbox.result import DataSpec
-from agentgolf.sandbox.verify import VerifyConfig
+from agentgolf.sandbox.scoring.verify import VerifyConfig
 
 TRAINERS = Path(__file__).parent / "sandbox_trainers"
 TOY = TRAINERS / "toy_bigram.py"

@@ -9,9 +9,9 @@ import statistics
 import pytest
 
 from agentgolf import challenge
-from agentgolf.agent import acceptance
-from agentgolf.agent.acceptance import AcceptanceConfig, judge
-from agentgolf.agent.stats import efficacy_boundary, normal_sf, student_t_sf, t_isf
+from agentgolf.agent.judge import acceptance
+from agentgolf.agent.judge.acceptance import AcceptanceConfig, judge
+from agentgolf.agent.judge.stats import efficacy_boundary, normal_sf, student_t_sf, t_isf
 from agentgolf.experiments.ledger import Experiment
 
 

@@ -195,7 +195,7 @@ def test_the_agents_cost_counts_against_the_runs_dollar_cap(standins, tmp_path, 
     save_config(ws.config_path, ws.config)
     args = ["run", "--budget", "4", "--agent", "claude", "--max-usd", "0.04"]
     proc = subprocess.run(
-        [sys.executable, "-m", "agentgolf.agent.cli", *args],
+        [sys.executable, "-m", "agentgolf.agent.cli.main", *args],
         cwd=ws.root,
         capture_output=True,
         text=True,

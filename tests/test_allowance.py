@@ -9,7 +9,7 @@ from pathlib import Path
 import git
 import pytest
 
-from agentgolf.agent import allowance
+from agentgolf.agent.judge import allowance
 from agentgolf.experiments.ledger import Experiment
 from agentgolf.sandbox.budget import Budget
 from tests.sandbox_support import MAIN_GUARD, TOY

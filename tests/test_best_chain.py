@@ -15,15 +15,15 @@ from pathlib import Path
 import git
 import pytest
 
-from agentgolf.agent.acceptance import AcceptanceConfig, noise_floor
-from agentgolf.agent.deltas import Scores, score_of, vs_parent
-from agentgolf.agent.lab import Lab
-from agentgolf.agent.loop import replay_verdict
-from agentgolf.agent.proposers.digest import build_digest
+from agentgolf.agent.controller.lab import Lab
+from agentgolf.agent.controller.loop import replay_verdict
+from agentgolf.agent.judge.acceptance import AcceptanceConfig, noise_floor
+from agentgolf.agent.judge.deltas import Scores, score_of, vs_parent
+from agentgolf.agent.judge.screening import lane
+from agentgolf.agent.proposers.briefing.digest import build_digest
 from agentgolf.agent.report.report import write_report
 from agentgolf.agent.report.summary import best, best_chain, summarize
-from agentgolf.agent.screening import lane
-from agentgolf.agent.submit import run_folder, write_submission
+from agentgolf.agent.results.submit import run_folder, write_submission
 from agentgolf.errors import AgentgolfError
 from agentgolf.experiments.ledger import Ledger, Run
 from agentgolf.sandbox.result import SandboxResult, Status

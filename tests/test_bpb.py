@@ -10,7 +10,7 @@ import sentencepiece as spm
 
 from agentgolf.baseline.corpus import demo_corpus
 from agentgolf.baseline.tokenizer import BOS_ID, UNK_ID, train_tokenizer
-from agentgolf.sandbox.bpb import ByteTable, ByteTableError, bits_per_byte
+from agentgolf.sandbox.scoring.bpb import ByteTable, ByteTableError, bits_per_byte
 
 NON_ASCII = "Zürich café — naïve “quotes” 日本語 ✓ and ﬁ ligature, 3.14 μm."
 

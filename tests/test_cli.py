@@ -21,7 +21,7 @@ def agentgolf(
     *args: str, cwd: Path, check: bool = False, timeout: float = 600
 ) -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        [sys.executable, "-m", "agentgolf.agent.cli", *args],
+        [sys.executable, "-m", "agentgolf.agent.cli.main", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -312,7 +312,7 @@ def test_resume_after_kill_9_mid_experiment(workspace):
     cfg["trainer_env"]["ITERATIONS"] = "40"  # long enough to be caught mid-flight
     cfg_path.write_text(json.dumps(cfg))
     loop = subprocess.Popen(
-        [sys.executable, "-m", "agentgolf.agent.cli", "run", "--budget", "1"],
+        [sys.executable, "-m", "agentgolf.agent.cli.main", "run", "--budget", "1"],
         cwd=workspace,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -11,7 +11,7 @@ import pytest
 from agentgolf.agent.proposers.command import CommandConfig, CommandProposer
 from agentgolf.agent.proposers.proposal import ProposalContext, ProposalError
 from agentgolf.errors import AgentgolfError
-from agentgolf.sandbox.bwrap import find_bwrap
+from agentgolf.sandbox.isolation.bwrap import find_bwrap
 from tests.tiny import proposal_tree
 
 TRAINER = 'import os\nmatrix_lr = float(os.environ.get("MATRIX_LR", 0.04))\n'

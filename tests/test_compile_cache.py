@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from agentgolf.agent.executor import LocalConfig, LocalExecutor
-from agentgolf.sandbox.bwrap import find_bwrap
-from agentgolf.sandbox.compile_cache import BUILD_PREFIX, INSIDE_TEMPLATE, CacheUse, CompileCache
+from agentgolf.agent.controller.executor import LocalConfig, LocalExecutor
+from agentgolf.sandbox.isolation.bwrap import find_bwrap
+from agentgolf.sandbox.isolation.compile_cache import BUILD_PREFIX, INSIDE_TEMPLATE, CacheUse, CompileCache
 from agentgolf.sandbox.result import SandboxResult, Status
 from tests.sandbox_support import MAIN_GUARD, TEST_BUDGET, TOY, data_spec
 

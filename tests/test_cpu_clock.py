@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from agentgolf.sandbox import cgroup
 from agentgolf.sandbox.budget import Budget
-from agentgolf.sandbox.bwrap import find_bwrap
+from agentgolf.sandbox.isolation import cgroup
+from agentgolf.sandbox.isolation.bwrap import find_bwrap
 from agentgolf.sandbox.result import Status
 from agentgolf.sandbox.run_setup import RunSetup
 from agentgolf.sandbox.runner import run_sandboxed

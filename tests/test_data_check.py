@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agentgolf.agent.data_gate import gate_run, manifest_entry
-from agentgolf.agent.lab import Lab
+from agentgolf.agent.controller.lab import Lab
+from agentgolf.agent.trainer.data_gate import gate_run, manifest_entry
 from agentgolf.baseline.corpus import demo_corpus
 from agentgolf.baseline.data_check import DataCheckConfig, check_dataset
 from agentgolf.baseline.dataset import DatasetInfo, build_dataset, load_dataset
@@ -178,7 +178,7 @@ def test_known_variant_counts(clean):
 
 def test_cli_one_line_per_finding_and_exit_status(copy, tmp_path):
     def run(*args: str) -> subprocess.CompletedProcess:
-        cmd = [sys.executable, "-m", "agentgolf.agent.cli", "data", "check", *args]
+        cmd = [sys.executable, "-m", "agentgolf.agent.cli.main", "data", "check", *args]
         return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
 
     ok = run(str(copy.root))  # a data root with one dataset under datasets/
@@ -205,7 +205,7 @@ def leak_one(info: DatasetInfo) -> None:
 def test_a_run_on_leaked_data_stops_before_the_baseline(copy, tmp_path):
     leak_one(copy)
     ws = make_workspace(tmp_path / "ws", copy)
-    cmd = [sys.executable, "-m", "agentgolf.agent.cli", "run", "--budget", "1"]
+    cmd = [sys.executable, "-m", "agentgolf.agent.cli.main", "run", "--budget", "1"]
     proc = subprocess.run(cmd, cwd=ws.root, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()

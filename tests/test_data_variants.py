@@ -22,7 +22,7 @@ from agentgolf.baseline.dataset import load_dataset
 from agentgolf.baseline.fetch import FetchError, fetch_official
 from agentgolf.baseline.shards import BOS_ID, read_shard, write_shard
 from agentgolf.baseline.variants import ENDPOINT_ENV, VAL_BYTES_PATTERN, VARIANTS, Variant
-from agentgolf.sandbox.bpb import ByteTable, ByteTableError, load_byte_sidecar, stream_bytes
+from agentgolf.sandbox.scoring.bpb import ByteTable, ByteTableError, load_byte_sidecar, stream_bytes
 
 PUBLISHED_TRAIN = 3
 
@@ -150,7 +150,7 @@ def test_cli_fetch_variant(hub, tmp_path, tiny_dataset):
     cmd = [
         sys.executable,
         "-m",
-        "agentgolf.agent.cli",
+        "agentgolf.agent.cli.main",
         "data",
         "fetch",
         "--variant",

@@ -31,7 +31,7 @@ from agentgolf.agent.workspace import (
 from agentgolf.baseline.corpus import demo_corpus, disguise_docs
 from agentgolf.baseline.dataset import DatasetInfo, build_dataset
 from agentgolf.baseline.shards import BOS_ID, read_shard
-from agentgolf.sandbox.bwrap import find_bwrap
+from agentgolf.sandbox.isolation.bwrap import find_bwrap
 from agentgolf.sandbox.result import Status
 from agentgolf.sandbox.runner import run_sandboxed
 from tests.sandbox_support import TEST_BUDGET, TOY, compose, data_spec

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from agentgolf.agent.proposers.digest import DIGEST_MAX_CHARS, build_digest, similar
+from agentgolf.agent.proposers.briefing.digest import DIGEST_MAX_CHARS, build_digest, similar
 from agentgolf.experiments.ledger import Experiment
 
 STATUSES = ["ok", "ok", "ok", "crash", "timeout", "over_size", "rejected", "nan"]

@@ -19,14 +19,14 @@ from pathlib import Path
 import git
 import pytest
 
-from agentgolf.agent.preflight import check_endpoint
-from agentgolf.agent.proposers.llm import LLMConfig
+from agentgolf.agent.controller.preflight import check_endpoint
+from agentgolf.agent.proposers.llm.proposer import LLMConfig
 from tests.tiny import make_workspace, training_row
 
 
 def agentgolf(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600):
     return subprocess.run(
-        [sys.executable, "-m", "agentgolf.agent.cli", *args],
+        [sys.executable, "-m", "agentgolf.agent.cli.main", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -304,7 +304,7 @@ def slow_workspace(workspace: Path) -> Path:
 def test_a_second_loop_is_refused_and_status_reports_the_live_run(slow_workspace):
     ws = slow_workspace
     loop = subprocess.Popen(
-        [sys.executable, "-m", "agentgolf.agent.cli", "run", "--budget", "2"],
+        [sys.executable, "-m", "agentgolf.agent.cli.main", "run", "--budget", "2"],
         cwd=ws,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -341,7 +341,7 @@ def test_a_second_loop_is_refused_and_status_reports_the_live_run(slow_workspace
 def test_ctrl_c_marks_in_flight_rows_interrupted_and_resume_trains_them(slow_workspace):
     ws = slow_workspace
     loop = subprocess.Popen(
-        [sys.executable, "-m", "agentgolf.agent.cli", "run", "--budget", "1"],
+        [sys.executable, "-m", "agentgolf.agent.cli.main", "run", "--budget", "1"],
         cwd=ws,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -8,9 +8,9 @@ import re
 
 import pytest
 
-from agentgolf.agent import screening
-from agentgolf.agent.acceptance import AcceptanceConfig
-from agentgolf.agent.fidelity import (
+from agentgolf.agent.judge import screening
+from agentgolf.agent.judge.acceptance import AcceptanceConfig
+from agentgolf.agent.judge.fidelity import (
     FidelityConfig,
     Pair,
     Rung,

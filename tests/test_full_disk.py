@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from agentgolf.sandbox import process
-from agentgolf.sandbox.bwrap import find_bwrap
 from agentgolf.sandbox.classify import classify_phase
-from agentgolf.sandbox.limits import DISK_RESERVE_BYTES, Limits, empty_folders, harness_disk_reserve
+from agentgolf.sandbox.isolation import process
+from agentgolf.sandbox.isolation.bwrap import find_bwrap
+from agentgolf.sandbox.isolation.limits import DISK_RESERVE_BYTES, Limits, empty_folders, harness_disk_reserve
+from agentgolf.sandbox.isolation.process import SandboxedProcess
 from agentgolf.sandbox.phase import PhaseOutcome, PhaseSpec
-from agentgolf.sandbox.process import SandboxedProcess
 from agentgolf.sandbox.result import Status
 from agentgolf.sandbox.runner import run_sandboxed
 from tests.sandbox_support import TEST_BUDGET, TOY, TRAINERS, data_spec

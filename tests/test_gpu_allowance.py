@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import pytest
 
-from agentgolf.agent import allowance
-from agentgolf.agent.acceptance import AcceptanceConfig
-from agentgolf.agent.fidelity import FidelityConfig, Rung
+from agentgolf.agent.judge import allowance
+from agentgolf.agent.judge.acceptance import AcceptanceConfig
+from agentgolf.agent.judge.fidelity import FidelityConfig, Rung
 from agentgolf.agent.workspace import WorkspaceConfig, save_config
 from agentgolf.experiments import worktree as wt
 from agentgolf.experiments.ledger import Experiment

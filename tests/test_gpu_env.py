@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from agentgolf.agent.executor import GPU_THREAD_VARS, LocalExecutor
-from agentgolf.sandbox import bwrap, cuda_probe, slurm
-from agentgolf.sandbox.bwrap import cuda_env, cuda_paths, find_bwrap
+from agentgolf.agent.controller.executor import GPU_THREAD_VARS, LocalExecutor
+from agentgolf.sandbox import slurm
+from agentgolf.sandbox.isolation import bwrap, cuda_probe
+from agentgolf.sandbox.isolation.bwrap import cuda_env, cuda_paths, find_bwrap
 from agentgolf.sandbox.result import Status
 from agentgolf.sandbox.runner import run_sandboxed
 from tests.sandbox_support import TEST_BUDGET, TRAINERS, data_spec
@@ -251,7 +252,8 @@ def test_gpu_slots_share_the_cores(monkeypatch, tmp_path):
     seen: list[dict[str, str]] = []
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
     monkeypatch.setattr(
-        "agentgolf.agent.executor.run_sandboxed", lambda *a, env, **k: seen.append(env) or _ok_result()
+        "agentgolf.agent.controller.executor.run_sandboxed",
+        lambda *a, env, **k: seen.append(env) or _ok_result(),
     )
     trainer = tmp_path / "train_gpt.py"
     trainer.write_text("print('hello')\n")

@@ -18,8 +18,8 @@ import git
 import pytest
 from rich.console import Console
 
-from agentgolf.agent.acceptance import AcceptanceConfig
-from agentgolf.agent.loop import Loop, RunCaps
+from agentgolf.agent.controller.loop import Loop, RunCaps
+from agentgolf.agent.judge.acceptance import AcceptanceConfig
 from agentgolf.agent.proposers.proposal import Proposal, ProposalContext
 from agentgolf.agent.report.report import write_report
 from agentgolf.agent.report.summary import slot_utilization
@@ -144,7 +144,7 @@ def _loop_run(ws, tmp_path: Path, proposer, experiments: int, machine=None):
     if machine is not None:
         loop.lab.executor = machine(loop.lab.executor)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("agentgolf.agent.loop.make_proposer", lambda name, ws: proposer)
+        patch.setattr("agentgolf.agent.controller.loop.make_proposer", lambda name, ws: proposer)
         summary = loop.run(RunCaps(experiments=experiments), "scripted")
     return summary, loop.ledger.experiments(run_id=summary.run_id), out.read_text()
 

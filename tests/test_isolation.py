@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from agentgolf.sandbox import bwrap, cgroup
-from agentgolf.sandbox.bwrap import GpuDevice, find_bwrap
-from agentgolf.sandbox.cgroup import PhaseCgroup
-from agentgolf.sandbox.limits import MIN_ENTRY_BYTES, written_bytes
+from agentgolf.sandbox.isolation import bwrap, cgroup
+from agentgolf.sandbox.isolation.bwrap import GpuDevice, find_bwrap
+from agentgolf.sandbox.isolation.cgroup import PhaseCgroup
+from agentgolf.sandbox.isolation.limits import MIN_ENTRY_BYTES, written_bytes
 from agentgolf.sandbox.result import Status
 from agentgolf.sandbox.runner import run_sandboxed
 from tests.sandbox_support import TEST_BUDGET, TOY, TRAINERS, data_spec

@@ -37,7 +37,7 @@ def test_no_import_goes_against_the_flow():
     ("module", "line", "complaint"),
     [
         (
-            "sandbox/score.py",
+            "sandbox/scoring/score.py",
             "from agentgolf.experiments.ledger import Ledger",
             "sandbox/ may not import from experiments/",
         ),
@@ -69,7 +69,9 @@ def test_a_type_checking_import_is_not_an_edge(tmp_path):
     for folder in FOLDERS:
         shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
     target = tmp_path / "sandbox" / "result.py"
-    target.write_text(target.read_text() + "\nif TYPE_CHECKING:\n    from agentgolf.agent.lab import Lab\n")
+    target.write_text(
+        target.read_text() + "\nif TYPE_CHECKING:\n    from agentgolf.agent.controller.lab import Lab\n"
+    )
     assert _graph(tmp_path).returncode == 0
 
 
@@ -90,3 +92,16 @@ def test_each_module_says_what_it_is():
         if not (ast.get_docstring(ast.parse(p.read_text())) or "").strip()
     ]
     assert not silent, f"modules without a first docstring line: {silent}"
+
+
+MAX_MODULES = 12  # "past a dozen modules, group them by concept in a sub-package"
+
+
+def test_no_folder_holds_more_than_a_dozen_modules():
+    crowded = {}
+    for folder in FOLDERS:
+        for d in [ROOT / folder, *(p for p in (ROOT / folder).rglob("*") if p.is_dir())]:
+            n = sum(1 for p in d.glob("*.py") if p.name != "__init__.py")
+            if "__pycache__" not in d.parts and n > MAX_MODULES:
+                crowded[str(d.relative_to(ROOT))] = n
+    assert not crowded, f"folders past {MAX_MODULES} modules (group them in sub-packages): {crowded}"

@@ -36,7 +36,7 @@ def blocked_run(argv: list[str], blocked, cwd: Path, timeout: float = 120) -> su
 def test_the_cli_runs_without_the_optional_packages(tmp_path):
     optional = gpu_data().OPTIONAL
     assert set(optional) == {"bm25s", "optuna", "colorlog", "openai", "submitit"}
-    cli = ["-m", "agentgolf.agent.cli"]
+    cli = ["-m", "agentgolf.agent.cli.main"]
     # the positive control: the blocker is in force in these processes
     probe = blocked_run(["-c", "import bm25s"], optional, tmp_path)
     assert probe.returncode == 1 and "No module named 'bm25s' (blocked" in probe.stderr, probe.stderr

@@ -14,14 +14,14 @@ import time
 
 import pytest
 
-from agentgolf.agent.acceptance import AcceptanceConfig
-from agentgolf.agent.fidelity import Rung
-from agentgolf.agent.lab import Lab
-from agentgolf.agent.notes import agent_notebook
-from agentgolf.agent.proposers import board
-from agentgolf.agent.proposers.context import build_context
-from agentgolf.agent.proposers.data_facts import data_description
-from agentgolf.agent.proposers.llm import LLMProposer
+from agentgolf.agent.controller.lab import Lab
+from agentgolf.agent.controller.notes import agent_notebook
+from agentgolf.agent.judge.acceptance import AcceptanceConfig
+from agentgolf.agent.judge.fidelity import Rung
+from agentgolf.agent.proposers.briefing import board
+from agentgolf.agent.proposers.briefing.context import build_context
+from agentgolf.agent.proposers.briefing.data_facts import data_description
+from agentgolf.agent.proposers.llm.proposer import LLMProposer
 from agentgolf.agent.proposers.prepare import prepare_proposal
 from agentgolf.agent.workspace import DEMO_DATASET, find_workspace, save_config
 from agentgolf.experiments import worktree as wt

@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
-from agentgolf.agent.loop import Loop, RunCaps
-from agentgolf.agent.proposers.digest import build_digest
-from agentgolf.agent.proposers.facts import outcome
+from agentgolf.agent.controller.loop import Loop, RunCaps
+from agentgolf.agent.proposers.briefing.digest import build_digest
+from agentgolf.agent.proposers.briefing.facts import outcome
 from agentgolf.agent.workspace import save_config
 from agentgolf.experiments import worktree as wt
 from tests.fake_llm import FakeLLM, llm_config, tool_reply

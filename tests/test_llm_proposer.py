@@ -9,11 +9,11 @@ from pathlib import Path
 import git
 import pytest
 
-from agentgolf.agent.proposers.digest import build_digest
-from agentgolf.agent.proposers.llm import LLMConfig, LLMProposer, LLMUnavailable, parse_proposal
+from agentgolf.agent.proposers.briefing.digest import build_digest
+from agentgolf.agent.proposers.llm.proposer import LLMConfig, LLMProposer, LLMUnavailable, parse_proposal
+from agentgolf.agent.proposers.llm.session import LAST_TURN
+from agentgolf.agent.proposers.llm.tools import NAMES as TOOL_NAMES
 from agentgolf.agent.proposers.proposal import ProposalContext, ProposalError
-from agentgolf.agent.proposers.session import LAST_TURN
-from agentgolf.agent.proposers.tools import NAMES as TOOL_NAMES
 from agentgolf.errors import AgentgolfError
 from agentgolf.experiments.ledger import Experiment
 from agentgolf.sandbox.budget import Budget

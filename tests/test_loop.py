@@ -11,8 +11,8 @@ import git
 import pytest
 from rich.console import Console
 
-from agentgolf.agent.acceptance import AcceptanceConfig
-from agentgolf.agent.loop import Loop, RunCaps
+from agentgolf.agent.controller.loop import Loop, RunCaps
+from agentgolf.agent.judge.acceptance import AcceptanceConfig
 from agentgolf.agent.proposers.command import CommandConfig
 from agentgolf.agent.workspace import save_config
 from agentgolf.experiments import worktree as wt

@@ -21,10 +21,10 @@ from types import SimpleNamespace
 import pytest
 from rich.console import Console
 
-from agentgolf.agent.live import LiveView, describe, panel
+from agentgolf.agent.controller.live import LiveView, describe, panel
+from agentgolf.agent.controller.run_status import run_status
+from agentgolf.agent.controller.scheduler import RunCaps, Scheduler, SchedulerState
 from agentgolf.agent.report.tables import TSV_HEADER, ledger_table, ledger_tsv, status_lines
-from agentgolf.agent.run_status import run_status
-from agentgolf.agent.scheduler import RunCaps, Scheduler, SchedulerState
 from agentgolf.agent.workspace import init_workspace
 from agentgolf.experiments.ledger import Experiment, Ledger, Run
 from agentgolf.experiments.status import charged
@@ -37,7 +37,7 @@ LONG = "Lower learning rates for Muon, the scalars and the tied embeddings, with
 
 def cli(*args: str, cwd: Path, columns: int = WIDTH) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "agentgolf.agent.cli", *args],
+        [sys.executable, "-m", "agentgolf.agent.cli.main", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -218,8 +218,8 @@ def test_similar_ranks_the_idea_named_in_titles_and_hypotheses_first():
     """The search's own playbook as past proposals, each with the lines its knob edit changes in the trainer:
     `lower the Muon LR` is "Lower learning rates" (its hypothesis: "Halving Muon, scalar and tied-embedding
     LRs"), not "Higher matrix LR", whose title says LR and whose hypothesis says Muon."""
-    from agentgolf.agent.proposers.retrieval import similar_attempts
-    from agentgolf.agent.proposers.space import LIBRARY
+    from agentgolf.agent.proposers.briefing.retrieval import similar_attempts
+    from agentgolf.agent.proposers.search.space import LIBRARY
 
     trainer = (Path(__file__).resolve().parents[1] / "baseline" / "train_gpt.py").read_text().splitlines()
 

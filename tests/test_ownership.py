@@ -1,6 +1,6 @@
 """One owner per run: a live loop holds its run, a second --resume refuses, cancel stops it cleanly.
 
-Real subprocesses (`python -m agentgolf.agent.cli`), a real workspace on tiny data, real SQLite and git.
+Real subprocesses (`python -m agentgolf.agent.cli.main`), a real workspace on tiny data, real SQLite and git.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def slow_workspace(tmp_path, tiny_dataset):
 def test_a_live_run_has_one_owner_and_cancel_stops_it(slow_workspace):
     ws = slow_workspace
     loop = subprocess.Popen(
-        [sys.executable, "-m", "agentgolf.agent.cli", "run", "--budget", "2"],
+        [sys.executable, "-m", "agentgolf.agent.cli.main", "run", "--budget", "2"],
         cwd=ws,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

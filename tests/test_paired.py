@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from agentgolf.agent import paired, pipeline
-from agentgolf.agent.acceptance import AcceptanceConfig, describe_evidence
-from agentgolf.agent.loop import Loop, RunCaps
+from agentgolf.agent.controller import pipeline
+from agentgolf.agent.controller.loop import Loop, RunCaps
+from agentgolf.agent.controller.run_status import run_status
+from agentgolf.agent.judge import paired
+from agentgolf.agent.judge.acceptance import AcceptanceConfig, describe_evidence
 from agentgolf.agent.report.report import write_report
-from agentgolf.agent.run_status import run_status
 from agentgolf.experiments.ledger import Experiment, Ledger
 from agentgolf.sandbox.result import SandboxResult, Status
 from tests.test_hill_climb import Scripted, _steps, _workspace
@@ -170,7 +171,7 @@ def _loop(
     loop.lab.executor = Machine(loop.lab.executor, slots, fail)
     script = [(f"{n} steps", lambda tree, n=n: _steps(tree, n)) for n in (12, 9, 10)]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("agentgolf.agent.loop.make_proposer", lambda name, ws: Scripted(script))
+        patch.setattr("agentgolf.agent.controller.loop.make_proposer", lambda name, ws: Scripted(script))
         summary = loop.run(RunCaps(experiments=experiments), "scripted")
     return loop.ledger.experiments(run_id=summary.run_id), summary
 

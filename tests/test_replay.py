@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
-from agentgolf.agent.acceptance import AcceptanceConfig, noise_floor
-from agentgolf.agent.loop import Loop, RunCaps, not_bit_exact, replay_experiment, replay_verdict
+from agentgolf.agent.controller.loop import Loop, RunCaps, not_bit_exact, replay_experiment, replay_verdict
+from agentgolf.agent.judge.acceptance import AcceptanceConfig, noise_floor
 from agentgolf.agent.workspace import save_config
 from tests.tiny import make_workspace
 

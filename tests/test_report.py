@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from matplotlib import image as mpimg
 
-from agentgolf.agent.acceptance import AcceptanceConfig, judge
+from agentgolf.agent.judge.acceptance import AcceptanceConfig, judge
 from agentgolf.agent.report.plot import PLOT_COLOR_BEST, progress_series
 from agentgolf.agent.report.report import write_report
 from agentgolf.agent.report.tables import ledger_json

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import git
 
+from agentgolf.agent.proposers.briefing.retrieval import GitDiffs, search, similar_attempts
+from agentgolf.agent.proposers.llm.tools import Workbench
 from agentgolf.agent.proposers.proposal import ProposalContext
-from agentgolf.agent.proposers.retrieval import GitDiffs, search, similar_attempts
-from agentgolf.agent.proposers.tools import Workbench
 from agentgolf.experiments.ledger import Experiment
 from agentgolf.sandbox.budget import Budget
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import git
 
-from agentgolf.agent.notes import add_note, notes_block, read_notes, remove_notes
-from agentgolf.agent.proposers.context import change_summary, in_flight_block
-from agentgolf.agent.proposers.digest import DigestConfig, build_digest
-from agentgolf.agent.proposers.facts import outcome, parent_block, parent_facts, parse_train_log
+from agentgolf.agent.controller.notes import add_note, notes_block, read_notes, remove_notes
+from agentgolf.agent.proposers.briefing.context import change_summary, in_flight_block
+from agentgolf.agent.proposers.briefing.digest import DigestConfig, build_digest
+from agentgolf.agent.proposers.briefing.facts import outcome, parent_block, parent_facts, parse_train_log
 from agentgolf.experiments.ledger import Experiment
 from agentgolf.sandbox.result import SandboxResult, Status
 

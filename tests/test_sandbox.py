@@ -16,10 +16,11 @@ import sentencepiece as spm
 import torch
 
 from agentgolf.baseline.shards import read_shard
-from agentgolf.sandbox.bwrap import bwrap_works, find_bwrap, resolve_isolation
 from agentgolf.sandbox.classify import classify_phase
-from agentgolf.sandbox.limits import Limits
-from agentgolf.sandbox.logs import READY_LINE, LogCapture
+from agentgolf.sandbox.isolation.bwrap import bwrap_works, find_bwrap, resolve_isolation
+from agentgolf.sandbox.isolation.limits import Limits
+from agentgolf.sandbox.isolation.logs import READY_LINE, LogCapture
+from agentgolf.sandbox.isolation.process import SandboxedProcess
 from agentgolf.sandbox.metrics import (
     MetricPatternError,
     compile_patterns,
@@ -27,10 +28,9 @@ from agentgolf.sandbox.metrics import (
     parse_steps,
 )
 from agentgolf.sandbox.phase import PhaseSpec
-from agentgolf.sandbox.process import SandboxedProcess
 from agentgolf.sandbox.result import SandboxResult, Status
 from agentgolf.sandbox.runner import SandboxInputError, TrainerNotFoundError, run_sandboxed
-from agentgolf.sandbox.score_worker import FrameError, read_frame, write_frame
+from agentgolf.sandbox.scoring.score_worker import FrameError, read_frame, write_frame
 from tests.sandbox_support import TEST_BUDGET, TOY, TRAINERS, compose, data_spec
 
 needs_bwrap = pytest.mark.skipif(find_bwrap() is None, reason="bubblewrap is not installed")

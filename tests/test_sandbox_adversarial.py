@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from agentgolf.sandbox.bwrap import find_bwrap
-from agentgolf.sandbox.limits import process_limit_enforced
+from agentgolf.sandbox.isolation.bwrap import find_bwrap
+from agentgolf.sandbox.isolation.limits import process_limit_enforced
 from agentgolf.sandbox.result import Status
 from agentgolf.sandbox.runner import run_sandboxed
 from tests.sandbox_support import TEST_BUDGET, TOY, TRAINERS, compose, data_spec, processes_with

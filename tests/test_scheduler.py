@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from agentgolf.agent.loop import Loop, RunCaps
+from agentgolf.agent.controller.loop import Loop, RunCaps
 from tests.tiny import make_workspace
 
 
@@ -101,7 +101,7 @@ def test_a_verdict_cut_off_by_a_kill_is_made_on_resume(tmp_path, tiny_dataset):
 def test_a_cpu_machine_has_as_many_slots_as_configured_each_with_its_share_of_the_cores(
     tiny_dataset, monkeypatch
 ):
-    from agentgolf.agent.executor import LocalConfig, LocalExecutor
+    from agentgolf.agent.controller.executor import LocalConfig, LocalExecutor
     from agentgolf.sandbox.result import DataSpec
 
     monkeypatch.setattr("os.cpu_count", lambda: 8)
@@ -113,7 +113,7 @@ def test_a_cpu_machine_has_as_many_slots_as_configured_each_with_its_share_of_th
     assert LocalExecutor(data, LocalConfig(cpu_slots=16)).threads() == 1
     seen = {}
     monkeypatch.setattr(  # only what the executor hands the sandbox is looked at here, not the sandbox
-        "agentgolf.agent.executor.run_sandboxed", lambda *a, env, **k: seen.update(env)
+        "agentgolf.agent.controller.executor.run_sandboxed", lambda *a, env, **k: seen.update(env)
     )
     two.run(Path("t.py"), Path("run"), 1, {"PRESET": "cpu"}, None, None)
     assert seen == {"PRESET": "cpu", "OMP_NUM_THREADS": "4"}

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from agentgolf.sandbox.budget import Timing
-from agentgolf.sandbox.bwrap import find_bwrap
+from agentgolf.sandbox.isolation.bwrap import find_bwrap
 from agentgolf.sandbox.result import Status
 from agentgolf.sandbox.runner import run_sandboxed
-from agentgolf.sandbox.verify import VerifyConfig
+from agentgolf.sandbox.scoring.verify import VerifyConfig
 from tests.sandbox_support import THOROUGH, TOY, compose, data_spec, declaring
 
 pytestmark = pytest.mark.skipif(find_bwrap() is None, reason="bubblewrap is not installed")

@@ -15,14 +15,14 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from agentgolf.sandbox import score_worker
-from agentgolf.sandbox.bwrap import find_bwrap, resolve_isolation
-from agentgolf.sandbox.layout import EvalMode
+from agentgolf.sandbox.isolation.bwrap import find_bwrap, resolve_isolation
 from agentgolf.sandbox.metrics import compile_patterns
 from agentgolf.sandbox.result import SandboxResult, Status
 from agentgolf.sandbox.run_setup import RunSetup
 from agentgolf.sandbox.runner import run_sandboxed
-from agentgolf.sandbox.score_phase import score_artifact
+from agentgolf.sandbox.scoring import score_worker
+from agentgolf.sandbox.scoring.layout import EvalMode
+from agentgolf.sandbox.scoring.score_phase import score_artifact
 from tests.sandbox_support import THOROUGH, compose, data_spec, declaring
 from tests.test_trainer import TRAINER, import_trainer, train_tiny
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import git
 import pytest
 
-from agentgolf.agent.proposers import artifact_size, knobs, search, space
+from agentgolf.agent.proposers import knobs
 from agentgolf.agent.proposers.proposal import (
     Edit,
     ProposalContext,
@@ -19,7 +19,9 @@ from agentgolf.agent.proposers.proposal import (
     check_compiles,
     diff_fingerprint,
 )
-from agentgolf.agent.proposers.trials import gather
+from agentgolf.agent.proposers.search import artifact_size, space
+from agentgolf.agent.proposers.search import proposer as search
+from agentgolf.agent.proposers.search.trials import gather
 from agentgolf.experiments.ledger import Experiment, Ledger
 from agentgolf.sandbox.budget import Budget
 

@@ -92,7 +92,7 @@ def _orphaned_slurm_run(tmp_path: Path, dataset, iterations: int, started: bool)
     with `started`, running): the workspace and the job the dead loop left behind."""
     ws = make_workspace(tmp_path / "ws", dataset, env={**TINY_ENV, "ITERATIONS": str(iterations)})
     loop = subprocess.Popen(
-        [sys.executable, "-m", "agentgolf.agent.cli", "run", "--budget", "1", "--executor", "slurm"],
+        [sys.executable, "-m", "agentgolf.agent.cli.main", "run", "--budget", "1", "--executor", "slurm"],
         cwd=ws.root,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -33,7 +33,7 @@ open("train_gpt.py", "w").write(text)
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        [sys.executable, "-m", "agentgolf.agent.cli", *args],
+        [sys.executable, "-m", "agentgolf.agent.cli.main", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -46,7 +46,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def _status(cwd: Path) -> dict:
     """The live run's state; {} until the run has its ledger row (status says so, in one line, before)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "agentgolf.agent.cli", "status", "--json"],
+        [sys.executable, "-m", "agentgolf.agent.cli.main", "status", "--json"],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -79,7 +79,7 @@ def test_note_and_status_on_a_live_run(tmp_path, tiny_dataset):
     )
     save_config(ws.config_path, ws.config)
     run = subprocess.Popen(
-        [sys.executable, "-m", "agentgolf.agent.cli", "run", "--budget", "3", "--proposer", "command"],
+        [sys.executable, "-m", "agentgolf.agent.cli.main", "run", "--budget", "3", "--proposer", "command"],
         cwd=ws.root,
         env={**os.environ, "PROMPTS_DIR": str(prompts), "AGENTGOLF_ISOLATION": "none"},
         stdout=subprocess.DEVNULL,

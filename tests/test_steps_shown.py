@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from agentgolf.agent.lab import Lab
-from agentgolf.agent.proposers.digest import build_digest
+from agentgolf.agent.controller.lab import Lab
+from agentgolf.agent.proposers.briefing.digest import build_digest
 from agentgolf.agent.report.report import write_report
 from agentgolf.experiments.ledger import Run
 from agentgolf.experiments.steps import STEPS_SHARE, pair_flags, steps_flag

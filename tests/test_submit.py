@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from agentgolf.agent.stats import one_sided_t_test, regularized_beta, student_t_sf
-from agentgolf.agent.submit import run_folder, write_submission
+from agentgolf.agent.judge.stats import one_sided_t_test, regularized_beta, student_t_sf
+from agentgolf.agent.results.submit import run_folder, write_submission
 from agentgolf.challenge import margin_bpb
 from agentgolf.errors import AgentgolfError
 from agentgolf.experiments.ledger import Ledger, Run

@@ -13,7 +13,7 @@ from pathlib import Path
 import git
 import pytest
 
-from agentgolf.agent.contract import read_source, static_points
+from agentgolf.agent.trainer.contract import read_source, static_points
 from agentgolf.sandbox.budget import Budget
 from tests.test_cli import agentgolf
 from tests.tiny import make_workspace, proposal_tree
@@ -27,7 +27,7 @@ CAP = 16_000_000
 def on_tiny_data(root: Path, dataset):
     """A workspace made by `init --trainer`, set as tests/tiny.py sets its own: the tiny data, a short
     budget, plain comparisons."""
-    from agentgolf.agent.acceptance import AcceptanceConfig
+    from agentgolf.agent.judge.acceptance import AcceptanceConfig
     from agentgolf.agent.workspace import DataConfig, Workspace, save_config
     from agentgolf.sandbox.budget import Budget
 
@@ -166,8 +166,8 @@ def test_init_with_a_records_folder_commits_it_and_refuses_what_breaks_the_contr
 
 
 def test_the_search_finds_a_foreign_trainers_knobs_and_skips_techniques_that_do_not_apply():
-    from agentgolf.agent.proposers import space
-    from agentgolf.agent.proposers.search import SearchConfig, propose
+    from agentgolf.agent.proposers.search import space
+    from agentgolf.agent.proposers.search.proposer import SearchConfig, propose
 
     source = FIXTURE.read_text()
     knobs = {k.name: k.category for k in space.searched(source, {})}
@@ -278,7 +278,7 @@ def test_adopt_gives_up_after_its_tries_with_what_is_still_missed(tmp_path, tiny
 def test_what_a_run_tells_is_judged_from_its_result():
     """check's dynamic points from sandbox results, without a run: a CUDA-only trainer on a CPU workspace is
     'not checked here', not missed; an oversize artifact and a printed score better than the harness's are."""
-    from agentgolf.agent.check import dynamic_points
+    from agentgolf.agent.trainer.check import dynamic_points
     from agentgolf.sandbox.budget import Budget
     from agentgolf.sandbox.result import SandboxResult, Status
 

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 from agentgolf.sandbox import run_setup
-from agentgolf.sandbox.bwrap import find_bwrap, masks
-from agentgolf.sandbox.layout import EvalMode, build_layout
+from agentgolf.sandbox.isolation.bwrap import find_bwrap, masks
 from agentgolf.sandbox.result import DataSpec, Status
 from agentgolf.sandbox.runner import run_sandboxed
-from agentgolf.sandbox.verify import (
+from agentgolf.sandbox.scoring.layout import EvalMode, build_layout
+from agentgolf.sandbox.scoring.verify import (
     VerifyConfig,
     detectable_fraction,
     requests,
@@ -274,7 +274,7 @@ def test_a_byte_sidecar_is_what_the_score_divides_by(honest, tiny_dataset, tmp_p
     """CaseOps-style data ships the bytes of each validation token beside its shard: the harness counts those,
     not the tokenizer's. A sidecar of twice the true counts halves val_bpb; the model's NLL is the same."""
     from agentgolf.baseline.shards import read_shard, write_shard
-    from agentgolf.sandbox.bpb import VAL_BYTES_PREFIX, VAL_PREFIX, ByteTable
+    from agentgolf.sandbox.scoring.bpb import VAL_BYTES_PREFIX, VAL_PREFIX, ByteTable
 
     table = ByteTable.from_model(Path(tiny_dataset.tokenizer), tiny_dataset.vocab_size)
     val_files = []

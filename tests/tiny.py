@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agentgolf.agent.acceptance import AcceptanceConfig
+from agentgolf.agent.judge.acceptance import AcceptanceConfig
 from agentgolf.agent.workspace import DataConfig, Workspace, init_workspace, save_config
 from agentgolf.baseline.dataset import DatasetInfo
 from agentgolf.sandbox.budget import Budget
@@ -59,7 +59,7 @@ def training_row(workspace: Path, timeout: float = 240, step: str = "step:2/") -
 
 
 def phase_pids(workspace: Path, exp_id: int) -> list[int]:
-    """The phase leaders a run folder recorded (see agent/processes.py)."""
+    """The phase leaders a run folder recorded (see agent/controller/processes.py)."""
     pid_file = workspace / ".agentgolf" / "runs" / str(exp_id) / "pids"
     return [int(line.split()[0]) for line in pid_file.read_text().splitlines()] if pid_file.exists() else []
 

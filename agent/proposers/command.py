@@ -24,7 +24,7 @@ from agentgolf.agent.proposers import agents
 from agentgolf.agent.proposers.proposal import Proposal, ProposalContext, ProposalError, Usage
 from agentgolf.errors import AgentgolfError
 from agentgolf.prompts.render import proposal_prompt
-from agentgolf.sandbox.agent_box import passed_env, run_agent
+from agentgolf.sandbox.isolation.agent_box import passed_env, run_agent
 
 
 class CommandConfig(BaseModel):
@@ -113,7 +113,7 @@ class CommandProposer:
         return proposal
 
     def _run(self, command: str | list[str], tree: Path, env: dict[str, str], scratch: Path) -> str:
-        """Run the agent in its sandbox (sandbox/agent_box.py): the network and its worktree, nothing else."""
+        """Run the agent in its sandbox (sandbox/isolation/agent_box.py): the network and its worktree, nothing else."""
         named = command if isinstance(command, list) else shlex.split(command)
         program = shutil.which(named[0]) if named else None
         if isinstance(command, list) and program is None:

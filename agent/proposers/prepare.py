@@ -11,9 +11,9 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from agentgolf.agent.lab import Lab
-from agentgolf.agent.proposers import board
-from agentgolf.agent.proposers.context import build_context, change_summary
+from agentgolf.agent.controller.lab import Lab
+from agentgolf.agent.proposers.briefing import board
+from agentgolf.agent.proposers.briefing.context import build_context, change_summary
 from agentgolf.agent.proposers.proposal import (
     Proposal,
     ProposalContext,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from agentgolf.agent.proposers import search
 from agentgolf.agent.proposers.proposal import Proposer
+from agentgolf.agent.proposers.search import proposer as search
 from agentgolf.errors import AgentgolfError
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ def make_proposer(name: str, ws: Workspace) -> Proposer:
     if name in (search.NAME, *search.ALIASES):
         return search.SearchProposer(ws.config.search, ws.config.seed)  # one per run: it remembers
     if name == "openai":
-        from agentgolf.agent.proposers.llm import LLMProposer
+        from agentgolf.agent.proposers.llm.proposer import LLMProposer
 
         return LLMProposer(ws.config.llm)
     if name == "command":

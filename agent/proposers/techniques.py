@@ -303,7 +303,7 @@ def tried_as(t: Technique, e: Experiment) -> bool:
 
 def outcome_in(t: Technique, history: list[Experiment], shown: int = 3) -> str:
     """The technique's outcome in this workspace so far: each row that applied it, in the judge's words."""
-    from agentgolf.agent.proposers.digest import verdict
+    from agentgolf.agent.proposers.briefing.digest import verdict
 
     rows = [e for e in history if tried_as(t, e)]
     if not rows:

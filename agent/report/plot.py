@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from agentgolf.agent.deltas import Scores
+from agentgolf.agent.judge.deltas import Scores
 from agentgolf.experiments.ledger import Experiment
 from agentgolf.experiments.status import SCORED_KINDS, RowStatus
 

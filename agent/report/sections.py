@@ -6,8 +6,8 @@ from collections import Counter
 
 from pydantic import BaseModel, Field
 
-from agentgolf.agent.acceptance import describe_evidence
-from agentgolf.agent.deltas import Score
+from agentgolf.agent.judge.acceptance import describe_evidence
+from agentgolf.agent.judge.deltas import Score
 from agentgolf.agent.report.summary import Spend, Summary
 from agentgolf.experiments.ledger import Experiment
 from agentgolf.experiments.status import FAILURE_CAUSES, Kind

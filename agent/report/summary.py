@@ -10,11 +10,11 @@ from collections import Counter
 
 from pydantic import BaseModel, Field
 
-from agentgolf.agent import morning
-from agentgolf.agent.acceptance import noise_floor
-from agentgolf.agent.deltas import Score, Scores
-from agentgolf.agent.fidelity import Agreement, by_category, pairs
-from agentgolf.agent.screening import lane
+from agentgolf.agent.judge.acceptance import noise_floor
+from agentgolf.agent.judge.deltas import Score, Scores
+from agentgolf.agent.judge.fidelity import Agreement, by_category, pairs
+from agentgolf.agent.judge.screening import lane
+from agentgolf.agent.results import morning
 from agentgolf.errors import AgentgolfError
 from agentgolf.experiments.ledger import Experiment, Ledger, Run, lineage
 from agentgolf.experiments.status import (

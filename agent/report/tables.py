@@ -16,8 +16,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from agentgolf.agent.acceptance import describe_evidence
-from agentgolf.agent.deltas import Score
+from agentgolf.agent.judge.acceptance import describe_evidence
+from agentgolf.agent.judge.deltas import Score
 from agentgolf.agent.report.sections import num
 from agentgolf.experiments.ledger import Experiment
 from agentgolf.experiments.status import Kind, RowStatus
@@ -25,7 +25,7 @@ from agentgolf.experiments.steps import STEPS_SHARE, pair_flags, recorded_flags,
 from agentgolf.sandbox.result import SandboxResult
 
 if TYPE_CHECKING:
-    from agentgolf.agent.run_status import RunStatus
+    from agentgolf.agent.controller.run_status import RunStatus
 
 TSV_HEADER = "commit\tval_bpb\tmemory_gb\tstatus\tdescription\tid\trung\tsteps"  # autoresearch's first
 JSON_FIELDS = (

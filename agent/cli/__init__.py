@@ -1,0 +1,1 @@
+"""The `agentgolf` command line: argument parsing and one thin command per concept."""

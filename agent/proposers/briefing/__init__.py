@@ -1,0 +1,1 @@
+"""What a proposer is told: the digest, the rules of measurement, the board and its notebook."""

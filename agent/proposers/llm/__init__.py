@@ -1,0 +1,1 @@
+"""The LLM proposer: an OpenAI-compatible endpoint in a tool-calling session on the worktree."""

@@ -1,0 +1,1 @@
+"""Trusted scoring: the harness streams validation rows to a sandboxed worker and verifies its answers."""
