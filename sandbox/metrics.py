@@ -102,3 +102,38 @@ def parse_steps(log_text: str) -> int | None:
         if found:
             return int(found[-1])
     return None
+
+
+# A training line: `step:S/N train_loss:L train_time:Tms [step_avg:Ams]` (the official script's shape).
+TRAIN_LINE = re.compile(
+    rf"^step:(?P<step>\d+)/(?P<total>\d+) train_loss:(?P<loss>{FLOAT})"
+    rf"(?: train_time:(?P<ms>{FLOAT})ms)?(?: step_avg:(?P<avg>{FLOAT})ms)?",
+    re.MULTILINE,
+)
+
+
+class CurvePoint(BaseModel):
+    """One logged training step: what the dashboards, the report's curves and the live view draw."""
+
+    step: int
+    total_steps: int
+    train_loss: float
+    seconds: float | None = None  # training time so far, as the trainer measured it
+    step_ms: float | None = None  # its mean step time so far
+
+
+def parse_train_curve(log_text: str) -> list[CurvePoint]:
+    """Every `step:S/N train_loss:L ...` line of a log, in order; a line cut off mid-write is skipped."""
+    points = []
+    for m in TRAIN_LINE.finditer(log_text):
+        ms, avg = _float(m.group("ms")), _float(m.group("avg"))
+        points.append(
+            CurvePoint(
+                step=int(m.group("step")),
+                total_steps=int(m.group("total")),
+                train_loss=_float(m.group("loss")),
+                seconds=ms / 1000 if ms is not None else None,
+                step_ms=avg,
+            )
+        )
+    return points

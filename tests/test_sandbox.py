@@ -26,6 +26,7 @@ from agentgolf.sandbox.metrics import (
     compile_patterns,
     parse_self_report,
     parse_steps,
+    parse_train_curve,
 )
 from agentgolf.sandbox.phase import PhaseSpec
 from agentgolf.sandbox.result import SandboxResult, Status
@@ -324,3 +325,20 @@ def test_a_bare_phase_runs_and_is_reaped(tmp_path):
     proc.start()
     phase = proc.wait()
     assert phase.returncode == 0 and not phase.timed_out and phase.survivors == 0
+
+
+def test_the_training_curve_is_read_from_the_official_line_shape():
+    """Train lines in order; validation lines, other text and a line cut off mid-write are not points."""
+    log = (
+        "step:0/20 val_loss:6.9 val_bpb:4.1\n"
+        "step:1/20 train_loss:6.9000 train_time:120ms step_avg:120.00ms\n"
+        "warmup done\n"
+        "step:2/20 train_loss:6.5000 train_time:250ms step_avg:125.00ms\n"
+        "step:3/20 train_lo"
+    )
+    curve = parse_train_curve(log)
+    assert [(p.step, p.total_steps, p.train_loss, p.seconds, p.step_ms) for p in curve] == [
+        (1, 20, 6.9, 0.12, 120.0),
+        (2, 20, 6.5, 0.25, 125.0),
+    ]
+    assert parse_train_curve("no steps here") == []
