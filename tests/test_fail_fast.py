@@ -327,7 +327,9 @@ def test_a_second_loop_is_refused_and_status_reports_the_live_run(slow_workspace
             Run(id="99990101-000000", created_at=time.time() + 60, base_commit="0" * 40, settings={})
         )
         ledger.close()
-        status = json.loads(agentgolf("status", "--json", cwd=ws).stdout)
+        shown = agentgolf("status", "--json", cwd=ws)
+        assert shown.returncode == 0 and shown.stdout.strip(), (shown.returncode, shown.stderr)
+        status = json.loads(shown.stdout)
         assert status["run_id"] == run and status["live"] and status["pid"] == loop.pid
         assert agentgolf("cancel", run, cwd=ws).returncode == 0
         loop.wait(timeout=120)
@@ -359,7 +361,9 @@ def test_ctrl_c_marks_in_flight_rows_interrupted_and_resume_trains_them(slow_wor
     assert loop.returncode == 130 and "Traceback" not in err, err
     (row,) = rows(ws)
     assert row["id"] == victim and row["status"] == "interrupted" and "Ctrl-C" in row["reason"], row
-    status = json.loads(agentgolf("status", "--json", cwd=ws).stdout)
+    shown = agentgolf("status", "--json", cwd=ws)
+    assert shown.returncode == 0 and shown.stdout.strip(), (shown.returncode, shown.stderr)
+    status = json.loads(shown.stdout)
     assert status["status"] == "interrupted" and not status["live"] and status["in_flight"] == []
 
     config = ws / ".agentgolf" / "config.json"
