@@ -22,6 +22,7 @@ from agentgolf.agent.proposers.briefing.digest import DigestConfig
 from agentgolf.agent.proposers.command import CommandConfig
 from agentgolf.agent.proposers.llm.proposer import LLMConfig
 from agentgolf.agent.proposers.search.proposer import SearchConfig
+from agentgolf.agent.tracking.config import TrackConfig
 from agentgolf.baseline.data_check import DataCheckConfig
 from agentgolf.challenge import TRAINER_FILE
 from agentgolf.errors import AgentgolfError, first_line
@@ -68,6 +69,7 @@ class WorkspaceConfig(BaseModel):
     fidelity: FidelityConfig = Field(default_factory=FidelityConfig)
     digest: DigestConfig = Field(default_factory=DigestConfig)
     fail_fast: FailFastConfig = Field(default_factory=FailFastConfig)
+    track: TrackConfig = Field(default_factory=TrackConfig)  # `run --track`: TensorBoard, offline W&B
 
 
 class Workspace:

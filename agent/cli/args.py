@@ -8,6 +8,7 @@ import math
 from collections.abc import Callable
 from typing import NoReturn
 
+from agentgolf.agent.tracking.config import parse_backends
 from agentgolf.errors import AgentgolfError
 
 
@@ -46,3 +47,11 @@ def positive(text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
+
+
+def track_backends(text: str) -> list[str]:
+    """An argparse type: `--track tensorboard,wandb`, or `none` (the empty list: no tracking)."""
+    try:
+        return parse_backends(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -20,6 +20,7 @@ from agentgolf.agent.controller.executor import Executor, Slot, executor_for
 from agentgolf.agent.judge import allowance, deltas
 from agentgolf.agent.judge.fidelity import Rung, rung_budget, rung_env
 from agentgolf.agent.proposers.proposal import ProposalError, check_trainer
+from agentgolf.agent.tracking.hub import Tracking
 from agentgolf.agent.trainer import data_gate
 from agentgolf.challenge import TRAINER_FILE
 from agentgolf.errors import AgentgolfError
@@ -53,6 +54,7 @@ class Lab:
         )
         self._data_hashes: dict[str, str] | None = None
         self.measured: dict[str, allowance.Measured] = {}  # per rung, what its baseline runs measured
+        self.tracking = Tracking(ws)  # the dashboards a run streams its experiments to (agent/tracking)
 
     def seed_of(self, exp: Experiment) -> int:
         return exp.seed if exp.seed is not None else self.ws.config.seed
@@ -92,6 +94,7 @@ class Lab:
         )
         kept = {k: v for k, v in self.ledger.get(exp.id).manifest.items() if k == "proposer_session"}
         self.ledger.update(exp.id, manifest={**manifest, **kept})  # how the proposer made it: kept
+        self.tracking.started(exp, run_dir, self)
         return run_dir
 
     def sandbox(self, exp: Experiment, slot: Slot) -> SandboxResult:
@@ -151,7 +154,9 @@ class Lab:
             log_tail=result.log_tail,
             finished_at=time.time(),
         )
-        return flag_steps(self.ledger, row)  # its steps beside its control's: flagged if far apart
+        row = flag_steps(self.ledger, row)  # its steps beside its control's: flagged if far apart
+        self.tracking.update(row)
+        return row
 
     def _trainer_ran(self, exp: Experiment, result: SandboxResult) -> dict:
         """The sha256 of the trainer file the sandbox ran, checked against the commit's blob: another file (a

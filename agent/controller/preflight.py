@@ -10,6 +10,7 @@
 - the proposer's outside world: a CLI agent whose program is not on PATH, and an LLM endpoint that does
   not answer or refuses the key (its model list, else a one-token call, each within
   `FailFastConfig.endpoint_timeout_s`).
+- a dashboard (`--track`) whose library is not installed (agent/tracking/config.py).
 
 A second loop in the same workspace is refused by the workspace's lock (processes.workspace_lock).
 """
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
+from agentgolf.agent.tracking.config import check_libraries
 from agentgolf.errors import AgentgolfError, first_line
 
 if TYPE_CHECKING:
@@ -72,6 +74,7 @@ def preflight(
 ) -> None:
     """Every check, cheapest first; raises AgentgolfError on the first mistake."""
     check_flags(ws, flags)
+    check_libraries(ws.config.track)
     if new_run:
         check_trainer_committed(ws, allow_dirty, say)
     if flags.proposer == "command":

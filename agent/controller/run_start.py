@@ -41,6 +41,7 @@ class RunOptions(BaseModel):
     agent: str | None = None  # a CLI-agent preset: codex, claude or aider
     allow_dirty: bool = False  # run from the commit although the trainer has uncommitted edits
     allow_data_warnings: bool = False  # run although the data check failed (recorded in each manifest)
+    track: list[str] | None = None  # dashboards (`--track tensorboard,wandb`; [] is `--track none`)
 
 
 def start_run(ws: Workspace, options: RunOptions, console: Console) -> RunSummary:
@@ -59,6 +60,7 @@ def start_run(ws: Workspace, options: RunOptions, console: Console) -> RunSummar
             "command": command,
             "executor": executor,
             "slurm": cfg.slurm.model_copy(update=slurm_changes),
+            "track": cfg.track.model_copy(update=_given(backends=options.track)),
         }
     )
     proposer = options.proposer or ("command" if options.agent_cmd or options.agent else cfg.proposer)

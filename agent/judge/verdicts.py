@@ -123,3 +123,4 @@ class Verdicts:
 
     def _announce(self, exp: Experiment) -> None:
         self.view.log(describe(exp))
+        self.lab.tracking.update(exp)  # a verdict, to its dashboards (agent/tracking/hub.py)
