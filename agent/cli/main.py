@@ -20,7 +20,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from agentgolf.agent.cli.args import BadArguments, OneLineParser, at_least, positive
+from agentgolf.agent.cli.args import BadArguments, OneLineParser, at_least, positive, track_backends
+from agentgolf.agent.cli.compare import add_commands as add_compare_commands
 from agentgolf.agent.cli.contract import add_commands as add_contract_commands
 from agentgolf.agent.cli.results import ID_HELP, experiment_id, resolve_id
 from agentgolf.agent.cli.results import add_commands as add_result_commands
@@ -125,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start although the data check failed (each experiment's manifest records it)",
     )
+    p.add_argument(
+        "--track", type=track_backends, metavar="LIST", help="curves to tensorboard,wandb (offline) or none"
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("cancel", help="cancel a run's experiments in flight (SLURM jobs or local phases)")
@@ -152,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_show)
 
     add_result_commands(sub)  # pick, replay, submit
+    add_compare_commands(sub)
 
     p = sub.add_parser("sandbox", help="train and score one trainer file under the sandbox")
     p.add_argument("trainer", type=Path)
@@ -360,8 +365,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     ws = find_workspace()
     files = write_report(ws.ledger(), args.run, ws.state / "reports")
-    out.print(files.markdown.read_text(), markup=False)
-    out.print(f"report: {files.markdown}\npage: {files.html}\nplot: {files.plot}")
+    out.print(files.text.read_text(), markup=False)  # the Markdown's content, laid out for 100 columns
+    out.print(files.where(Path.cwd()), markup=False)
     return 0
 
 

@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 
 from agentgolf.agent.judge.acceptance import describe_evidence
 from agentgolf.agent.judge.deltas import Score
+from agentgolf.agent.report.curves import RECENT_OTHER_CURVES
 from agentgolf.agent.report.summary import Spend, Summary
 from agentgolf.experiments.ledger import Experiment
 from agentgolf.experiments.status import FAILURE_CAUSES, Kind
@@ -28,13 +29,24 @@ class Section(BaseModel):
     bullets: list[str] = Field(default_factory=list)
     table: Table | None = None
     empty: str = "None."
-    plot: bool = False  # the progress plot goes here
+    chart: str = ""  # the chart that goes here: PROGRESS or CURVES
+
+
+PROGRESS, CURVES = "progress", "loss curves"
 
 
 def build_sections(s: Summary) -> list[Section]:
     return [
         Section(title="", bullets=_headline(s)),
-        Section(title="Progress", plot=True),
+        Section(title="Progress", chart=PROGRESS),
+        Section(
+            title="Loss curves",
+            chart=CURVES,
+            note="Train loss by training step, from each run's train.log: the baseline's seeds (grey, and "
+            "shaded: the spread of their curves, min to max, on each rung), each kept idea (in colour, "
+            f"labelled with its id) and the latest {RECENT_OTHER_CURVES} other experiments (light grey). "
+            "Dashed: a screen-rung run; solid: the full budget.",
+        ),
         _chain_section(s),
         _wins_section(s),
         Section(
