@@ -317,6 +317,11 @@ def test_a_second_loop_is_refused_and_status_reports_the_live_run(slow_workspace
             second, f"a loop is already running in this workspace: run {run} is live in process {loop.pid}"
         )
         assert {r["run_id"] for r in rows(ws)} == {run}  # the refused loop wrote nothing
+        replay = agentgolf("replay", "1", cwd=ws)  # a replay beside the loop would move both scores
+        refused(
+            replay, f"a loop is already running in this workspace: run {run} is live in process {loop.pid}"
+        )
+        assert {r["run_id"] for r in rows(ws)} == {run}
 
         # A newer run in the ledger (a loop that died, say) does not hide the live one from `status`.
         from agentgolf.agent.workspace import Workspace

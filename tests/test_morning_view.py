@@ -2,7 +2,7 @@
 and steps, the title last, cut with an ellipsis; `show` keeps its raw manifest behind `--manifest`; a run's
 result lines keep their id, rung and score on their first line; the TSV carries id, rung and steps and leaves
 memory empty when it was not measured; `status` and the live view count the budget alike; `best` names the
-latest run's best row.
+latest run's best row; `similar` and `replay` fit 100 columns too, cutting only titles.
 
 The commands run as a user runs them (subprocesses with COLUMNS=100) on a real workspace whose ledger rows are
 added by hand, as in test_best_chain.py: nothing trains here.
@@ -22,9 +22,10 @@ import pytest
 from rich.console import Console
 
 from agentgolf.agent.controller.live import LiveView, describe, panel
+from agentgolf.agent.controller.loop import failed_again
 from agentgolf.agent.controller.run_status import run_status
 from agentgolf.agent.controller.scheduler import RunCaps, Scheduler, SchedulerState
-from agentgolf.agent.report.tables import TSV_HEADER, ledger_table, ledger_tsv, status_lines
+from agentgolf.agent.report.tables import TSV_HEADER, ledger_table, ledger_tsv, replay_table, status_lines
 from agentgolf.agent.workspace import init_workspace
 from agentgolf.experiments.ledger import Experiment, Ledger, Run
 from agentgolf.experiments.status import charged
@@ -177,6 +178,8 @@ def test_the_tsv_carries_id_rung_steps_and_no_invented_memory(ws):
     assert lines[2].split("\t")[5:] == ["2", "screen", "2001"]
     measured = rows[0].model_copy(update={"log_tail": "peak memory allocated: 2048 MiB reserved: 2100 MiB"})
     assert ledger_tsv([measured]).splitlines()[1].split("\t")[2] == "2.0"
+    on_cpu = rows[0].model_copy(update={"log_tail": "peak memory allocated: 0 MiB reserved: 0 MiB"})
+    assert ledger_tsv([on_cpu]).splitlines()[1].split("\t")[2] == ""  # a CPU trainer's 0: not measured
     proc = cli("ledger", "--tsv", cwd=ws.root)
     assert proc.stdout.splitlines()[1].split("\t") == first
 
@@ -246,3 +249,75 @@ def test_similar_ranks_the_idea_named_in_titles_and_hypotheses_first():
     assert hits[0][0].title == "Lower learning rates", hits
     hits = similar_attempts(past, "longer warmdown", lambda e: diffs[e.commit_sha], k=3, threshold=0)
     assert hits[0][0].title == "Longer warmdown", hits
+
+
+def on_terminal(*args: str, cwd: Path, columns: int = WIDTH) -> str:
+    """The command's output on a real pseudo-terminal `columns` wide (what a person sees), escapes removed."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    env = {**os.environ, "COLUMNS": str(columns), "NO_COLOR": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agentgolf.agent.cli.main", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+        stdout=slave, stderr=slave,
+    )  # fmt: skip
+    os.close(slave)
+    out = b""
+    while True:  # read as it writes: a full terminal buffer would block the command
+        ready, _, _ = select.select([master], [], [], 60)
+        try:
+            chunk = os.read(master, 65536) if ready else b""
+        except OSError:  # EIO: the command closed its end
+            chunk = b""
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert proc.wait(timeout=60) == 0, out
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.decode().replace("\r\n", "\n"))
+    return text
+
+
+def test_similar_fits_100_columns_and_cuts_only_titles(ws):
+    text = on_terminal("similar", "lower", "the", "learning", "rates", "for", "Muon", cwd=ws.root)
+    lines = text.splitlines()
+    assert all(len(line) <= WIDTH for line in lines), text
+    heads = {int(m.group(1)): line for line in lines if (m := re.match(r"^- exp (\d+) \(similarity ", line))}
+    assert set(heads) == {2, 3, 5}, text  # the proposals with the long title
+    assert "val_bpb 1.3101 (Δ -0.0042): Lower learning" in heads[2] and heads[2].endswith("…"), heads[2]
+    assert any(line.startswith("  screen rung; 2,001 steps") for line in lines), text  # under it
+    # A pipe (a CLI agent reads it): whole lines, nothing cut, whatever COLUMNS says.
+    whole = cli("similar", "lower", "Muon", cwd=ws.root)
+    assert whole.returncode == 0 and f"(Δ -0.0042): {LONG}\n" in whole.stdout, whole.stdout + whole.stderr
+
+
+def test_replay_lines_fit_100_columns_whatever_the_seeds(ws):
+    """What `agentgolf replay 2 --seeds 3` prints before its verdicts (the crash verdict's own CLI test, with
+    a real replay: test_replay_crash.py): one table row per run, the title cut above it."""
+    rows = ws.ledger().experiments()
+    original, copies = rows[1], rows[5:8]
+    console = Console(width=WIDTH, record=True)
+    for item in replay_table(original, copies, width=WIDTH):
+        console.print(item, soft_wrap=False)
+    for copy in copies:
+        console.print(describe(copy), soft_wrap=False)
+    failed = original.model_copy(
+        update={"status": "crash", "val_bpb": None, "reason": "RuntimeError: " + LONG}
+    )
+    console.print(f"#6 {failed_again(failed, failed)}", markup=False, soft_wrap=False)
+    text = console.export_text()
+    lines = text.splitlines()
+    assert all(len(line) <= WIDTH for line in lines), text
+    assert lines[0].startswith("replay of experiment 2 (screen): Lower") and lines[0].endswith("…"), lines[0]
+    runs = {line.split()[1]: line.split() for line in lines if line.split()[:1] in (["recorded"], ["replay"])}
+    assert runs["#2"][:4] == ["recorded", "#2", "1337", "ok"] and "1.31010000" in runs["#2"], runs
+    for n in (6, 7, 8):
+        assert (
+            runs[f"#{n}"][:4] == ["replay", f"#{n}", "1337", "metric_mismatch"] and "2,001" in runs[f"#{n}"]
+        )
+    assert "#6 crashed again the same way (crash: RuntimeError: Lower learning" in text

@@ -76,18 +76,17 @@ def cmd_note(args: argparse.Namespace) -> int:
 
 
 def cmd_similar(args: argparse.Namespace) -> int:
-    from agentgolf.agent.proposers.briefing.digest import line
     from agentgolf.agent.proposers.briefing.facts import outcome
     from agentgolf.agent.proposers.briefing.retrieval import search
+    from agentgolf.agent.report.tables import similar_lines
     from agentgolf.agent.workspace import find_workspace
 
     ws = find_workspace()
     hits = search(ws.ledger().experiments(), " ".join(args.query), ws.root, k=args.k)
     size = ws.config.budget.size_bytes
-    for e, score in hits:
-        out.print(
-            f"{line(e, lambda e: outcome(e, ws.run_dir(e.id), size))} (similarity {score:.2f})", markup=False
-        )
+    width = out.width if out.is_terminal else None  # a pipe (a CLI agent reads it): whole lines, nothing cut
+    for item in similar_lines(hits, lambda e: outcome(e, ws.run_dir(e.id), size), width=width):
+        out.print(item, soft_wrap=width is None)  # wrapped at the terminal's width; only a title is cut
     if not hits:
         out.print("nothing tried so far resembles it")
     return 0

@@ -8,6 +8,7 @@ Every experiment gets its ledger row before it trains, so a crash of the loop le
 from __future__ import annotations
 
 import os
+import re
 import signal
 import statistics
 import threading
@@ -18,11 +19,18 @@ from pathlib import Path
 
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 
 from agentgolf.agent.controller.executor import cancel
 from agentgolf.agent.controller.lab import Lab
 from agentgolf.agent.controller.live import LiveView
-from agentgolf.agent.controller.processes import kill_leftovers, lock_owner, run_lock, stop_owner
+from agentgolf.agent.controller.processes import (
+    kill_leftovers,
+    lock_owner,
+    run_lock,
+    stop_owner,
+    workspace_lock,
+)
 from agentgolf.agent.controller.proposer_guard import guarded
 from agentgolf.agent.controller.scheduler import RunCaps, Scheduler
 from agentgolf.agent.judge import acceptance, deltas
@@ -37,6 +45,8 @@ from agentgolf.experiments.ledger import Experiment, Ledger, Run
 from agentgolf.experiments.manifest import drift
 from agentgolf.experiments.status import Kind, RowStatus
 from agentgolf.sandbox.budget import Budget
+from agentgolf.sandbox.classify import ERROR_LINE
+from agentgolf.sandbox.result import Status
 
 
 class RunSummary(BaseModel):
@@ -56,14 +66,17 @@ class Replay(BaseModel):
     drift: list[str]  # settings that differ between the original's manifest and the first copy's
     verdict: str = ""  # does the same seed reproduce the original's val_bpb? (acceptance.reproduction)
     spread: str = ""  # mean and std over the seeds, when there are several
+    again: list[str] = []  # the original failed: did each copy fail the same way? (failed_again)
 
 
 def replay_experiment(ws: Workspace, exp_id: int, seeds: int, console: Console) -> Replay:
-    """Re-run an experiment under the budget it ran under (from its manifest), not today's."""
-    ledger = ws.ledger()
-    recorded = ledger.get(exp_id).manifest.get("budget")
-    budget = Budget.model_validate(recorded) if recorded else ws.config.budget
-    return Loop(ws, ledger, budget, console=console).replay(exp_id, seeds)
+    """Re-run an experiment under the budget it ran under (from its manifest), not today's. It holds the
+    workspace's lock as a loop does: a replay beside a live loop would share the machine and move both scores."""
+    with workspace_lock(ws.state / "locks"):
+        ledger = ws.ledger()
+        recorded = ledger.get(exp_id).manifest.get("budget")
+        budget = Budget.model_validate(recorded) if recorded else ws.config.budget
+        return Loop(ws, ledger, budget, console=console).replay(exp_id, seeds)
 
 
 CTRL_C = "interrupted by the user (Ctrl-C); --resume trains it again"
@@ -100,12 +113,13 @@ class Loop:
         propose = guarded(make_proposer(proposer, self.ws), self.ws.config.fail_fast.same_proposer_failures)
         run_id = (latest_run_id(self.ledger) if resume == "latest" else resume) if resume else None
         run = self.ledger.get_run(run_id) if run_id else self._start(caps, proposer)
-        with run_lock(self.lock_path(run.id), run.id), _cancellable():
+        tracked = self.lab.tracking.on(run.id, self.view.log)  # dashboards, closed however the run ends
+        with run_lock(self.lock_path(run.id), run.id), _cancellable(), tracked:
             if note:
-                self.console.print(note)
+                self.view.log(note)
             if run_id:
                 self._resume(run)
-            self.console.print(
+            self.view.log(  # a run's lines wrap at the terminal's width (LiveView.log), never past it
                 f"[bold]run {run.id}[/] on {run.base_commit[:10]}: {caps.experiments} experiment(s), "
                 f"proposer {proposer}, {len(slots)} slot(s)"
             )
@@ -131,10 +145,10 @@ class Loop:
                 raise
             self.ledger.update_run(run.id, status="finished", stop_reason=stop)
         best = scheduler.best
-        self.console.print(f"run {run.id} stopped: {stop}")
+        self.view.log(f"run {run.id} stopped: {escape(stop)}")
         busy = slot_utilization(scheduler.rows(), len(slots))
         if busy is not None:
-            self.console.print(busy.line())
+            self.view.log(busy.line())
         score = deltas.score_of(scheduler.rows(), best) if best else None  # its mean, not its first run
         return RunSummary(
             run_id=run.id,
@@ -186,15 +200,15 @@ class Loop:
         for exp in self.ledger.experiments(run_id=run.id, status=RowStatus.running):
             run_dir = self.ws.run_dir(exp.id)
             if executor.in_flight(run_dir):
-                self.console.print(
-                    f"#{exp.id} {exp.title}: its SLURM job is still queued or running; re-attaching"
+                self.view.log(
+                    f"#{exp.id} {escape(exp.title)}: its SLURM job is still queued or running; re-attaching"
                 )
                 continue
             killed = kill_leftovers(run_dir)
             note = f" (killed {killed} leftover process(es))" if killed else ""
             if exp.commit_sha:
-                self.console.print(
-                    f"#{exp.id} {exp.title} was in flight when the loop died: running it again{note}"
+                self.view.log(
+                    f"#{exp.id} {escape(exp.title)} was in flight when the loop died: running it again{note}"
                 )
                 self.ledger.update(exp.id, reason="re-run after the loop was interrupted")
             else:
@@ -241,6 +255,7 @@ class Loop:
         if original.val_bpb is not None and first.val_bpb is not None:
             rows = self.ledger.experiments(run_id=original.run_id) if original.run_id else []
             replay.verdict = replay_verdict(original, first, rows, cfg)
+        replay.again = [f"#{c.id} {said}" for c in copies if (said := failed_again(original, c))]
         scored = [c.val_bpb for c in copies if c.val_bpb is not None]
         if len(scored) >= 2:
             replay.spread = f"over {len(scored)} seeds: mean {statistics.fmean(scored):.6f}, std {statistics.stdev(scored):.6f}"
@@ -295,6 +310,56 @@ def replay_verdict(original: Experiment, again: Experiment, rows: list[Experimen
         f"DOES NOT REPRODUCE: {gap:+.6f} bpb, {z:.1f} sigma from the recorded score, more than "
         f"replay_noise_k {cfg.replay_noise_k:g} ({sigma}; {why})"
     )
+
+
+FAILED = frozenset(RowStatus(s.value) for s in Status if s is not Status.ok)  # the sandbox's failure verdicts
+SHORT_REASON_CHARS = 160  # of a failure's error line, as a replay quotes it
+NORMALISED = (  # what changes between two runs failing alike: addresses, paths, hashes, numbers
+    (re.compile(r"0x[0-9a-fA-F]+"), "0x?"),
+    (re.compile(r"(?:[\w.~-]*/)+[\w.-]+"), "<path>"),
+    (re.compile(r"\b(?=[0-9a-fA-F]*[a-fA-F])(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{8,}\b"), "<hex>"),  # a hash
+    (re.compile(r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"), "N"),
+)
+
+
+def error_line(e: Experiment) -> str:
+    """A failed row's most telling words: the last exception line of its log tail (`RuntimeError: ...`),
+    else its reason (a timeout, an over-size artifact: the harness's own words)."""
+    found = ERROR_LINE.findall(e.log_tail)
+    return found[-1].strip() if found else e.reason
+
+
+def same_failure(a: Experiment, b: Experiment) -> bool:
+    """Did two rows fail the same way? The same status, and the same error line once the numbers, addresses,
+    hashes and paths that differ between two runs of one bug are replaced by placeholders."""
+
+    def signature(e: Experiment) -> str:
+        text = error_line(e)
+        for pattern, placeholder in NORMALISED:
+            text = pattern.sub(placeholder, text)
+        return " ".join(text.split())
+
+    return a.status == b.status and signature(a) == signature(b)
+
+
+def failed_again(original: Experiment, again: Experiment) -> str:
+    """What a replay of a failed row did, in one phrase ("" where the original did not fail): the same
+    failure again, another one, or a score. A row with no score "crashed"; one scored but failed "failed"."""
+    if original.status not in FAILED:
+        return ""
+
+    def said(e: Experiment) -> str:
+        line = error_line(e)
+        cut = line if len(line) <= SHORT_REASON_CHARS else line[: SHORT_REASON_CHARS - 1] + "…"
+        return f"{e.status}: {cut}" if cut else str(e.status)
+
+    verb, did = ("crashed", "crash") if original.val_bpb is None else ("failed", "fail")
+    if again.status not in FAILED and again.val_bpb is not None:
+        bpb = f"val_bpb {again.val_bpb:.4f}"
+        return f"did not {did} this time: {bpb} (the original {verb}: {said(original)})"
+    if same_failure(original, again):
+        return f"{verb} again the same way ({said(again)})"
+    return f"failed again, differently: {said(original)} -> {said(again)}"
 
 
 def latest_run_id(ledger: Ledger) -> str:

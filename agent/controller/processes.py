@@ -104,7 +104,7 @@ def workspace_lock(locks: Path) -> Iterator[Owner]:
     def refusal(holder: Owner) -> str:
         live = live_runs(locks)
         if not live:
-            return f"another loop is starting in this workspace (process {holder.pid}); wait for it"
+            return f"another loop or replay holds this workspace (process {holder.pid}); wait for it"
         run_id, owner = live[0]
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(owner.since))
         return (

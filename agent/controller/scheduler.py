@@ -7,7 +7,7 @@ best moved on is carried onto the new best and re-tested (`retest.py`). With a f
 proposals are screened on the cheaper rung first and only what earns it runs at the full budget
 (`screening.py`). Everything the scheduler knows
 is re-read from the ledger, so `--resume` needs no other state. `state()` is its public view: the live
-display reads that and nothing else.
+display reads that, and the run folders it names (live.py: `progress`), and nothing else.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from agentgolf.agent.controller.executor import Slot
 from agentgolf.agent.controller.lab import Lab
-from agentgolf.agent.controller.live import LiveView
+from agentgolf.agent.controller.live import InFlight, LiveView, Pace, pace
 from agentgolf.agent.controller.pipeline import Pipeline
 from agentgolf.agent.judge import acceptance, paired, rounds, screening
 from agentgolf.agent.judge.verdicts import Verdicts
@@ -63,12 +63,6 @@ class RunCaps(BaseModel):
     usd: float | None = None
 
 
-class InFlight(BaseModel):
-    id: int
-    title: str
-    started: float  # time.monotonic() when its slot started it
-
-
 class SchedulerState(BaseModel):
     """What a run is doing right now: the public face of the scheduler."""
 
@@ -80,6 +74,8 @@ class SchedulerState(BaseModel):
     running: list[InFlight]
     gpu_hours: float
     usd: float
+    slots: int = 1
+    pace: Pace | None = None  # from its finished rows: the live panel's ETA (live.py)
 
 
 class Scheduler(Verdicts):
@@ -152,9 +148,11 @@ class Scheduler(Verdicts):
             charged=self.charged(),
             best_id=best.id if best else None,
             best_bpb=best.val_bpb if best else None,
-            running=[InFlight(id=e.id, title=e.title, started=t) for e, _, t in self.running.values()],
+            running=[InFlight.of(e, i, t, self.lab.ws.run_dir(e.id)) for e, i, t in self.running.values()],
             gpu_hours=gpu_hours,
             usd=usd,
+            slots=len(self.slots),
+            pace=pace(self.rows()),
         )
 
     # -- the main loop --

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
 from rich import box
 from rich.cells import cell_len
 from rich.console import RenderableType
 from rich.markup import escape
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -46,6 +48,7 @@ OPTIONAL = ("ms/step", "train s", "artifact bytes", "parent")  # left out in thi
 TITLE_MIN_WIDTH = 28  # the title's width that OPTIONAL columns give way to
 TITLE_FLOOR = 12  # the least a title gets, even where that makes the table wider than the terminal
 LEFT_COLUMNS = ("status", "title", "run", "rung")
+REPLAY_COLUMNS = ("run", "seed", "status", "val_bpb", "artifact bytes", "train s", "steps")
 
 
 class Line(NamedTuple):
@@ -61,9 +64,10 @@ class Line(NamedTuple):
 
 
 def peak_memory_gb(log: str) -> float | None:
-    """The last peak-memory line of a train log, in GiB; None when the log has none (not measured)."""
+    """The last peak-memory line of a train log, in GiB; None when the log has none, or says 0 (not measured:
+    a trainer on the CPU tracks no GPU memory and logs 0)."""
     found = PEAK_MEMORY.findall(log)
-    return int(found[-1]) / MIB_PER_GIB if found else None
+    return int(found[-1]) / MIB_PER_GIB if found and int(found[-1]) > 0 else None
 
 
 def ledger_tsv(rows: list[Experiment]) -> str:
@@ -222,18 +226,42 @@ def show_experiment(
     return shown
 
 
-def replay_table(original: Experiment, copies: list[Experiment]) -> Table:
-    """The recorded experiment beside its replays: status, score, size and training time."""
-    table = Table(title=f"replay of experiment {original.id}")
-    for name in ("", "recorded", *(f"replay #{c.id} (seed {c.seed})" for c in copies)):
-        table.add_column(name)
-    rows = [original, *copies]
-    table.add_row("status", *(e.status for e in rows))
-    table.add_row("val_bpb", *(num(e.val_bpb, ".8f") for e in rows))
-    table.add_row("artifact bytes", *(num(e.artifact_bytes, ",") for e in rows))
-    table.add_row("train seconds", *(num(e.train_seconds, ".1f") for e in rows))
-    table.add_row("steps", *(num(e.steps, ",") for e in rows))
-    return table
+def replay_table(original: Experiment, copies: list[Experiment], width: int = WIDTH) -> list[RenderableType]:
+    """What `agentgolf replay` prints first: which row it replayed (its title last, cut with an ellipsis to
+    `width`), then one line per run, the recorded one first: seed, status, score, size, training time and
+    steps. As many lines as seeds, and the same few columns: it fits 100 columns whatever --seeds."""
+    rung = f" ({original.rung})" if original.rung else ""  # a screen's; the table's status says the rest
+    head = Text(f"replay of experiment {original.id}{rung}: ")
+    title = Text(original.title)
+    title.truncate(max(width - head.cell_len, TITLE_FLOOR), overflow="ellipsis")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in REPLAY_COLUMNS:
+        table.add_column(name, justify="left" if name in ("run", "status") else "right", no_wrap=True)
+    for label, e in [(f"recorded #{original.id}", original), *((f"replay #{c.id}", c) for c in copies)]:
+        cells = [label, num(e.seed, "d"), str(e.status), num(e.val_bpb, ".8f"), num(e.artifact_bytes, ",")]
+        table.add_row(*(Text(c) for c in [*cells, num(e.train_seconds, ".1f"), num(e.steps, ",")]))
+    return [head + title, table]
+
+
+def similar_lines(
+    hits: list[tuple[Experiment, float]], why: Callable[[Experiment], str], width: int | None = WIDTH
+) -> list[RenderableType]:
+    """What `agentgolf similar` prints for each past experiment like the idea: its id, similarity, score and Δ
+    first, its category and title last, cut with an ellipsis to `width`; then under it, wrapped, its rung,
+    its steps and how it came out (`why`, which reads its run folder). No id or number is ever cut. Without
+    a `width` (a pipe of no known width: a CLI agent reading it), nothing is cut and nothing is wrapped."""
+    lines: list[RenderableType] = []
+    for e, score in hits:
+        bpb = f" val_bpb {e.val_bpb:.4f}" if e.val_bpb is not None else " no score"
+        delta = f" (Δ {e.delta_bpb:+.4f})" if e.delta_bpb is not None else ""
+        head = Text(f"- exp {e.id} (similarity {score:.2f}){bpb}{delta}: ")
+        title = Text(f"[{e.category}] " * bool(e.category) + e.title)
+        if width is not None:
+            title.truncate(max(width - head.cell_len, TITLE_FLOOR), overflow="ellipsis")
+        facts = Text("; ".join(f for f in (f"{e.rung} rung" * bool(e.rung), trained(e), why(e)) if f))
+        under = Padding(facts, (0, 0, 0, 2), expand=False) if width is not None else Text("  ") + facts
+        lines += [head + title, under]
+    return lines
 
 
 SANDBOX_FIELDS = (
