@@ -281,9 +281,10 @@ def test_submit_refuses_unkept_and_screen_rows_unless_forced(chain_workspace):
     one_line_error(agentgolf("submit", str(ids["dead"]), "--name", "Dead", *who, cwd=root), "was never kept")
     one_line_error(agentgolf("submit", str(ids["screen"]), "--name", "S", *who, cwd=root), "screen rung")
     assert not (root / "records").exists()
-    done = agentgolf("submit", str(ids["kept"]), "--name", "Kept", *who, cwd=root, check=True)
+    # A kept row, but a CPU row of one seed (test_submit_guard.py): --force, and its lineage is a kept chain.
+    done = agentgolf("submit", str(ids["kept"]), "--name", "Kept", "--force", *who, cwd=root, check=True)
     readme = (Path(done.stdout.split("submission folder:")[1].strip()) / "README.md").read_text()
-    assert "The chain of kept ideas" in readme
+    assert "The chain of kept ideas" in readme and "never kept" not in done.stderr
     forced = agentgolf("submit", str(ids["dead"]), "--name", "Forced", "--force", *who, cwd=root, check=True)
     assert "WARNING: --force" in forced.stderr and "never kept" in forced.stderr, forced.stderr
     readme = (Path(forced.stdout.split("submission folder:")[1].strip()) / "README.md").read_text()
@@ -298,6 +299,10 @@ def test_write_submission_itself_refuses_without_force(tmp_path):
         run_id="r1", kind="proposal", status="ok", parent_id=7, val_bpb=1.24, commit_sha="e" * 40,
         artifact_bytes=1000, seed=1,
     )  # fmt: skip
+    folder = run_folder(ledger, dead.id)  # the files it would copy: what --force cannot mend is said first
+    folder.mkdir(parents=True)
+    (folder / "train_gpt.py").write_text("print('trainer')\n")
+    (folder / "train.log").write_text("val_bpb:1.24\n")
     with pytest.raises(AgentgolfError, match=rf"experiment #{dead.id} was never kept .*--force"):
         write_submission(ledger, dead.id, tmp_path / "out", name="x", **WHO)
     assert not (tmp_path / "out").exists()

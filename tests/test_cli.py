@@ -275,18 +275,22 @@ def test_whole_loop_run_ledger_show_pick_replay_report(workspace):
         "Tiny baseline",
         "--out",
         "records",
+        "--force",  # a CPU run on tiny data, of one seed: not a challenge result (test_submit_guard.py)
         cwd=workspace,
         check=True,
     )
+    assert "WARNING: --force: #1 ran on the CPU" in submitted.stderr, submitted.stderr
     folder = Path(submitted.stdout.split("submission folder:")[1].strip())
     meta = json.loads((folder / "submission.json").read_text())
-    assert (
-        meta["val_bpb"] == pytest.approx(rows[0]["val_bpb"])
-        and meta["bytes_total"] == rows[0]["artifact_bytes"]
-    )
-    assert (folder / "train_gpt.py").read_bytes() == repo.commit(rows[0]["commit"]).tree[
-        "train_gpt.py"
-    ].data_stream.read()
+    from agentgolf.agent.results.bake import bake
+    from tests.tiny import TINY_ENV
+
+    scored = repo.commit(rows[0]["commit"]).tree["train_gpt.py"].data_stream.read()
+    code = (folder / "train_gpt.py").read_bytes()  # the commit's trainer, its trainer_env baked in
+    baked = dict(sorted(TINY_ENV.items()))
+    assert code == bake(scored, baked) and meta["agentgolf"]["baked_env"] == baked
+    assert meta["val_bpb"] == pytest.approx(rows[0]["val_bpb"])
+    assert meta["bytes_total"] == rows[0]["artifact_bytes"] + len(code) - len(scored)
 
     report = agentgolf("report", cwd=workspace, check=True)
     assert "Best chain" in report.stdout

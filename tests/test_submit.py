@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from agentgolf.agent.judge.stats import one_sided_t_test, regularized_beta, student_t_sf
+from agentgolf.agent.results.bake import bake
 from agentgolf.agent.results.submit import run_folder, write_submission
 from agentgolf.challenge import margin_bpb
 from agentgolf.errors import AgentgolfError
@@ -21,6 +22,15 @@ NOW = datetime(2026, 3, 20, 9, 30, 5, tzinfo=timezone.utc)
 CODE = b"print('a tiny trainer')\n" * 40
 BASELINE_BPB, BASELINE_LOSS = 1.2244, 2.0727
 WHO = dict(author="Ada", github_id="ada", name="Warmdown tweak (x2)!", blurb="Longer warmdown.")
+ENV = {"WARMDOWN_ITERS": "2400"}
+# What a challenge run's manifest records (crafted: no GPU here): 8 GPUs, the 600 s budget, sp1024's data.
+GPU_RUN = {
+    "gpus": list(range(8)),
+    "gpu_model": "8xH100",
+    "budget": {"train_seconds": 600.0},
+    "data_check": {"variant": "sp1024", "allowed": False},
+    "env": ENV,
+}
 
 
 def _files(ledger: Ledger, exp_id: int, code: bytes = CODE, log: str | None = None) -> None:
@@ -66,7 +76,7 @@ def _ledger(tmp_path: Path, settings: dict | None = None) -> Ledger:
         val_bpb=1.2100,
         val_loss=2.0480,
         delta_bpb=-0.0144,
-        manifest={"seed": 1337, "env": {"WARMDOWN_ITERS": "2400"}, "gpu_model": "8xH100"},
+        manifest={"seed": 1337, **GPU_RUN},
         **common,
     )
     add(
@@ -75,9 +85,10 @@ def _ledger(tmp_path: Path, settings: dict | None = None) -> Ledger:
         seed=42,
         val_bpb=1.2110,
         val_loss=2.0497,
+        manifest=GPU_RUN,
         **common | {"artifact_bytes": 15_900_100},
     )
-    add(kind="replay", replay_of=win.id, seed=7, val_bpb=1.2090, val_loss=2.0463, **common)
+    add(kind="replay", replay_of=win.id, seed=7, val_bpb=1.2090, val_loss=2.0463, manifest=GPU_RUN, **common)
     add(run_id="r1", kind="proposal", status="crash", parent_id=base.id, title="Broken", seed=1337)
     for exp_id in (2, 3, 4):
         _files(ledger, exp_id)
@@ -101,7 +112,8 @@ def test_three_seed_submission(tmp_path):
         "train_seed42.log",
         "train_seed7.log",
     ]
-    assert (folder / "train_gpt.py").read_bytes() == CODE
+    code = (folder / "train_gpt.py").read_bytes()  # the scored file, with its trainer_env baked in
+    assert code == bake(CODE, ENV) and code.endswith(CODE) and len(code) > len(CODE)
     assert (folder / "train_seed42.log").read_text().startswith("log of experiment 3")
 
     info = json.loads((folder / "submission.json").read_text())
@@ -112,8 +124,8 @@ def test_three_seed_submission(tmp_path):
     assert info["val_bpb"] == pytest.approx(statistics.fmean(scores))
     assert info["val_loss"] == pytest.approx((2.0480 + 2.0497 + 2.0463) / 3)
     assert info["val_bpb_std"] == pytest.approx(0.001)
-    assert info["bytes_total"] == 15_900_100  # the largest of the three artifacts
-    assert info["bytes_code"] == len(CODE)
+    assert info["bytes_total"] == 15_900_100 + len(code) - len(CODE)  # the largest artifact, baked code
+    assert info["bytes_code"] == len(code) and "warnings" not in info
     assert info["seeds"] == [1337, 42, 7]
     assert info["seed_results"]["42"] == {
         "val_loss": 2.0497,
@@ -144,7 +156,7 @@ def test_three_seed_submission(tmp_path):
 
 def test_single_seed_has_no_t_test(tmp_path):
     ledger = _ledger(tmp_path)
-    folder = _submit(ledger, tmp_path, baseline_bpb=BASELINE_BPB)
+    folder = _submit(ledger, tmp_path, baseline_bpb=BASELINE_BPB, force=True)  # one seed: refused unforced
     assert sorted(p.name for p in folder.iterdir()) == [
         "README.md",
         "submission.json",
@@ -159,16 +171,17 @@ def test_single_seed_has_no_t_test(tmp_path):
 
 def test_a_replay_submits_the_chain_of_its_original(tmp_path):
     ledger = _ledger(tmp_path)
-    folder = _submit(ledger, tmp_path, exp_id=3)
+    folder = _submit(ledger, tmp_path, exp_id=3, force=True)
     readme = (folder / "README.md").read_text()
     assert "| 0 | Baseline |" in readme and "| 1 | Longer warmdown | 1.2100 | -0.0144 |" in readme
     info = json.loads((folder / "submission.json").read_text())
-    assert info["val_bpb"] == 1.211 and info["seeds"] == [42] and info["bytes_total"] == 15_900_100
+    grew = len(bake(CODE, ENV)) - len(CODE)
+    assert info["val_bpb"] == 1.211 and info["seeds"] == [42] and info["bytes_total"] == 15_900_100 + grew
 
 
 def test_margin_from_run_settings_and_fallback(tmp_path):
     ledger = _ledger(tmp_path / "a", settings={"tokens_per_byte": 0.40945})
-    folder = _submit(ledger, tmp_path / "a", baseline_bpb=1.23, extra_seeds=[ledger.get(3)])
+    folder = _submit(ledger, tmp_path / "a", baseline_bpb=1.23, extra_seeds=[ledger.get(3)], force=True)
     info = json.loads((folder / "submission.json").read_text())
     assert info["margin_bpb"] == pytest.approx(0.002954, abs=1e-6)  # sp1024, as in the challenge notes
     assert info["margin_source"] == "run tokens_per_byte"
@@ -177,13 +190,18 @@ def test_margin_from_run_settings_and_fallback(tmp_path):
     for exp_id in (2, 3):
         ledger.update(exp_id, val_loss=None)
     folder = _submit(
-        ledger, tmp_path / "b", baseline_bpb=1.23, extra_seeds=[ledger.get(3)], threshold_bpb=0.004
+        ledger,
+        tmp_path / "b",
+        baseline_bpb=1.23,
+        extra_seeds=[ledger.get(3)],
+        threshold_bpb=0.004,
+        force=True,
     )
     info = json.loads((folder / "submission.json").read_text())
     assert info["margin_bpb"] == 0.004 and info["val_loss"] is None
     assert info["margin_source"].startswith("threshold_bpb")
 
-    folder = _submit(ledger, tmp_path / "c", baseline_bpb=1.23, extra_seeds=[ledger.get(3)])
+    folder = _submit(ledger, tmp_path / "c", baseline_bpb=1.23, extra_seeds=[ledger.get(3)], force=True)
     info = json.loads((folder / "submission.json").read_text())  # no threshold: the challenge's, at sp1024
     assert info["margin_bpb"] == pytest.approx(margin_bpb(), abs=1e-8) == pytest.approx(0.002954, abs=1e-6)
     assert info["margin_source"].startswith("sp1024")
@@ -225,9 +243,9 @@ def test_refusals(tmp_path):
     assert not out.exists()
 
     _files(ledger, 2)
-    _submit(ledger, tmp_path)
+    _submit(ledger, tmp_path, force=True)
     with pytest.raises(AgentgolfError, match=r"already exists"):
-        _submit(ledger, tmp_path)
+        _submit(ledger, tmp_path, force=True)
 
 
 @pytest.mark.parametrize(

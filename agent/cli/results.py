@@ -3,7 +3,8 @@
 for the challenge).
 
 `pick` and `submit` take only the best chain's rows (kept.py): a row that was never kept, or a screen-rung
-row, is refused as one line with exit code 2; `--force` takes it anyway and says so on stderr. Like
+row, is refused as one line with exit code 2; `--force` takes it anyway and says so on stderr. `submit`
+refuses, in the same line, whatever else keeps a row from being a challenge result (submit_checks.py). Like
 `cli.py`, which registers them, they only parse, call and print.
 """
 
@@ -22,6 +23,10 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 FORCE_HELP = "take a row that was never kept, or a screen-rung row, anyway (warns)"
 BEST = "best"
 ID_HELP = "an experiment id, or `best`: the latest run's best row"
+SUBMIT_FORCE_HELP = (
+    "submit what is not a challenge result (outside the best chain, a CPU run, demo data, another budget, "
+    "too few seeds) anyway: the reasons go to stderr and into the record's README"
+)
 
 
 def experiment_id(text: str) -> int | str:
@@ -73,11 +78,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--seeds", type=int, nargs="*", default=[], metavar="ID", help="ledger ids of more seeds of it"
     )
     p.add_argument(
-        "--with-confirmations", action="store_true", help="add its confirmation runs and replays as seeds"
+        "--with-confirmations",
+        action="store_true",
+        help="add its confirmations and replays (a baseline's calibration seeds) on its rung as seeds",
     )
     p.add_argument("--out", type=Path, default=Path("records/track_10min_16mb"))
     p.add_argument("--size-limit", type=int, help="artifact byte limit (default: the workspace budget)")
-    p.add_argument("--force", action="store_true", help=FORCE_HELP)
+    p.add_argument("--force", action="store_true", help=SUBMIT_FORCE_HELP)
     p.set_defaults(func=cmd_submit)
 
 
@@ -111,14 +118,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     ws = find_workspace()
     replay = replay_experiment(ws, resolve_id(ws.ledger(), args.id), args.seeds, console=err)
     original, copies, drift = replay.original, replay.copies, replay.drift
-    out.print(replay_table(original, copies))
+    for item in replay_table(original, copies, width=out.width):  # wrapped at the terminal's width
+        out.print(item, soft_wrap=False)
     for copy in copies:
         out.print(describe(copy), soft_wrap=False)
-    if replay.verdict:
-        out.print(f"same seed: val_bpb {replay.verdict}")
-    if replay.spread:
-        out.print(replay.spread)
-    out.print("settings drift: " + ("; ".join(drift) if drift else "none"))
+    said = [*replay.again, *([f"same seed: val_bpb {replay.verdict}"] if replay.verdict else [])]
+    for line in [*said, replay.spread, "settings drift: " + ("; ".join(drift) if drift else "none")]:
+        if line:
+            out.print(line, markup=False, soft_wrap=False)
     return 0
 
 
@@ -129,7 +136,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
     ws = find_workspace()
     ledger = ws.ledger()
     exp_id = resolve_id(ledger, args.id)
-    warn_forced(ledger, exp_id, "submit", args.force)
     seeds = submission_seeds(ledger, exp_id, args.seeds, with_confirmations=args.with_confirmations)
     folder = write_submission(
         ledger,
@@ -143,6 +149,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         extra_seeds=seeds,
         size_limit=args.size_limit or ws.config.budget.size_bytes,
         force=args.force,
+        warn=lambda reason: err.print(f"[bold red]WARNING: --force: {escape(reason)}[/]"),
     )
-    out.print(f"submission folder: {folder}")
+    out.print(f"submission folder: {folder}", markup=False)
     return 0

@@ -4,6 +4,11 @@ The folder (`YYYY-MM-DD_<slug>`) holds README.md, submission.json, the train log
 baseline and two or more seeds, submission.json carries the one-sided one-sample t-test the challenge asks
 for: are the seed scores below (baseline - 0.005 nats) at p < 0.01? The p-value is computed here with the
 standard library (Student t tail via the regularized incomplete beta function), so no scipy is needed.
+
+What is not a challenge result (a CPU run, the demo's data, another budget, too few seeds...: submit_checks.py)
+is refused, every reason in one line; `force` writes it anyway, the reasons at the top of its README and in
+submission.json's `warnings`. The row's trainer_env is baked into train_gpt.py (bake.py), so the file trains
+what was scored, and its bytes are counted as submitted.
 """
 
 from __future__ import annotations
@@ -11,13 +16,13 @@ from __future__ import annotations
 import json
 import shutil
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
 from agentgolf.agent.judge.deltas import Score, Scores
 from agentgolf.agent.judge.stats import TTest, one_sided_t_test
-from agentgolf.agent.results import kept, morning
+from agentgolf.agent.results import bake, morning, submit_checks
 from agentgolf.challenge import (
     RECORD_MARGIN_NATS,
     SIZE_LIMIT_BYTES,
@@ -37,6 +42,13 @@ ROUND_DIGITS = 8
 FOLDER_SLUG_MAX = 80  # the folder is named YYYY-MM-DD_<slug of the submission's name>
 KEPT_CHAIN = (
     "The chain of kept ideas, from the unmodified baseline; each step was measured against its parent."
+)
+WARNED = "Submitted with `--force`: this is not a challenge result as it stands, because"
+BAKED = (
+    "The harness trained and scored it with these settings in its environment (the run's trainer_env). "
+    f"The submitted `{TRAINER_FILE}` sets them as defaults when run as a script (`os.environ.setdefault`, "
+    "an explicit variable still wins), so run bare it trains what was scored; that block adds {grew:,} "
+    "bytes of code, counted in bytes_code and bytes_total."
 )
 CHAIN_SCORES = (
     "val_bpb: the mean of each step's runs in its run (it and its confirmations). Δ vs parent: the mean "
@@ -63,14 +75,17 @@ def seed_of(e: Experiment) -> int | None:
 def submission_seeds(
     ledger: Ledger, exp_id: int, seed_ids: Sequence[int], with_confirmations: bool = False
 ) -> list[Experiment]:
-    """The rows `seed_ids` and, with `with_confirmations`, every ok confirmation or replay of `exp_id`."""
+    """The rows `seed_ids` and, with `with_confirmations`, every ok confirmation, replay or (of a baseline)
+    calibration seed of `exp_id` on its rung: the same commit again with other seeds."""
     seeds = [ledger.get(i) for i in seed_ids]
     if with_confirmations:
+        rung = ledger.get(exp_id).rung
         seeds += [
             e
             for e in ledger.experiments(full=True)
             if e.replay_of == exp_id
-            and e.kind in (Kind.confirm, Kind.replay)
+            and e.kind in (Kind.confirm, Kind.replay, Kind.calibration)
+            and e.rung == rung
             and e.status == RowStatus.ok
             and e.id not in seed_ids
         ]
@@ -114,11 +129,13 @@ def write_submission(
     track: str = DEFAULT_TRACK,
     now: datetime | None = None,
     force: bool = False,
+    warn: Callable[[str], None] | None = None,
 ) -> Path:
     """Write out_dir/YYYY-MM-DD_<slug>/ for experiment exp_id (plus extra seeds); return the folder.
 
-    Only a kept row (or a re-run of one) at the full budget is submitted; `force` takes any other
-    (kept.py), and its README then does not call its lineage a chain of kept ideas.
+    Only a challenge result is submitted (submit_checks.py: a kept row or a re-run of one, at the full
+    budget on GPUs, the challenge's data, enough seeds); `force` takes any other, writes the reasons into
+    its README and submission.json and passes each to `warn` once the folder is written.
 
     threshold_bpb is the record margin used only when the run's tokens/byte is unknown (no
     `tokens_per_byte` in the run settings and no val_loss to derive it from); by default it is the
@@ -126,7 +143,6 @@ def write_submission(
     """
     exp = ledger.get(exp_id)
     _check_scored(exp, size_limit, "experiment")
-    kept.check(exp, ledger.find, "submit", force)  # the best chain's rows only, unless forced
     seeds = [exp, *extra_seeds]
     for other in extra_seeds:
         _check_scored(other, size_limit, "extra seed")
@@ -142,14 +158,27 @@ def write_submission(
             raise SubmissionError(f"experiment #{e.id} has no recorded seed")
     if len(set(seed_values)) != len(seed_values):
         raise SubmissionError(f"seeds must be distinct, got {seed_values}")
+    baked = bake.settings(exp)
+    for other in extra_seeds:
+        if bake.settings(other) != baked:
+            raise SubmissionError(
+                f"extra seed #{other.id} ran with other settings (trainer_env) than #{exp.id}"
+            )
 
     trainer = _need(run_folder(ledger, exp.id) / TRAINER_FILE)
-    code = trainer.read_bytes()
+    scored = trainer.read_bytes()
     logs = [_need(run_folder(ledger, e.id) / TRAIN_LOG) for e in seeds]
     for e in extra_seeds:
         other = run_folder(ledger, e.id) / TRAINER_FILE
-        if other.is_file() and other.read_bytes() != code:
+        if other.is_file() and other.read_bytes() != scored:
             raise SubmissionError(f"extra seed #{e.id} trained a different {TRAINER_FILE} than #{exp.id}")
+    code = bake.bake(scored, baked)  # the harness counted the scored file's bytes; the record counts these
+    bytes_total = max(e.artifact_bytes for e in seeds) + len(code) - len(scored)
+    if bytes_total > size_limit:
+        raise SubmissionError(
+            f"with its settings baked in, {TRAINER_FILE} puts the artifact at {bytes_total:,} bytes, over the "
+            f"{size_limit:,}-byte limit"
+        )
 
     slug = slugify(name, max_len=FOLDER_SLUG_MAX)
     if not slug:
@@ -158,6 +187,9 @@ def write_submission(
     folder = Path(out_dir) / f"{now:%Y-%m-%d}_{slug}"
     if folder.exists():
         raise SubmissionError(f"{folder} already exists; remove it or choose another name")
+    warnings = submit_checks.reasons(exp, seeds, ledger.find)  # after what --force cannot mend
+    if warnings and not force:
+        raise SubmissionError(submit_checks.refusal(warnings))
 
     margin, margin_source = _margin(ledger, exp, threshold_bpb)
     scores = [e.val_bpb for e in seeds]
@@ -173,7 +205,7 @@ def write_submission(
         "date": now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "val_loss": _round(statistics.fmean(losses)) if len(losses) == len(seeds) else None,
         "val_bpb": _round(statistics.fmean(scores)),
-        "bytes_total": max(e.artifact_bytes for e in seeds),
+        "bytes_total": bytes_total,
         "bytes_code": len(code),
         "track": track,
         "seeds": seed_values,
@@ -204,19 +236,25 @@ def write_submission(
         if exp.manifest.get(key):
             info[key] = exp.manifest[key]
     info["agentgolf"] = {"experiment": exp.id, "run": exp.run_id, "commit": exp.commit_sha}
+    if baked:
+        info["agentgolf"]["baked_env"] = baked
+    if warnings:
+        info["warnings"] = warnings
 
     folder.mkdir(parents=True)
-    shutil.copyfile(trainer, folder / TRAINER_FILE)
+    (folder / TRAINER_FILE).write_bytes(code)
     for log, log_name in zip(logs, log_names, strict=True):
         shutil.copyfile(log, folder / log_name)
     (folder / "submission.json").write_text(json.dumps(info, indent=2) + "\n")
     chain = ledger.lineage(exp)
     scores = Scores(ledger.experiments(run_id=chain[-1].run_id)) if chain[-1].run_id else Scores(chain)
     steps = [(e, scores.score(e)) for e in chain]
-    readme = _readme(info, exp, steps, seeds, log_names, test)
+    readme = _readme(info, exp, steps, seeds, log_names, test, baked, len(code) - len(scored))
     if exp.run_id is not None and (line := morning.said(ledger.get_run(exp.run_id).settings)):
         readme += f"\n## The chain, measured again\n\n{line} (fresh seeds, beside the baseline).\n"
     (folder / "README.md").write_text(readme)
+    for reason in warnings if warn is not None else ():
+        warn(reason)
     return folder
 
 
@@ -248,14 +286,17 @@ def _readme(
     seeds: list[Experiment],
     log_names: list[str],
     test: TTest | None,
+    baked: dict[str, str],
+    grew: int,
 ) -> str:
     n = len(seeds)
     spread = f" ± {info['val_bpb_std']:.4f} (std)" if info["val_bpb_std"] is not None else ""
-    lines = [
-        f"# {info['name']}",
-        "",
-        info["blurb"],
-        "",
+    lines = [f"# {info['name']}", ""]
+    if info.get("warnings"):
+        lines += ["## Warnings", "", f"{WARNED}", ""]
+        lines += [f"- {reason}" for reason in info["warnings"]] + [""]
+    lines += [info["blurb"], ""] if info["blurb"] else []
+    lines += [
         f"**val_bpb {info['val_bpb']:.4f}**{spread}, mean of {n} seed{'s' * (n > 1)}; "
         f"artifact {info['bytes_total']:,} bytes (code {info['bytes_code']:,}); track `{info['track']}`.",
         "",
@@ -304,10 +345,9 @@ def _readme(
         f"Produced by agentgolf experiment #{exp.id} (run `{exp.run_id}`, commit `{exp.commit_sha[:12]}`), "
         f"score source `{exp.trust or 'harness'}`, sandbox isolation `{exp.isolation or 'unknown'}`.",
     ]
-    env = exp.manifest.get("env") or {}
-    if env:
-        lines += ["", "Environment the trainer ran with:", "", "```"]
-        lines += [f"{k}={v}" for k, v in env.items()]
+    if baked:
+        lines += ["", "## Settings baked in", "", BAKED.format(grew=grew), "", "```"]
+        lines += [f"{k}={v}" for k, v in baked.items()]
         lines.append("```")
     return "\n".join(lines) + "\n"
 
