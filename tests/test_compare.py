@@ -8,11 +8,7 @@ files) built as in test_report.py; nothing trains. The command itself runs as a 
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -20,6 +16,7 @@ from rich.console import Console
 from agentgolf.agent.cli.compare import load
 from agentgolf.agent.report.compare import Comparison, compare_lines
 from tests.test_cli import one_line_error
+from tests.test_morning_view import cli
 from tests.test_report import LONG_LINE, PNG_SIGNATURE, loss_at, run_workspace
 
 WIDTH = 100
@@ -28,17 +25,6 @@ WIDTH = 100
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     return run_workspace(tmp_path_factory.mktemp("compare") / "ws")
-
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "agentgolf.agent.cli.main", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": str(WIDTH)},
-    )
 
 
 def _render(view: Comparison) -> list[str]:

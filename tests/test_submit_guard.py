@@ -26,6 +26,7 @@ from agentgolf.agent.workspace import init_workspace
 from agentgolf.challenge import RECORD_SEEDS
 from agentgolf.errors import AgentgolfError
 from agentgolf.experiments.ledger import Ledger, Run
+from tests import test_submit as submit_test
 from tests.test_cli import agentgolf, one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,13 +34,7 @@ TRAINER = ROOT / "baseline" / "train_gpt.py"
 WHO = dict(author="Ada", github_id="ada", name="An idea", blurb="What it does.")
 ENV = {"PRESET": "cpu", "MATRIX_LR": "0.02"}
 # What an 8-GPU run at the challenge's budget on sp1024's data records (crafted: no GPU here).
-GPU_RUN = {
-    "gpus": list(range(8)),
-    "gpu_model": "NVIDIA H100 80GB HBM3",
-    "budget": {"train_seconds": 600.0},
-    "data_check": {"variant": "sp1024", "allowed": False},
-    "env": ENV,
-}
+GPU_RUN = submit_test.GPU_RUN | {"gpu_model": "NVIDIA H100 80GB HBM3", "env": ENV}
 # What the demo's CPU run records: no GPU, its 60 s budget, a data check that names no export.
 DEMO_RUN = {"gpus": [], "budget": {"train_seconds": 60.0}, "data_check": {"variant": None}, "env": ENV}
 
