@@ -305,7 +305,10 @@ def test_whole_loop_run_ledger_show_pick_replay_report(workspace):
         picked = repo.commit("winner").tree["train_gpt.py"].data_stream.read()
         assert picked == repo.commit(best["commit"]).tree["train_gpt.py"].data_stream.read()
     else:
-        one_line_error(agentgolf("pick", "1", cwd=workspace), "nothing to pick")
+        empty = agentgolf(
+            "pick", "1", "--onto", "winner", cwd=workspace, check=True
+        )  # the README's `pick best`
+        assert "nothing to pick" in empty.stdout and "winner" not in [h.name for h in repo.heads]
 
 
 @pytest.mark.slow

@@ -494,5 +494,17 @@ def test_pick_says_where_a_new_branch_starts_and_that_a_branch_already_holds_the
     trainer.write_text(trainer.read_text() + "\n# a change\n")
     repo.index.add(["train_gpt.py"])
     repo.index.commit("the same change, by hand")
+    # The baseline (or a best that never moved): an empty chain, done as asked, exit 0, no branch made.
+    ledger = Ledger(workspace / ".agentgolf" / "ledger.db")
+    baseline = ledger.add_experiment(
+        run_id="r1", kind="baseline", status="ok", commit_sha=base, created_at=time.time(), kept=True
+    )
+    ledger.close()
+    empty = agentgolf("pick", str(baseline.id), "--onto", "nowhere", cwd=workspace)
+    assert empty.returncode == 0 and "Traceback" not in empty.stderr, empty.stderr
+    assert empty.stdout.strip().endswith("nothing to pick; no branch made"), empty.stdout
+    assert f"experiment {baseline.id} makes no change over its run's base commit" in empty.stdout
+    assert "nowhere" not in [h.name for h in repo.heads]
+
     by_hand = agentgolf("pick", str(exp.id), cwd=workspace)
     assert by_hand.returncode == 0 and f"{main} already holds experiment {exp.id}'s change" in by_hand.stdout

@@ -21,8 +21,14 @@ class Picked(BaseModel):
     branch: str
     head: str  # the branch's commit after the pick
     started_from: str = ""  # a branch made by this pick: the branch (or commit) it starts from
+    empty: bool = False  # the experiment is its run's base commit (a baseline, a best that never moved)
 
     def line(self, exp_id: int) -> str:
+        if self.empty:
+            return (
+                f"experiment {exp_id} makes no change over its run's base commit (nothing was kept over it): "
+                f"nothing to pick; " + (f"{self.branch} is unchanged" if self.branch else "no branch made")
+            )
         if not self.commits:
             return (
                 f"{self.branch} already holds experiment {exp_id}'s change; nothing to pick "
@@ -46,6 +52,9 @@ def pick_experiment(ws: Workspace, exp_id: int, onto: str | None, force: bool = 
     current = None if repo.head.is_detached else repo.active_branch.name
     target = onto or current
     exists = target is not None and target in [h.name for h in repo.heads]
+    if not commits:  # an empty chain: done as asked, and no branch made for it
+        head = repo.commit(target).hexsha if exists else repo.head.commit.hexsha
+        return Picked(commits=0, branch=target if exists else "", head=head, empty=True)
     if commits and exists:
         todo = missing(repo, target, base, e.commit_sha)  # those picked before are not picked twice
         if not todo or holds(repo, target, base, e.commit_sha):
