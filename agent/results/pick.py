@@ -27,7 +27,7 @@ class Picked(BaseModel):
         if self.empty:
             return (
                 f"experiment {exp_id} makes no change over its run's base commit (nothing was kept over it): "
-                f"nothing to pick; " + (f"{self.branch} is unchanged" if self.branch else "no branch made")
+                "nothing to pick; " + (f"{self.branch} is unchanged" if self.branch else "no branch made")
             )
         if not self.commits:
             return (
