@@ -105,7 +105,30 @@ def commit_all(worktree: Path, message: str) -> str:
     repo.git.add("-A")
     if not repo.is_dirty(index=True, working_tree=False, untracked_files=False):
         return repo.head.commit.hexsha
-    return repo.index.commit(message, author=AUTHOR, committer=AUTHOR).hexsha
+    # git itself, not GitPython's index.commit: that passes the message through the repository's common
+    # .git/COMMIT_EDITMSG, which a commit in another worktree (a proposal prepared beside this one) deletes.
+    # No hooks and no signing: an experiment's commit is the harness's record, not a user's commit.
+    identity = {
+        "GIT_AUTHOR_NAME": AUTHOR.name,
+        "GIT_AUTHOR_EMAIL": AUTHOR.email,
+        "GIT_COMMITTER_NAME": AUTHOR.name,
+        "GIT_COMMITTER_EMAIL": AUTHOR.email,
+    }
+    repo.git.execute(
+        [
+            "git",
+            "-c",
+            "commit.gpgsign=false",
+            "commit",
+            "-q",
+            "--no-verify",
+            "--cleanup=verbatim",
+            "-m",
+            message,
+        ],
+        env=identity,
+    )
+    return repo.head.commit.hexsha
 
 
 def set_branch(repo: git.Repo, branch: str, commit: str) -> None:

@@ -109,3 +109,38 @@ def test_pick_refuses_dirty_tree(repo, tmp_path):
         wt.pick(repo, [first], None)
     assert path.read_text().endswith("# my notes\n")
     assert repo.head.commit.hexsha == base
+
+
+def test_worktrees_of_one_repository_commit_at_once(repo, tmp_path):
+    """Proposals are prepared side by side, each committing in its own worktree of the one repository.
+    GitPython's index.commit passes the message through the common .git/COMMIT_EDITMSG, which one commit
+    deleted under another (FileNotFoundError on CI); every commit must land, each on its own tree."""
+    import threading
+
+    trees = [
+        wt.add_worktree(repo, tmp_path / "wt" / f"p{i}", None, repo.head.commit.hexsha) for i in range(4)
+    ]
+    made: dict[int, list[str]] = {i: [] for i in range(len(trees))}
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(trees))
+
+    def work(i: int, tree: Path) -> None:
+        try:
+            start.wait()
+            for k in range(8):
+                (tree / f"file{i}.txt").write_text(f"{i} {k}\n")
+                made[i].append(wt.commit_all(tree, f"tree {i} change {k}\n\nA longer message body.\n"))
+        except BaseException as e:  # reported below, with the rest
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i, t)) for i, t in enumerate(trees)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    for i, commits in made.items():
+        assert len(set(commits)) == 8
+        tip = repo.commit(commits[-1])
+        assert tip.message.startswith(f"tree {i} change 7") and tip.author.name
+        assert tip.tree[f"file{i}.txt"].data_stream.read() == f"{i} 7\n".encode()
