@@ -7,9 +7,9 @@ Prints the median of 5 timings for listing, filtering, one lookup and the digest
 
 from __future__ import annotations
 
+import argparse
 import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -68,7 +68,11 @@ def timed(fn) -> float:
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument(
+        "n", nargs="?", type=int, default=10_000, help="experiments in the ledger (default 10000)"
+    )
+    n = ap.parse_args().n
     with tempfile.TemporaryDirectory() as tmp:
         ledger = Ledger(Path(tmp) / "ledger.db", create=True)
         fill(ledger, n)
