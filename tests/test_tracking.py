@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from agentgolf.agent.tracking.feed import Feed
 from agentgolf.agent.tracking.follow import LogFollower
 from agentgolf.agent.tracking.hub import Tracking
 from agentgolf.agent.workspace import init_workspace
+from agentgolf.experiments.ledger import Run
 from agentgolf.sandbox.budget import Budget
 from agentgolf.sandbox.metrics import parse_train_curve
 from agentgolf.sandbox.run_setup import RunSetup
@@ -115,6 +117,20 @@ def test_a_missing_library_is_refused_before_anything_trains(tmp_path, tiny_data
     one_line_error(proc, "--track wandb: wandb not installed; pip install 'agentgolf[track]'")
     assert not (ws.state / "runs").exists() and ws.ledger().latest_run() is None
 
+    # `run --resume` tracks as its run did: the run's recorded backends are checked before it goes on.
+    ledger = ws.ledger()
+    ledger.add_run(Run(id="r1", created_at=time.time(), base_commit="0" * 40, settings={"track": ["wandb"]}))
+    ledger.close()
+    proc = subprocess.run(
+        [sys.executable, "-m", "agentgolf.agent.cli.main", "run", "--resume"],
+        cwd=ws.root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    one_line_error(proc, "--track wandb: wandb not installed")
+
 
 # --- a failing backend --------------------------------------------------------------------------------
 
@@ -197,6 +213,7 @@ def test_a_tracked_run_is_read_back_by_tensorboard_and_wandb(tmp_path, tiny_data
     # get(): each float as stored; the listing's SQLite JSON keeps 15 significant digits
     rows = [ledger.get(r.id) for r in ledger.experiments()]
     run_id = rows[0].run_id
+    assert ledger.get_run(run_id).settings["track"] == ["tensorboard", "wandb"]  # what --resume tracks
     assert [r.kind for r in rows] == ["baseline", "proposal", "control"] and rows[1].decision, rows
     track = ws.state / "track"
     boards = {int(p.name.split("-")[0]): p for p in (track / "tensorboard" / run_id).iterdir()}

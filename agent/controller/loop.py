@@ -186,7 +186,11 @@ class Loop:
             id=run_id,
             created_at=time.time(),
             base_commit=base,
-            settings={**caps.model_dump(), "proposer": proposer},
+            settings={
+                **caps.model_dump(),
+                "proposer": proposer,
+                "track": list(self.ws.config.track.backends),
+            },
         )
         self.ledger.add_run(run)
         return run

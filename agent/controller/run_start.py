@@ -80,7 +80,9 @@ def start_run(ws: Workspace, options: RunOptions, console: Console) -> RunSummar
         ),
     )
     with workspace_lock(ws.state / "locks"):
-        caps, note = _caps(ws, options)
+        caps, note, recorded = _caps(ws, options)
+        if options.track is None and "track" in recorded:  # a resume tracks as its run did
+            ws.config.track = ws.config.track.model_copy(update={"backends": recorded["track"]})
         preflight(
             ws,
             flags,
@@ -96,14 +98,19 @@ def start_run(ws: Workspace, options: RunOptions, console: Console) -> RunSummar
         return loop.run(caps, proposer, resume=options.resume, gpus_per_experiment=per_experiment, note=note)
 
 
-def _caps(ws: Workspace, options: RunOptions) -> tuple[RunCaps, str]:
-    """The command line's caps; a resume continues under the run's recorded ones where none are given."""
+def _caps(ws: Workspace, options: RunOptions) -> tuple[RunCaps, str, dict]:
+    """The command line's caps; a resume continues under the run's recorded ones where none are given.
+    Also the resumed run's recorded settings ({} for a new run)."""
     if not options.resume:
         if options.budget is None:
             raise AgentgolfError("a new run needs --budget N (experiments, the baseline included)")
         if options.budget < 1:
             raise AgentgolfError("--budget must be at least 1 (the first experiment is the baseline)")
-        return RunCaps(experiments=options.budget, gpu_hours=options.max_gpu_hours, usd=options.max_usd), ""
+        return (
+            RunCaps(experiments=options.budget, gpu_hours=options.max_gpu_hours, usd=options.max_usd),
+            "",
+            {},
+        )
     ledger = ws.ledger()
     run = ledger.get_run(latest_run_id(ledger) if options.resume == "latest" else options.resume)
     recorded = run.settings
@@ -118,7 +125,7 @@ def _caps(ws: Workspace, options: RunOptions) -> tuple[RunCaps, str]:
         + (f", ${caps.usd}" if caps.usd is not None else "")
         + (" (as recorded)" if options.budget is None else "")
     )
-    return caps, note
+    return caps, note, recorded
 
 
 def _given(**values: object) -> dict[str, object]:
