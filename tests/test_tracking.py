@@ -29,6 +29,7 @@ from agentgolf.sandbox.budget import Budget
 from agentgolf.sandbox.metrics import parse_train_curve
 from agentgolf.sandbox.run_setup import RunSetup
 from tests.test_cli import one_line_error
+from tests.test_fail_fast import agentgolf
 from tests.tiny import make_workspace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,13 +91,7 @@ def test_the_flag_parses_a_comma_list_and_none():
 
 
 def test_an_unknown_backend_is_one_line_and_exit_2(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "agentgolf.agent.cli.main", "run", "--budget", "1", "--track", "mlflow"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = agentgolf("run", "--budget", "1", "--track", "mlflow", cwd=tmp_path, timeout=120)
     one_line_error(proc, "argument --track: unknown backend 'mlflow': choose tensorboard and/or wandb")
 
 
@@ -105,15 +100,8 @@ def test_a_missing_library_is_refused_before_anything_trains(tmp_path, tiny_data
     control: here, unblocked, nothing is missing."""
     assert missing_libraries(["tensorboard", "wandb"]) == []
     ws = make_workspace(tmp_path / "ws", tiny_dataset)
-    env = {**os.environ, "PYTHONPATH": str(BLOCKER), "AGENTGOLF_BLOCK_IMPORTS": "wandb"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "agentgolf.agent.cli.main", "run", "--budget", "1", "--track", "wandb"],
-        cwd=ws.root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    env = {"PYTHONPATH": str(BLOCKER), "AGENTGOLF_BLOCK_IMPORTS": "wandb"}
+    proc = agentgolf("run", "--budget", "1", "--track", "wandb", cwd=ws.root, env=env, timeout=120)
     one_line_error(proc, "--track wandb: wandb not installed; pip install 'agentgolf[track]'")
     assert not (ws.state / "runs").exists() and ws.ledger().latest_run() is None
 
@@ -121,14 +109,7 @@ def test_a_missing_library_is_refused_before_anything_trains(tmp_path, tiny_data
     ledger = ws.ledger()
     ledger.add_run(Run(id="r1", created_at=time.time(), base_commit="0" * 40, settings={"track": ["wandb"]}))
     ledger.close()
-    proc = subprocess.run(
-        [sys.executable, "-m", "agentgolf.agent.cli.main", "run", "--resume"],
-        cwd=ws.root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = agentgolf("run", "--resume", cwd=ws.root, env=env, timeout=120)
     one_line_error(proc, "--track wandb: wandb not installed")
 
 

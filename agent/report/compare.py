@@ -20,6 +20,7 @@ from agentgolf.agent.judge.acceptance import describe_evidence
 from agentgolf.agent.judge.deltas import Score
 from agentgolf.agent.report.curves import CurveSeries, curve, label
 from agentgolf.agent.report.sections import num
+from agentgolf.agent.report.tables import delta_text
 from agentgolf.experiments.ledger import Experiment
 from agentgolf.experiments.manifest import VOLATILE
 from agentgolf.sandbox.metrics import CurvePoint
@@ -170,7 +171,7 @@ def _scores(c: Comparison) -> list[list[str]]:
         ["status", a.status + (" (kept)" if a.kept else ""), b.status + (" (kept)" if b.kept else ""), ""],
         ["val_bpb", num(sa, ".4f"), num(sb, ".4f"), num(sb - sa, "+.4f") if None not in (sa, sb) else ""],
         ["runs in val_bpb", *(str(s.score.runs) if s.score else "" for s in (c.a, c.b)), ""],
-        ["Δ vs parent", _delta(c.a), _delta(c.b), ""],
+        ["Δ vs parent", delta_text(c.a.score, c.a.exp, "+.4f"), delta_text(c.b.score, c.b.exp, "+.4f"), ""],
         [
             "artifact bytes",
             num(a.artifact_bytes, ","),
@@ -184,13 +185,6 @@ def _scores(c: Comparison) -> list[list[str]]:
 
 def _bpb(s: Side) -> float | None:
     return s.score.bpb if s.score is not None and s.score.bpb is not None else s.exp.val_bpb
-
-
-def _delta(s: Side) -> str:
-    """Δ vs parent as `agentgolf show` prints it: the paired mean over n pairs as it stands, else recorded."""
-    if s.score is None or s.score.delta is None:
-        return num(s.exp.delta_bpb, "+.4f")
-    return num(s.score.delta, "+.4f") + (f" ({s.score.rounds} pairs)" if s.score.rounds > 1 else "")
 
 
 def _decision(e: Experiment) -> str:

@@ -151,7 +151,7 @@ def _ledger_cells(e: Experiment, score: Score | None, flagged: bool, runs: dict[
         "run": runs[e.run_id or ""],
         "status": e.status + (" *" if e.kept and e.kind == Kind.proposal else ""),
         "val_bpb": num(e.val_bpb, ".4f"),
-        "Δ vs parent": _delta(score, e, "+.4f"),
+        "Δ vs parent": delta_text(score, e, "+.4f"),
         "rung": _rung(e),
         "steps": num(e.steps, ",") + (f" {STEPS_MARK}" if flagged else ""),
         "artifact bytes": num(e.artifact_bytes, ","),
@@ -168,7 +168,7 @@ def _rung(e: Experiment) -> str:
     return e.rung or ("" if e.status == RowStatus.rejected else "full")
 
 
-def _delta(score: Score | None, e: Experiment, spec: str) -> str:
+def delta_text(score: Score | None, e: Experiment, spec: str) -> str:
     """Δ vs parent as it stands (the paired mean over n pairs), else as recorded."""
     if score is None or score.delta is None:
         return num(e.delta_bpb, spec)
@@ -181,7 +181,7 @@ def show_experiment(
     """What `agentgolf show` prints: header, metrics, the diff (None: no change), log tail, then the raw
     manifest with `manifest`, else one line saying how to see it. `score`: the row's current score among its
     run (deltas.current); without it, what was recorded."""
-    now = _delta(score, e, "+.6f")
+    now = delta_text(score, e, "+.6f")
     then = num(e.delta_bpb, "+.6f")
     lines = [
         f"[bold]experiment {e.id}[/]: {escape(e.title)}  ({e.kind}, run {e.run_id}, proposer {e.proposer})",
