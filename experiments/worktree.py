@@ -6,9 +6,12 @@ kept ideas is simply the git ancestry between the run's base commit and the expe
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import git
@@ -81,16 +84,41 @@ def head_commit(repo: git.Repo) -> str:
         ) from exc
 
 
+@contextlib.contextmanager
+def worktrees_locked(repo: git.Repo) -> Iterator[None]:
+    """Hold the repository's worktree list for one add or remove.
+
+    `git worktree prune` deletes an entry whose gitdir file is not written yet, so a prune beside another
+    worktree's `add` (two proposals prepared at once) breaks that add. flock serializes threads and
+    processes alike; the lock file lives in the common git folder, shared by every worktree.
+    """
+    lock_path = (
+        Path(repo.git.rev_parse("--path-format=absolute", "--git-common-dir")) / "agentgolf-worktrees.lock"
+    )
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def add_worktree(repo: git.Repo, path: Path, branch: str | None, start: str) -> Path:
     """Check out `start` in its own folder, on a new branch or detached (a stale folder is replaced)."""
-    remove_worktree(repo, path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    where = ["-B", branch] if branch else ["--detach"]
-    repo.git.worktree("add", "--force", *where, str(path), start)
+    with worktrees_locked(repo):
+        _remove_worktree(repo, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        where = ["-B", branch] if branch else ["--detach"]
+        repo.git.worktree("add", "--force", *where, str(path), start)
     return path
 
 
 def remove_worktree(repo: git.Repo, path: Path) -> None:
+    with worktrees_locked(repo):
+        _remove_worktree(repo, path)
+
+
+def _remove_worktree(repo: git.Repo, path: Path) -> None:
     if path.exists():
         try:
             repo.git.worktree("remove", "--force", str(path))
@@ -182,7 +210,8 @@ def pick(repo: git.Repo, commits: list[str], onto: str | None) -> tuple[str, str
         repo.git.branch(target, repo.head.commit.hexsha)
     scratch = Path(tempfile.mkdtemp(prefix="agentgolf-pick-"))
     try:
-        repo.git.worktree("add", str(scratch / "tree"), target)
+        with worktrees_locked(repo):
+            repo.git.worktree("add", str(scratch / "tree"), target)
         tree = with_identity(git.Repo(scratch / "tree"))
         try:
             tree.git.cherry_pick(*commits)

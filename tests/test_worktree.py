@@ -144,3 +144,41 @@ def test_worktrees_of_one_repository_commit_at_once(repo, tmp_path):
         tip = repo.commit(commits[-1])
         assert tip.message.startswith(f"tree {i} change 7") and tip.author.name
         assert tip.tree[f"file{i}.txt"].data_stream.read() == f"{i} 7\n".encode()
+
+
+def test_worktrees_added_and_removed_at_once(repo, tmp_path):
+    """Two proposals prepared at once: one's `git worktree prune` deleted the other's half-made entry
+    (".git/worktrees/pending-b/gitdir: No such file or directory" on CI). Adds beside removes (each
+    remove prunes) from several threads must all land, and every tree must be a working checkout."""
+    import threading
+
+    head = repo.head.commit.hexsha
+    errors: list[BaseException] = []
+    start = threading.Barrier(6)
+    adding = threading.Event()
+
+    def add(i: int) -> None:
+        try:
+            start.wait()
+            for k in range(25):
+                tree = wt.add_worktree(repo, tmp_path / "wt" / f"p{i}-{k}", None, head)
+                assert git.Repo(tree).head.commit.hexsha == head
+        except BaseException as e:  # reported below, with the rest
+            errors.append(e)
+
+    def prune(i: int) -> None:
+        start.wait()
+        while not adding.is_set():
+            wt.remove_worktree(repo, tmp_path / "gone" / str(i))
+
+    adders = [threading.Thread(target=add, args=(i,)) for i in range(3)]
+    pruners = [threading.Thread(target=prune, args=(i,)) for i in range(3)]
+    for t in adders + pruners:
+        t.start()
+    for t in adders:
+        t.join(300)
+    adding.set()
+    for t in pruners:
+        t.join(60)
+    assert not errors, errors[0]
+    assert repo.git.worktree("list").count("\n") == 3 * 25  # the main checkout and every tree added
