@@ -16,6 +16,7 @@ proposals in flight that made the same change, say) is rejected as a repeat.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,6 +29,10 @@ from agentgolf.experiments import worktree as wt
 from agentgolf.experiments.ledger import Experiment, Run
 from agentgolf.experiments.status import Kind, RowStatus
 
+# Numbers preparations apart across every pipeline of the process: a thread a closed pipeline left running
+# must not share its worktree's name with a new run's preparation (whose add would delete that tree).
+_NUMBERS = itertools.count(1)
+
 
 class Pipeline:
     """The proposals being prepared for one run, in the order they were asked for."""
@@ -36,7 +41,7 @@ class Pipeline:
         self.lab, self.propose = lab, propose
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="proposer")
         self.futures: list[Future] = []
-        self.asked = 0  # preparations started: numbers their worktrees apart
+        self.names: dict[Future, str] = {}  # each preparation's board entry and worktree
 
     def __len__(self) -> int:
         return len(self.futures)
@@ -47,18 +52,26 @@ class Pipeline:
             return
         rows = history()
         while len(self.futures) < want:
-            self.asked += 1
-            name = f"pending-{parent.id}-{len(rows)}-{self.asked}"
+            name = f"pending-{parent.id}-{len(rows)}-{next(_NUMBERS)}"
             board.open_entry(self.lab.ws.root, name, parent.id)  # before any prompt: each sees the others
-            self.futures.append(
-                self.pool.submit(prepare_proposal, self.lab, parent, rows, self.propose, name)
-            )
+            future = self.pool.submit(self._prepare, parent, rows, name)
+            self.futures.append(future)
+            self.names[future] = name
+
+    def _prepare(self, parent: Experiment, rows: list[Experiment], name: str) -> Prepared:
+        """prepare_proposal, whose board entry also goes when it raises before its own cleanup."""
+        try:
+            return prepare_proposal(self.lab, parent, rows, self.propose, name)
+        except BaseException:
+            board.close_entry(self.lab.ws.root, name)
+            raise
 
     def ready(self) -> Future | None:
         """The oldest finished preparation, taken out of the pipeline; None while none has finished."""
         for future in self.futures:
             if future.done():
                 self.futures.remove(future)
+                self.names.pop(future, None)
                 return future
         return None
 
@@ -66,10 +79,17 @@ class Pipeline:
         return [f for f in self.futures if not f.done()]
 
     def close(self) -> None:
-        """Drop what was not taken (nothing was charged for it); running proposer calls are not waited for."""
+        """Drop what was not taken (nothing was charged for it); running proposer calls are not waited for.
+
+        Each dropped preparation leaves the board: a cancelled one never reaches prepare_proposal's cleanup,
+        and a finished or running one would wait there for a ledger row that never comes (a later loop in
+        this process would list them, and count them as proposals in flight)."""
+        root = self.lab.ws.root
         for future in self.futures:
             future.cancel()
-        self.futures = []
+            name = self.names[future]
+            future.add_done_callback(lambda _, name=name: board.close_entry(root, name))  # now, or when done
+        self.futures, self.names = [], {}
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     def register(

@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -133,18 +134,13 @@ def _hold(lock: Path, refusal: Callable[[Owner], str], what: str) -> Iterator[Ow
         command=" ".join(sys.argv),
     )
     for _ in range(2):  # a stale lock (its process died) is taken over once
-        try:
-            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            holder = lock_owner(lock)
-            if holder is not None:
-                raise AgentgolfError(refusal(holder)) from None
-            with contextlib.suppress(FileNotFoundError):
-                lock.unlink()
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(me.model_dump_json())
-        break
+        if _create_whole(lock, me.model_dump_json()):
+            break
+        holder = lock_owner(lock)
+        if holder is not None:
+            raise AgentgolfError(refusal(holder))
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
     else:
         raise AgentgolfError(f"{what}: could not take its lock {lock}; another process is starting it")
     try:
@@ -152,6 +148,23 @@ def _hold(lock: Path, refusal: Callable[[Owner], str], what: str) -> Iterator[Ow
     finally:
         if lock_owner(lock) == me:
             lock.unlink()
+
+
+def _create_whole(lock: Path, text: str) -> bool:
+    """Create `lock` holding `text`; False if it exists. The file appears already written (a hard link to a
+    full temp file): one created empty and written after was read in between as ownerless, taken as stale,
+    and then two loops held one workspace."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{lock.name}.", dir=lock.parent)  # not *.lock: live_runs skips it
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.link(tmp, lock)  # atomic, and never over an existing lock
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp)
+    return True
 
 
 def stop_owner(lock: Path, timeout: float) -> bool:

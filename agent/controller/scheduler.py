@@ -16,6 +16,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from pydantic import BaseModel, Field
+from rich.markup import escape
 
 from agentgolf.agent.controller.executor import Slot
 from agentgolf.agent.controller.lab import Lab
@@ -103,6 +104,7 @@ class Scheduler(Verdicts):
         self.pool = ThreadPoolExecutor(max_workers=len(slots), thread_name_prefix="slot")
         self.pipeline = Pipeline(lab, self.propose, self.settings.max_pending_proposals)
         self.infra_retries: dict[int, int] = {}
+        self.crashes = 0  # preparations in a row that raised (not a ProposalError): too many stop the run
         self.exhausted = False
         self.fatal = ""
         self.launched: set[int] = set()
@@ -340,6 +342,13 @@ class Scheduler(Verdicts):
             except AgentgolfError as exc:  # e.g. the LLM endpoint is down for good: finish what runs, stop
                 self.fatal = f"proposer failed: {exc}"
                 return None
+            except Exception as exc:  # git or the disk failed one preparation: dropped, uncharged
+                self.crashes += 1
+                self.view.log(escape(f"a preparation failed ({type(exc).__name__}: {exc}); dropped"))
+                if self.crashes > self.settings.infra_retries:
+                    self.fatal = f"{self.crashes} proposal preparations in a row failed: {exc}"
+                continue
+            self.crashes = 0
             if prepared.proposal is None:
                 self.exhausted = True
                 return None

@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import NamedTuple
 
@@ -219,15 +220,28 @@ def cuda_paths(env: dict[str, str], hidden: list[Path]) -> list[Path]:
     return _outermost(wanted)
 
 
+_HOSTS_LOCK = threading.Lock()
+
+
 @functools.lru_cache(maxsize=1)
 def hosts_file() -> Path:
-    """An /etc/hosts for the sandbox (loopback only, with its hostname), written once per harness process."""
-    path = Path(tempfile.gettempdir()) / f"agentgolf-sandbox-hosts-{os.getuid()}"
-    if not path.is_file() or path.read_text() != HOSTS_TEXT:
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(HOSTS_TEXT)
-        os.replace(tmp, path)
-    return path
+    """An /etc/hosts for the sandbox (loopback only, with its hostname), written once per harness process.
+
+    lru_cache does not serialize first calls, and two slots' first sandboxes start together: the lock keeps
+    this process's threads apart, and a temp file of each writer's own keeps other harness processes apart."""
+    with _HOSTS_LOCK:
+        path = Path(tempfile.gettempdir()) / f"agentgolf-sandbox-hosts-{os.getuid()}"
+        if not path.is_file() or path.read_text() != HOSTS_TEXT:
+            fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.", suffix=".tmp", dir=path.parent)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(HOSTS_TEXT)
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        return path
 
 
 class GpuDevice(NamedTuple):
