@@ -8,13 +8,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import git
 import pytest
 
-from tests.tiny import alive, make_workspace, phase_pids, training_row
+from tests.tiny import make_workspace, phase_pids, training_row, wait_dead
 
 
 def agentgolf(
@@ -135,8 +134,9 @@ def test_a_ledger_locked_by_another_process_is_one_line(workspace):
             f"db = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
             "db.execute('PRAGMA locking_mode=EXCLUSIVE'); db.execute('BEGIN EXCLUSIVE')\n"
             "db.execute('UPDATE runs SET status = status')\n"
-            "print('holding', flush=True); time.sleep(60)\n",
+            "print('holding', flush=True); sys.stdin.readline()\n",  # held until the test is done
         ],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -144,6 +144,7 @@ def test_a_ledger_locked_by_another_process_is_one_line(workspace):
         assert holder.stdout.readline().strip() == "holding"
         for args in (("ledger",), ("run", "--budget", "1")):
             one_line_error(agentgolf(*args, cwd=workspace, timeout=120), "is locked by another process")
+        assert holder.poll() is None  # the lock was held all along
     finally:
         holder.kill()
         holder.wait()
@@ -329,9 +330,8 @@ def test_resume_after_kill_9_mid_experiment(workspace):
     pids = phase_pids(workspace, victim)
     loop.send_signal(signal.SIGKILL)
     loop.wait()
-    time.sleep(1.0)
-    for pid in pids:  # bubblewrap's --die-with-parent takes the whole sandbox down with the loop
-        assert not alive(pid)
+    # bubblewrap's --die-with-parent takes the whole sandbox down with the loop
+    assert not wait_dead(pids, 10)
 
     # The budget is already spent by the row in flight: resume must still finish it, in place.
     agentgolf("run", "--budget", "1", "--resume", cwd=workspace, check=True)

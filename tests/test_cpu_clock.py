@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 import time
@@ -40,10 +41,14 @@ HOG_BUDGET = Budget(
     train_seconds=4, train_grace_seconds=90, score_seconds=240, memory_bytes=8 * 2**30, max_processes=64
 )
 needs_bwrap = pytest.mark.skipif(find_bwrap() is None, reason="bubblewrap is not installed")
-# The CPU clock's runs with and without the hog: at most this far apart. The issue's goal is 5%; measured
-# here 0-4% in six runs by themselves and 14% once inside the full suite (sharing a core costs a CPU-bound
-# run some work per CPU-second: cache and frequency, not the clock), so the test holds at what is measured.
-SAME_STEPS = 0.15
+# The CPU clock's runs with and without the hog: at most this far apart in steps. The issue's goal is 5%;
+# measured here 0-4% in six runs by themselves and 14% once inside the full suite: sharing a core costs a
+# CPU-bound run some work per CPU-second (cache and frequency, not the clock), which a loaded machine varies.
+# So the steps are held loosely, and the clock itself tightly: both runs stopped on it, each at its CPU cap
+# (CAP_OVER) by the trainer's count, and both trees spent the same CPU seconds (SAME_CPU) by the harness's.
+SAME_STEPS = 0.35
+CAP_OVER = 0.10  # the trainer's CPU train_time at its stop: the cap, plus at most this share (its last step)
+SAME_CPU = 0.20  # the training phases' CPU seconds (start-up included), with and without the hog
 FEWER_STEPS = 0.75  # the wall clock's run under the hog: below this share of the steps without one
 HOG_LEFT = 0.6  # the share of its core the run beside the hog had at most (a fair share is a half)
 
@@ -66,28 +71,37 @@ def hog(core: int):
         proc.wait()
 
 
-def steps(data, run_dir: Path, clock: str, core: int) -> tuple[int, float | None]:
+def steps(data, run_dir: Path, clock: str, core: int) -> tuple[int, float | None, float | None]:
     """One real run of the CPU preset on `clock`, pinned to `core` (this thread is, and every process the
     sandbox starts from it): the steps it trained and, on the CPU clock, the share of its core it had (its
-    training phase's CPU seconds over its wall seconds)."""
+    training phase's CPU seconds over its wall seconds) and those CPU seconds. Its clock stopped it, at the
+    cap: on the CPU clock, train_seconds x its one thread of CPU seconds."""
     os.sched_setaffinity(0, {core})
     budget = HOG_BUDGET.model_copy(update={"train_clock": clock})
     result = run_sandboxed(TRAINER, run_dir, data, budget, env=CLOCKED_ENV)
     assert result.status is Status.ok, result.reason
     assert result.train_clock == clock and result.steps is not None
     log = (run_dir / "train.log").read_text()
-    assert (
-        f"stopping_early: {'cpu_clock' if clock == 'cpu' else 'wallclock'}_cap" in log
-    )  # its clock stopped it
+    cap = "cpu_clock" if clock == "cpu" else "wallclock"
+    stop = re.search(rf"stopping_early: {cap}_cap train_time:(\d+)ms", log)
+    assert stop is not None, log[-2000:]  # its clock stopped it
+    if clock == "cpu":
+        assert result.train_threads == 1 and result.train_cpu_seconds is not None
+        cap_ms = 1000 * HOG_BUDGET.train_seconds * result.train_threads
+        # The trainer's CPU clock reached the cap, and stopped after the step that crossed it.
+        assert cap_ms <= int(stop[1]) <= (1 + CAP_OVER) * cap_ms, stop[0]
+        # Measured from outside, the phase's tree used at least that much CPU.
+        assert result.train_cpu_seconds >= HOG_BUDGET.train_seconds * result.train_threads
     share = result.train_cpu_seconds / result.train_seconds if result.train_cpu_seconds else None
-    return result.steps, share
+    return result.steps, share, result.train_cpu_seconds
 
 
 @pytest.mark.slow
 def test_a_cpu_hog_does_not_change_the_steps_a_cpu_clocked_run_trains(data, tmp_path):
     """Two runs on the CPU clock at the same time, each pinned to a core of its own, one of them sharing its
-    core with a busy loop: within 15% of the same steps (the goal is 5%: see SAME_STEPS). The wall clock under the same hog trains far fewer
-    (what the CPU clock buys). Side by side, whatever else loads the machine loads both."""
+    core with a busy loop: both stopped at the same CPU cap, by the trainer's clock and by the harness's
+    count, and so trained about the same steps (see SAME_STEPS). The wall clock under the same hog trains
+    far fewer (what the CPU clock buys). Side by side, whatever else loads the machine loads both."""
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) < 2:
         pytest.skip("needs two cores: a run with a hog on its core beside one without")
@@ -95,12 +109,15 @@ def test_a_cpu_hog_does_not_change_the_steps_a_cpu_clocked_run_trains(data, tmp_
     with hog(busy), ThreadPoolExecutor(2) as pool:
         alone = pool.submit(steps, data, tmp_path / "cpu", "cpu", quiet)
         shared = pool.submit(steps, data, tmp_path / "cpu-hog", "cpu", busy)
-        (alone_steps, _), (loaded_steps, loaded_share) = alone.result(), shared.result()
-        wall_steps, _ = pool.submit(steps, data, tmp_path / "wall-hog", "wall", busy).result()
+        alone_steps, _, alone_cpu = alone.result()
+        loaded_steps, loaded_share, loaded_cpu = shared.result()
+        wall_steps, _, _ = pool.submit(steps, data, tmp_path / "wall-hog", "wall", busy).result()
     print(
-        f"steps: cpu clock {alone_steps} alone, {loaded_steps} under the hog ({loaded_share:.0%} of its core)"
+        f"steps: cpu clock {alone_steps} alone, {loaded_steps} under the hog ({loaded_share:.0%} of its core); "
+        f"CPU seconds {alone_cpu:.2f} alone, {loaded_cpu:.2f} under the hog"
     )
     print(f"steps: wall clock {wall_steps} under the hog")
+    assert abs(loaded_cpu - alone_cpu) <= SAME_CPU * alone_cpu, (alone_cpu, loaded_cpu)  # the same CPU spent
     assert abs(loaded_steps - alone_steps) <= SAME_STEPS * alone_steps, (alone_steps, loaded_steps)
     assert loaded_share < HOG_LEFT  # the hog took its share of the core: the same steps took longer
     assert wall_steps < FEWER_STEPS * alone_steps, (alone_steps, wall_steps)

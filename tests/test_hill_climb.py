@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 
 import git
@@ -67,16 +69,32 @@ class Scripted:
     """A proposer that makes the changes `script` lists, in call order, from any number of threads.
 
     The first `together` calls wait for each other before they answer: they only get past the barrier
-    if that many preparations are in flight at once. They then answer in call order, a moment apart, so
-    that the rounds launch in the script's order whichever thread the OS runs first. `most` is the most
-    calls seen at once."""
+    if that many preparations are in flight at once. They then answer in call order: call k answers only
+    once `ledger` holds call k-1's row (the scheduler registered it), so the rounds launch in the script's
+    order however long each preparation's checks take and whichever thread the OS runs first. `most` is
+    the most calls seen at once; `out_of_order` is set when such a wait ran out (the tests assert it is not).
+    """
 
-    def __init__(self, script: list, together: int = 1):
+    def __init__(self, script: list, together: int = 1, ledger: Path | None = None):
         self.script, self.lock = list(script), threading.Lock()
         self.calls = self.active = self.most = 0
         self.barrier = threading.Barrier(together, timeout=120) if together > 1 else None
-        self.together, self.barrier_broken = together, False
-        self.answered = [threading.Event() for _ in range(together)]
+        self.together, self.barrier_broken, self.out_of_order = together, False, False
+        assert together == 1 or ledger is not None, "calls answered in order wait on the ledger"
+        self.ledger = ledger
+
+    def _registered(self, title: str, timeout: float = 180) -> bool:
+        """Wait until the ledger holds a row titled `title`: the earlier answer was prepared and registered."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with closing(sqlite3.connect(f"file:{self.ledger}?mode=ro", uri=True, timeout=10)) as conn:
+                    if conn.execute("SELECT 1 FROM experiments WHERE title = ?", (title,)).fetchone():
+                        return True
+            except sqlite3.OperationalError:  # locked, or not made yet: look again
+                pass
+            time.sleep(0.2)
+        return False
 
     def __call__(self, ctx: ProposalContext, tree: Path) -> Proposal | None:
         with self.lock:
@@ -90,9 +108,8 @@ class Scripted:
                     self.barrier.wait()
                 except threading.BrokenBarrierError:
                     self.barrier_broken = True
-                if call > 1:
-                    self.answered[call - 2].wait(120)
-                    time.sleep(1.0)  # the earlier answer is registered and launched first
+                if call > 1 and not self._registered(self.script[call - 2][0]):
+                    self.out_of_order = True  # the earlier answer was never registered
             if call > len(self.script):
                 return None
             title, change = self.script[call - 1]
@@ -101,8 +118,6 @@ class Scripted:
         finally:
             with self.lock:
                 self.active -= 1
-            if call <= self.together:
-                self.answered[call - 1].set()
 
 
 def _two_commits(tree: Path) -> None:
@@ -163,7 +178,7 @@ def two_slots(tmp_path_factory, tiny_dataset):
         ("Six more steps in two commits", _two_commits),
         ("Nine steps", lambda tree: _steps(tree, 9)),
     ]
-    proposer = Scripted(script, together=2)
+    proposer = Scripted(script, together=2, ledger=ws.root / ".agentgolf" / "ledger.db")
     summary, rows, said = _loop_run(ws, tmp_path, proposer, experiments=4, machine=HoldBack)
     return ws, proposer, summary, rows, said
 
@@ -177,6 +192,7 @@ def _titled(rows: list[Experiment], title: str) -> Experiment:
 def test_two_slots_keep_two_proposals_in_flight(two_slots):
     ws, proposer, summary, rows, said = two_slots
     assert proposer.most == 2 and not proposer.barrier_broken  # both were being prepared at once
+    assert not proposer.out_of_order  # and B was answered after A was registered
     a, b = _titled(rows, "Twelve steps"), _titled(rows, "Six more steps in two commits")
     assert a.parent_id == b.parent_id == rows[0].id  # each knows its parent: the best when asked
     for run in (a, b):  # each trains beside its round's control, on the other slot (test_paired.py)

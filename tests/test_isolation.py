@@ -7,9 +7,11 @@ passes under the same limits.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -104,6 +106,40 @@ def test_nvidia_smi_maps_a_slot_index_to_its_node_and_uuid(monkeypatch, tmp_path
     assert bwrap.cuda_visible_devices([2]) == "2"  # no UUID: the index, as before
     monkeypatch.setattr(bwrap, "nvidia_smi_gpus", lambda: {})
     assert bwrap.cuda_visible_devices([3]) == "3"
+
+
+def test_two_slots_first_sandboxes_write_the_hosts_file_at_once(tmp_path, monkeypatch):
+    """Both threads' first calls get past lru_cache together. Each writer is held in os.replace until the
+    other arrives (or 2 s pass, when a lock keeps it out): a temp name shared by the two made the second
+    replace find nothing to move."""
+    monkeypatch.setattr(bwrap.tempfile, "gettempdir", lambda: str(tmp_path))
+    together, real_replace = threading.Barrier(2, timeout=2), os.replace
+
+    def replace(src, dst):
+        with contextlib.suppress(threading.BrokenBarrierError):
+            together.wait()
+        real_replace(src, dst)
+
+    monkeypatch.setattr(bwrap.os, "replace", replace)
+    errors: list[BaseException] = []
+
+    def first_sandbox() -> None:
+        try:
+            assert bwrap.hosts_file().read_text() == bwrap.HOSTS_TEXT
+        except BaseException as e:
+            errors.append(e)
+
+    bwrap.hosts_file.cache_clear()
+    try:
+        threads = [threading.Thread(target=first_sandbox) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    finally:
+        bwrap.hosts_file.cache_clear()  # later tests get the real temp folder's file
+    assert not errors, errors
+    assert [p.name for p in tmp_path.iterdir()] == [f"agentgolf-sandbox-hosts-{os.getuid()}"]  # no temp left
 
 
 @needs_bwrap

@@ -191,6 +191,9 @@ def test_the_demo_data_is_described_as_python_source_from_its_manifest(tiny_data
     assert official.startswith("The text is https://hf.co/fineweb (dataset tiny)")
 
 
+SEE_SUBMITTED_S = 180  # how long B's scripted reply waits for A's submission (a loaded machine is slow)
+
+
 def test_two_sessions_prepared_at_once_see_each_other(tmp_path, tiny_dataset, monkeypatch):
     lab, rows = _lab(tmp_path, tiny_dataset)
     history = lab.ledger.experiments()
@@ -198,10 +201,13 @@ def test_two_sessions_prepared_at_once_see_each_other(tmp_path, tiny_dataset, mo
     for name in ("pending-a", "pending-b"):  # as the pipeline opens them, before any prompt is built
         board.open_entry(root, name, rows["base"].id)
 
-    def after_a_submitted():
-        deadline = time.monotonic() + 60
+    seen = threading.Event()  # B's session saw A's submission on the board before it refreshed
+
+    def after_a_submitted():  # runs in the fake server's thread: it reports through `seen`, not by raising
+        deadline = time.monotonic() + SEE_SUBMITTED_S
         while time.monotonic() < deadline:
             if any(e.title for e in board.others(root, "pending-b", [])):
+                seen.set()
                 break
             time.sleep(0.1)
         return tool_reply([("refresh", {})])
@@ -213,12 +219,13 @@ def test_two_sessions_prepared_at_once_see_each_other(tmp_path, tiny_dataset, mo
         tool_reply([("set", {"values": {"MUON_MOMENTUM": 0.97}})]),
         tool_reply([("submit", b_submit)]),
     ]
+    wait = {"request_timeout_s": SEE_SUBMITTED_S + 60}  # B's request is held while it waits: no retry
     with FakeLLM(a_script, tools=True) as a, FakeLLM(b_script, tools=True) as b:
         out = {}
         threads = [
             threading.Thread(
                 target=lambda n=n, llm=llm: out.__setitem__(
-                    n, prepare_proposal(lab, rows["base"], history, _proposer(llm, monkeypatch), n)
+                    n, prepare_proposal(lab, rows["base"], history, _proposer(llm, monkeypatch, **wait), n)
                 )
             )
             for n, llm in (("pending-a", a), ("pending-b", b))
@@ -226,7 +233,9 @@ def test_two_sessions_prepared_at_once_see_each_other(tmp_path, tiny_dataset, mo
         for t in threads:
             t.start()
         for t in threads:
-            t.join(180)
+            t.join(SEE_SUBMITTED_S + 120)
+        assert seen.is_set(), f"A's submission was not on B's board within {SEE_SUBMITTED_S} s"
+        assert not any(t.is_alive() for t in threads), "a session did not finish"
         a_prompt, b_prompt = (llm.requests[0]["messages"][1]["content"] for llm in (a, b))
         b_refresh = _tool_results(b.requests[1])[-1]
     assert not out["pending-a"].error and not out["pending-b"].error

@@ -1,6 +1,7 @@
 """One owner per run: a live loop holds its run, a second --resume refuses, cancel stops it cleanly.
 
-Real subprocesses (`python -m agentgolf.agent.cli.main`), a real workspace on tiny data, real SQLite and git.
+Real subprocesses (`python -m agentgolf.agent.cli.main`), a real workspace on tiny data, real SQLite and git;
+the lock file itself (two loops starting at once, a dead owner's lock) in threads of this process.
 """
 
 from __future__ import annotations
@@ -9,12 +10,14 @@ import json
 import signal
 import subprocess
 import sys
-import time
+import threading
 
 import pytest
 
+from agentgolf.agent.controller import processes
+from agentgolf.errors import AgentgolfError
 from tests.test_cli import agentgolf, one_line_error
-from tests.tiny import alive, make_workspace, phase_pids, training_row
+from tests.tiny import alive, make_workspace, phase_pids, training_row, wait_dead
 
 
 @pytest.fixture
@@ -56,8 +59,7 @@ def test_a_live_run_has_one_owner_and_cancel_stops_it(slow_workspace):
             loop.send_signal(signal.SIGKILL)
             loop.wait()
     assert loop.returncode != 0 and "cancelled" in loop.stderr.read()
-    time.sleep(1.0)
-    assert not any(alive(p) for p in pids)
+    assert not wait_dead(pids, 10)
     rows = json.loads(agentgolf("ledger", "--json", cwd=ws, check=True).stdout)
     row = next(r for r in rows if r["id"] == victim)
     assert row["status"] == "interrupted" and row["reason"] == "cancelled by the user", row  # not `oom`
@@ -65,3 +67,58 @@ def test_a_live_run_has_one_owner_and_cancel_stops_it(slow_workspace):
     # With the owner gone, --resume alone takes the run back, under its recorded caps.
     resumed = agentgolf("run", "--resume", cwd=ws)
     assert "with caps: 2 experiment(s) (as recorded)" in resumed.stderr, resumed.stderr
+
+
+def test_two_loops_starting_together_never_both_hold_the_workspace(tmp_path, monkeypatch):
+    """The first loop is held while it writes its owner (os.fdopen), and a second loop starts right then.
+    A lock created empty and written after was read by the second as ownerless, called stale and taken
+    over: both loops then held one workspace. Whoever wins, the two must never hold it at once."""
+    locks = tmp_path / "locks"
+    writing, second_tried, first_tried = threading.Event(), threading.Event(), threading.Event()
+    inside: set[str] = set()
+    overlaps: list[set[str]] = []
+    real_fdopen = processes.os.fdopen
+
+    def fdopen(fd, *args, **kwargs):
+        if threading.current_thread().name == "first":
+            writing.set()
+            second_tried.wait(10)
+        return real_fdopen(fd, *args, **kwargs)
+
+    monkeypatch.setattr(processes.os, "fdopen", fdopen)
+
+    def first() -> None:
+        try:
+            with processes.workspace_lock(locks):
+                overlaps.append(set(inside))
+        except AgentgolfError:
+            pass
+        finally:
+            first_tried.set()
+
+    thread = threading.Thread(target=first, name="first")
+    thread.start()
+    try:
+        assert writing.wait(10)
+        with processes.workspace_lock(locks):
+            inside.add("second")
+            second_tried.set()
+            first_tried.wait(10)  # held while the first finishes its attempt
+            inside.discard("second")
+    except AgentgolfError:
+        pass
+    finally:
+        second_tried.set()
+        thread.join(10)
+    assert first_tried.is_set() and overlaps in ([], [set()]), overlaps
+    assert not list(locks.iterdir())  # both released what they held; no temp file left
+
+
+def test_a_lock_left_by_a_dead_loop_is_taken_over(tmp_path):
+    locks = tmp_path / "locks"
+    locks.mkdir()
+    dead = processes.Owner(pid=2**22 + 1, started="1", since=0.0)  # above pid_max's default: no such process
+    (locks / processes.WORKSPACE_LOCK).write_text(dead.model_dump_json())
+    with processes.workspace_lock(locks) as me:
+        assert processes.lock_owner(locks / processes.WORKSPACE_LOCK) == me
+    assert not list(locks.iterdir())

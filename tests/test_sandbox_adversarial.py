@@ -25,7 +25,10 @@ from tests.sandbox_support import TEST_BUDGET, TOY, TRAINERS, compose, data_spec
 pytestmark = pytest.mark.skipif(find_bwrap() is None, reason="bubblewrap is not installed")
 
 SHORT = TEST_BUDGET.model_copy(update={"train_seconds": 1.0, "train_grace_seconds": 1.0})
-KILL_SLACK_S = 3.0  # from the kill deadline to run_sandboxed returning
+KILL_SLACK_S = 3.0  # from a phase's kill deadline to its top process reaped (the phase's own wall_seconds)
+# run_sandboxed as a whole adds its set-up and tear-down (sandbox files, cgroups, the log, kills), which a loaded
+# machine stretches: only a hang is caught from outside; the limits themselves are read from the phase timings.
+OUTER_SLACK_S = 30.0
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +86,9 @@ def test_time_limit_holds(data, tmp_path, attack):
     elapsed = time.monotonic() - t0
     assert result.status is Status.timeout, result.reason
     assert "2 s wall-clock limit" in result.reason
-    assert SHORT.train_kill_seconds <= elapsed < SHORT.train_kill_seconds + KILL_SLACK_S
+    # killed at its deadline: the training phase's own wall clock, from its start to its top process reaped
+    assert SHORT.train_kill_seconds <= result.train_seconds < SHORT.train_kill_seconds + KILL_SLACK_S
+    assert elapsed < SHORT.train_kill_seconds + OUTER_SLACK_S  # and run_sandboxed returned, not hung
     assert processes_with(tag) == []
 
 
@@ -182,11 +187,12 @@ def test_fork_bomb_hits_the_process_limit(data, tmp_path):
     result = run_sandboxed(TRAINERS / "fork_bomb.py", tmp_path, data, budget, env={"TAG": tag})
     elapsed = time.monotonic() - t0
     assert result.status is Status.violation and "process limit (max_processes=32)" in result.reason
-    assert elapsed < budget.train_seconds  # stopped by the limit, not by the clock
+    assert result.train_seconds < budget.train_seconds  # stopped by the limit, not by the clock
+    assert elapsed < budget.train_seconds + OUTER_SLACK_S  # and run_sandboxed returned, not hung
     assert processes_with(tag) == []
     t1 = time.monotonic()
     subprocess.run(["true"], check=True)
-    assert time.monotonic() - t1 < 1.0  # the machine is responsive
+    assert time.monotonic() - t1 < 5.0  # the machine is responsive (a surviving bomb would starve it)
 
 
 def test_a_tampered_nll_path_is_caught_in_the_same_call(data, tmp_path):
@@ -226,5 +232,5 @@ def test_model_that_hangs_in_scoring_is_timeout(data, tmp_path):
     t0 = time.monotonic()
     result = run_sandboxed(compose("slow_load.py", tmp_path), tmp_path / "run", data, budget)
     assert result.status is Status.timeout and result.reason.startswith("scoring ran past its 3 s")
-    assert result.score_seconds < budget.score_seconds + KILL_SLACK_S
-    assert time.monotonic() - t0 < result.train_seconds + budget.score_seconds + 2 * KILL_SLACK_S
+    assert result.score_seconds < budget.score_seconds + KILL_SLACK_S  # the scoring phase, killed in time
+    assert time.monotonic() - t0 < result.train_seconds + result.score_seconds + OUTER_SLACK_S  # not hung

@@ -7,12 +7,20 @@ ledger, the sandbox, the trainer) is real.
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
 
+from agentgolf.agent.controller import loop as loop_module
+from agentgolf.agent.controller import pipeline as pipeline_module
 from agentgolf.agent.controller.loop import Loop, RunCaps
+from agentgolf.agent.controller.pipeline import Pipeline
+from agentgolf.agent.proposers.briefing import board
+from agentgolf.agent.proposers.prepare import Prepared
 from tests.tiny import make_workspace
 
 
@@ -119,3 +127,99 @@ def test_a_cpu_machine_has_as_many_slots_as_configured_each_with_its_share_of_th
     assert seen == {"PRESET": "cpu", "OMP_NUM_THREADS": "4"}
     two.run(Path("t.py"), Path("run"), 1, {"OMP_NUM_THREADS": "1"}, None, None)
     assert seen["OMP_NUM_THREADS"] == "1"  # the user's setting wins
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("failures", [1, 99])
+def test_a_preparation_that_raises_is_dropped_and_the_run_goes_on(
+    tmp_path, tiny_dataset, monkeypatch, failures
+):
+    """Not a ProposalError: git or the disk failing in a preparation. It used to stop the whole run; now
+    that proposal is dropped, uncharged, and the next one prepared. One that fails every time stops the run
+    after the infra retries, instead of asking again forever."""
+    real = loop_module.make_proposer
+    calls: list[int] = []
+
+    def make_proposer(name, ws):
+        propose = real(name, ws)
+
+        def flaky(ctx, tree):
+            calls.append(1)
+            if len(calls) <= failures:
+                raise OSError("No space left on device")
+            return propose(ctx, tree)
+
+        return flaky
+
+    monkeypatch.setattr(loop_module, "make_proposer", make_proposer)
+    ws = make_workspace(tmp_path / "ws", tiny_dataset)
+    loop = Loop(ws, ws.ledger(), ws.config.budget, console=Console(file=open(tmp_path / "out.txt", "w")))
+    summary = loop.run(RunCaps(experiments=2), "playbook")
+    said = (tmp_path / "out.txt").read_text()
+    assert "preparation failed (OSError: No space left on device); dropped" in said
+    rows = loop.ledger.experiments(run_id=summary.run_id)
+    assert board.others(ws.root, "", rows) == []  # the dropped ones left the board
+    if failures == 1:
+        assert summary.stop_reason == "budget spent" and summary.experiments == 2 and not summary.failed
+        assert len(calls) == 2 and [e.kind for e in rows if e.kind != "control"] == ["baseline", "proposal"]
+    else:  # the first try and the default SchedulerConfig's 2 infra retries
+        assert len(calls) == 3 and summary.failed and [e.kind for e in rows] == ["baseline"]
+        assert summary.stop_reason.startswith("3 proposal preparations in a row failed: "), summary
+
+
+class HeldPreparations:
+    """Stands in for prepare_proposal: each call waits for `go`, then submits as a real one would."""
+
+    def __init__(self) -> None:
+        self.go, self.names = threading.Event(), []
+
+    def __call__(self, lab, parent, history, propose, name: str) -> Prepared:
+        self.names.append(name)
+        assert self.go.wait(30)
+        board.submitted(lab.ws.root, name, f"idea {name}", "", name)
+        return Prepared(parent_id=parent.id)
+
+
+def _pipeline(root: Path, workers: int) -> Pipeline:
+    return Pipeline(SimpleNamespace(ws=SimpleNamespace(root=root)), propose=None, workers=workers)
+
+
+def test_a_closed_pipeline_leaves_no_board_entries(tmp_path, monkeypatch):
+    """A run ends with one preparation running and one queued: the queued one is cancelled before it starts,
+    so prepare_proposal's cleanup never closes its entry, and the running one submits for a slot that never
+    comes. Left on the board, a later loop in this process listed both and counted them as in flight."""
+    prepare = HeldPreparations()
+    monkeypatch.setattr(pipeline_module, "prepare_proposal", prepare)
+    pipeline = _pipeline(tmp_path, workers=1)
+    try:
+        pipeline.fill(SimpleNamespace(id=1), 2, lambda: [])
+        deadline = time.monotonic() + 10
+        while not prepare.names and time.monotonic() < deadline:
+            time.sleep(0.01)
+        pipeline.close()
+        assert [e.name for e in board.others(tmp_path, "", [])] == prepare.names  # the running one only
+    finally:
+        prepare.go.set()
+    deadline = time.monotonic() + 10
+    while board.others(tmp_path, "", []) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert board.others(tmp_path, "", []) == []
+
+
+def test_two_pipelines_in_one_process_name_their_preparations_apart(tmp_path, monkeypatch):
+    """A closed pipeline's preparation may still run when the next run's starts: the same name meant the
+    same worktree path, and the new one's worktree add deleted the other's tree."""
+    prepare = HeldPreparations()
+    monkeypatch.setattr(pipeline_module, "prepare_proposal", prepare)
+    pipelines = [_pipeline(tmp_path, workers=1) for _ in range(2)]
+    try:
+        for pipeline in pipelines:
+            pipeline.fill(SimpleNamespace(id=1), 1, lambda: [])
+        deadline = time.monotonic() + 10
+        while len(prepare.names) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        prepare.go.set()
+        for pipeline in pipelines:
+            pipeline.close()
+    assert len(prepare.names) == 2 and len(set(prepare.names)) == 2, prepare.names

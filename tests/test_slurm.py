@@ -74,14 +74,34 @@ def test_job_killed_by_scancel_is_an_infra_error(tmp_path, tiny_dataset):
     assert slurm.live_job(run_dir) is None and slurm.reusable_job(run_dir) is None  # a retry submits anew
 
 
+# The toy trainer, held at its start until the test lets it go: it says it waits (a file in its folder, which
+# the sandbox binds from the run's train/ folder), and goes on once the test has written `release` there.
+HELD = """import os, time
+if __name__ == "__main__":
+    open("waiting", "w").close()
+    while not os.path.exists("release"):
+        time.sleep(0.1)
+    os.remove("release"); os.remove("waiting")
+"""
+
+
 def test_resume_reattaches_to_a_running_job(tmp_path, tiny_dataset):
-    slow = tmp_path / "slow_toy.py"  # the toy trainer, after a few seconds' nap
-    slow.write_text("import time\ntime.sleep(6)\n" + TOY.read_text())
-    job_id, run_dir = _submit(slow, tmp_path, tiny_dataset, "resumed")
-    _wait_for("RUNNING", job_id)
-    # A restarted loop finds the job through the run folder alone and waits on it: nothing is resubmitted.
-    assert slurm.live_job(run_dir) == job_id
-    result = slurm.wait(slurm.live_job(run_dir), run_dir)
+    held = tmp_path / "held_toy.py"
+    held.write_text(HELD + TOY.read_text())
+    job_id, run_dir = _submit(held, tmp_path, tiny_dataset, "resumed")
+    deadline = time.monotonic() + 120
+    while not (run_dir / "train" / "waiting").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    try:
+        assert (run_dir / "train" / "waiting").exists(), "the job's trainer did not start"
+        # A restarted loop finds the job through the run folder alone, while it is certainly still running.
+        found = slurm.live_job(run_dir)
+        assert slurm.job_state(job_id) == "RUNNING" and found == job_id
+    finally:
+        if (run_dir / "train").is_dir():
+            (run_dir / "train" / "release").touch()
+    # It waits on it: nothing is resubmitted.
+    result = slurm.wait(found, run_dir)
     assert result.status is Status.ok, result.reason
     assert len((run_dir / slurm.STARTED_FILE).read_text().splitlines()) == 1  # the job started exactly once
     assert sorted(p.name for p in (run_dir / "slurm").glob("*_submitted.pkl")) == [f"{job_id}_submitted.pkl"]

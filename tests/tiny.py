@@ -65,8 +65,22 @@ def phase_pids(workspace: Path, exp_id: int) -> list[int]:
 
 
 def alive(pid: int) -> bool:
-    status = Path(f"/proc/{pid}/status")
-    return status.exists() and "zombie" not in status.read_text()
+    """Whether `pid` runs (a zombie does not); a process gone while we look is dead, not an error."""
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def wait_dead(pids: list[int], timeout: float = 10) -> list[int]:
+    """Wait until none of `pids` is alive; those still alive at the deadline (none: all dead). For a tree
+    SIGKILLed at once: its exit and reaping, which a loaded machine may delay, but not by seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while (left := [p for p in pids if alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
 
 
 def proposal_tree(folder: Path, trainer: str):
