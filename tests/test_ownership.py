@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -82,7 +83,7 @@ def test_two_loops_starting_together_never_both_hold_the_workspace(tmp_path, mon
     def fdopen(fd, *args, **kwargs):
         if threading.current_thread().name == "first":
             writing.set()
-            second_tried.wait(10)
+            second_tried.wait(3)  # the second loop tries now (or, serialized, waits for us instead)
         return real_fdopen(fd, *args, **kwargs)
 
     monkeypatch.setattr(processes.os, "fdopen", fdopen)
@@ -121,4 +122,47 @@ def test_a_lock_left_by_a_dead_loop_is_taken_over(tmp_path):
     (locks / processes.WORKSPACE_LOCK).write_text(dead.model_dump_json())
     with processes.workspace_lock(locks) as me:
         assert processes.lock_owner(locks / processes.WORKSPACE_LOCK) == me
+    assert not list(locks.iterdir())
+
+
+def test_two_loops_taking_over_one_stale_lock_never_both_hold_it(tmp_path, monkeypatch):
+    """A lock left by a dead loop, and two loops starting at once. The first has read it as stale and pauses
+    (lock_owner held back) while the second reads it too, removes it and makes its own; the first then
+    removed the second's new lock and made one of its own: both held the workspace. Takeovers are
+    serialized, so whoever wins, the other is refused."""
+    locks = tmp_path / "locks"
+    locks.mkdir()
+    dead = processes.Owner(pid=2**22 + 1, started="1", since=0.0)  # above pid_max's default: no such process
+    (locks / processes.WORKSPACE_LOCK).write_text(dead.model_dump_json())
+    first_read, second_done = threading.Event(), threading.Event()
+    inside: set[str] = set()
+    overlaps: list[set[str]] = []
+    real_owner = processes.lock_owner
+
+    def lock_owner(lock):
+        holder = real_owner(lock)
+        if threading.current_thread().name == "first" and not first_read.is_set():
+            first_read.set()
+            second_done.wait(3)  # the second loop starts right now (serialized: it waits for us instead)
+        return holder
+
+    monkeypatch.setattr(processes, "lock_owner", lock_owner)
+
+    def hold(name: str) -> None:
+        try:
+            with processes.workspace_lock(locks):
+                overlaps.append(set(inside))
+                inside.add(name)
+                time.sleep(0.5)
+                inside.discard(name)
+        except AgentgolfError:
+            pass
+
+    thread = threading.Thread(target=hold, args=("first",), name="first")
+    thread.start()
+    assert first_read.wait(10)
+    hold("second")
+    second_done.set()
+    thread.join(10)
+    assert overlaps == [set()], overlaps  # exactly one loop held it, alone
     assert not list(locks.iterdir())

@@ -9,6 +9,7 @@ and the workspace's lock, so a second loop in the same workspace refuses and nam
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import sys
@@ -133,21 +134,34 @@ def _hold(lock: Path, refusal: Callable[[Owner], str], what: str) -> Iterator[Ow
         since=time.time(),
         command=" ".join(sys.argv),
     )
-    for _ in range(2):  # a stale lock (its process died) is taken over once
-        if _create_whole(lock, me.model_dump_json()):
-            break
-        holder = lock_owner(lock)
-        if holder is not None:
-            raise AgentgolfError(refusal(holder))
-        with contextlib.suppress(FileNotFoundError):
-            lock.unlink()
-    else:
-        raise AgentgolfError(f"{what}: could not take its lock {lock}; another process is starting it")
+    with _takers_serialized(lock.parent):
+        if not _create_whole(lock, me.model_dump_json()):
+            holder = lock_owner(lock)
+            if holder is not None:
+                raise AgentgolfError(refusal(holder))
+            lock.unlink(missing_ok=True)  # stale: its process died (only its owner removes it but us)
+            if not _create_whole(lock, me.model_dump_json()):
+                raise AgentgolfError(
+                    f"{what}: could not take its lock {lock}; another process is starting it"
+                )
     try:
         yield me
     finally:
         if lock_owner(lock) == me:
             lock.unlink()
+
+
+@contextmanager
+def _takers_serialized(folder: Path) -> Iterator[None]:
+    """Take locks in `folder` one process (and thread) at a time: a flock on the folder, which the kernel
+    drops if we die. Two loops that found the same stale lock each removed "it" and made their own; the
+    second's removal could be of the first's new lock, and both then held the workspace."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # and with it the flock
 
 
 def _create_whole(lock: Path, text: str) -> bool:
