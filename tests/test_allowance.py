@@ -143,3 +143,34 @@ def test_a_run_bounds_every_allowance_by_its_baselines_recorded_timing():
         assert judged.train_allowed_seconds == 10 + 4 + 10  # its 4 s overhead plus the 10 s margin
         assert judged.load_allowance_seconds == load
         assert allowance.judged(budget, base, found).train_allowed_seconds == 10 + 120  # the kill alone
+
+
+def test_a_row_records_the_allowance_it_was_launched_under(tmp_path, tiny_dataset):
+    """A candidate launches, then a baseline seed finishes beside it and moves the allowances: the row's
+    recorded allowance is the one its sandbox enforced (its manifest's budget), not the new one."""
+    import time
+
+    from agentgolf.agent.controller.lab import Lab
+    from agentgolf.experiments.ledger import Run
+    from agentgolf.sandbox.budget import Timing
+    from agentgolf.sandbox.result import SandboxResult, Status
+
+    ws = make_workspace(tmp_path / "ws", tiny_dataset)
+    ledger = ws.ledger()
+    ledger.add_run(Run(id="r1", created_at=time.time(), base_commit="0" * 40))
+    lab = Lab(ws, ledger, ws.config.budget)
+    head = lab.repo.head.commit.hexsha
+    exp = ledger.add_experiment(
+        run_id="r1", kind="proposal", status="running", title="c", seed=1, commit_sha=head, parent_commit=head
+    )
+    lab.prepare_run_dir(exp, None)
+    launched = Budget.model_validate(ledger.get(exp.id).manifest["budget"]).train_allowed_seconds
+    assert lab.launch_budget(exp).train_allowed_seconds == launched
+    seconds = lab.budget.train_seconds
+    lab.measured = {
+        "": allowance.Measured(1, Timing(train_phase_seconds=1.0))
+    }  # a seed came in: 1 s overhead
+    assert lab.budget_for(exp).train_allowed_seconds != launched  # the allowance moved
+    result = SandboxResult(status=Status.ok, val_bpb=2.5, train_seconds=seconds, steps=10, step_ms=1.0)
+    row = lab.record(exp, result, None)
+    assert row.manifest["train_allowed_seconds"] == launched

@@ -54,6 +54,7 @@ class Lab:
         )
         self._data_hashes: dict[str, str] | None = None
         self.measured: dict[str, allowance.Measured] = {}  # per rung, what its baseline runs measured
+        self.budgets: dict[int, Budget] = {}  # each row's budget as launched: enforced and recorded alike
         self.tracking = Tracking(ws)  # the dashboards a run streams its experiments to (agent/tracking)
 
     def seed_of(self, exp: Experiment) -> int:
@@ -77,6 +78,7 @@ class Lab:
         (run_dir / TRAINER_FILE).write_bytes(source)
         if self._data_hashes is None:
             self._data_hashes = data_fingerprint(self.data, self.ws.state / "hashes.json")
+        self.budgets[exp.id] = self.budget_for(exp)
         manifest = build_manifest(
             commit=exp.commit_sha,
             parent_commit=exp.parent_commit,
@@ -85,7 +87,7 @@ class Lab:
             data_hashes=self._data_hashes,
             seed=self.seed_of(exp),
             env=self.env_for(exp),
-            budget=self.budget_for(exp),
+            budget=self.budgets[exp.id],
             gpus=slot,
             proposer=exp.proposer,
             data_check=data_gate.manifest_entry(self.ws.state),  # the run's data check (a run's start)
@@ -100,7 +102,7 @@ class Lab:
     def sandbox(self, exp: Experiment, slot: Slot) -> SandboxResult:
         """Runs in a worker thread: no ledger access here, only the executor."""
         run_dir = self.ws.run_dir(exp.id)
-        env, budget = self.env_for(exp), self.budget_for(exp)
+        env, budget = self.env_for(exp), self.launch_budget(exp)
         if exp.kind == Kind.baseline:  # the unmodified trainer: trusted to build the compile cache
             self.compile_cache.trust(self.trainer_source(exp.commit_sha))
         return self.executor.run(run_dir / TRAINER_FILE, run_dir, self.seed_of(exp), env, slot, budget)
@@ -116,6 +118,11 @@ class Lab:
         budget = rung_budget(self.budget, self.rung_of(exp)).for_gpus(allowance.uses_gpus(self.ws.config))
         return allowance.judged(budget, exp, self.measured)
 
+    def launch_budget(self, exp: Experiment) -> Budget:
+        """The budget `exp` was launched under (its manifest's), else what it would get now. The allowances
+        move as baseline seeds finish beside it: what was enforced must be what is recorded."""
+        return self.budgets.get(exp.id) or self.budget_for(exp)
+
     def env_for(self, exp: Experiment) -> dict[str, str]:
         return rung_env(self.ws.config.trainer_env, self.rung_of(exp))
 
@@ -124,7 +131,7 @@ class Lab:
         # its own timing too: a baseline's sets the allowances of the run's candidates (scheduler).
         facts = self.executor.facts(self.ws.run_dir(exp.id))
         facts |= {"eval": result.eval_mode, "verification": result.verification}
-        facts |= {"train_allowed_seconds": self.budget_for(exp).train_allowed_seconds}
+        facts |= {"train_allowed_seconds": self.launch_budget(exp).train_allowed_seconds}
         facts |= {"timing": Timing.of(result).model_dump()}
         facts |= {"clock": result.clock_facts()}  # the training clock (wall or CPU) and its CPU figures
         facts |= self._trainer_ran(exp, result)
