@@ -166,3 +166,28 @@ def test_two_loops_taking_over_one_stale_lock_never_both_hold_it(tmp_path, monke
     thread.join(10)
     assert overlaps == [set()], overlaps  # exactly one loop held it, alone
     assert not list(locks.iterdir())
+
+
+SLOW_STARTER = """import pathlib, time
+time.sleep(3)
+pathlib.Path("woke").write_text("trained on after the loop went down")
+"""
+
+
+@pytest.mark.parametrize("going_down", [False, True])
+def test_a_phase_starting_while_the_loop_goes_down_is_killed_at_once(tiny_dataset, tmp_path, going_down):
+    """The loop's kills on the way down reach the phases recorded so far; a phase that starts after them (a
+    scoring phase right after a training ended) was left to run, and the loop waited for it. The executor
+    kills it as it starts. The control: the same phase with the loop up runs to its end."""
+    from agentgolf.agent.controller.executor import LocalExecutor
+    from tests.sandbox_support import TEST_BUDGET, data_spec
+
+    trainer = tmp_path / "slow.py"
+    trainer.write_text(SLOW_STARTER)
+    stopping = threading.Event()
+    if going_down:
+        stopping.set()
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    LocalExecutor(data_spec(tiny_dataset), stopping=stopping).run(trainer, run_dir, 1, {}, None, TEST_BUDGET)
+    assert (run_dir / "train" / "woke").exists() != going_down, list(run_dir.rglob("*"))

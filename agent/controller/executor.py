@@ -69,9 +69,16 @@ GPU_THREAD_VARS = ("OMP_NUM_THREADS", "TORCHINDUCTOR_COMPILE_THREADS")
 class LocalExecutor:
     """Both phases as subprocesses of this machine, one experiment per GPU group (or per CPU slot)."""
 
-    def __init__(self, data: DataSpec, config: LocalConfig | None = None, cache: CompileCache | None = None):
+    def __init__(
+        self,
+        data: DataSpec,
+        config: LocalConfig | None = None,
+        cache: CompileCache | None = None,
+        stopping: threading.Event | None = None,
+    ):
         self.data, self.config = data, config or LocalConfig()
         self.cache = cache if self.config.compile_cache else None
+        self.stopping = stopping  # set when the loop goes down: a phase starting after that is killed at once
         self.gpu_slots = 1  # how many GPU slots share this machine's cores (set by `slots`)
 
     def threads(self) -> int:
@@ -108,12 +115,19 @@ class LocalExecutor:
             env=env,
             seed=seed,
             gpus=slot,
-            on_start=lambda pid: record_pid(run_dir, pid),
+            on_start=lambda pid: self._started(run_dir, pid),
             compile_cache=use,
         )
         if self.cache is not None:
             self.cache.finish(use, result)  # a trusted build that ended well becomes the template
         return result
+
+    def _started(self, run_dir: Path, pid: int) -> None:
+        """A phase is up: recorded for `release`; and killed now if the loop is already going down (its
+        kills ran before this phase began: a scoring phase after a training that had just ended, say)."""
+        record_pid(run_dir, pid)
+        if self.stopping is not None and self.stopping.is_set():
+            kill_leftovers(run_dir)
 
     def in_flight(self, run_dir: Path) -> bool:
         return False  # local phases die with the loop (or are killed by `release` on resume)
@@ -173,4 +187,4 @@ def executor_for(
     """`cache`: the workspace's compile cache, for the local executor (LocalConfig.compile_cache)."""
     if kind == "slurm":
         return SlurmExecutor(data, config, stopping)
-    return LocalExecutor(data, local, cache)
+    return LocalExecutor(data, local, cache, stopping)

@@ -60,7 +60,7 @@ def kill_leftovers(run_dir: Path) -> int:
             except OSError:
                 continue
         killed += 1
-    pid_file.unlink()
+    pid_file.unlink(missing_ok=True)  # a phase's own start may be killing it too
     return killed
 
 
