@@ -8,7 +8,6 @@ ledger, the sandbox, the trainer) is real.
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,7 +20,7 @@ from agentgolf.agent.controller.loop import Loop, RunCaps
 from agentgolf.agent.controller.pipeline import Pipeline
 from agentgolf.agent.proposers.briefing import board
 from agentgolf.agent.proposers.prepare import Prepared
-from tests.tiny import make_workspace
+from tests.tiny import make_workspace, wait_until
 
 
 class FlakyMachine:
@@ -193,16 +192,12 @@ def test_a_closed_pipeline_leaves_no_board_entries(tmp_path, monkeypatch):
     pipeline = _pipeline(tmp_path, workers=1)
     try:
         pipeline.fill(SimpleNamespace(id=1), 2, lambda: [])
-        deadline = time.monotonic() + 10
-        while not prepare.names and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: prepare.names, 10, every=0.01)
         pipeline.close()
         assert [e.name for e in board.others(tmp_path, "", [])] == prepare.names  # the running one only
     finally:
         prepare.go.set()
-    deadline = time.monotonic() + 10
-    while board.others(tmp_path, "", []) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: not board.others(tmp_path, "", []), 10, every=0.01)
     assert board.others(tmp_path, "", []) == []
 
 
@@ -215,9 +210,7 @@ def test_two_pipelines_in_one_process_name_their_preparations_apart(tmp_path, mo
     try:
         for pipeline in pipelines:
             pipeline.fill(SimpleNamespace(id=1), 1, lambda: [])
-        deadline = time.monotonic() + 10
-        while len(prepare.names) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: len(prepare.names) >= 2, 10, every=0.01)
     finally:
         prepare.go.set()
         for pipeline in pipelines:

@@ -22,7 +22,7 @@ from agentgolf.sandbox import slurm
 from agentgolf.sandbox.result import Status
 from tests.sandbox_support import TEST_BUDGET, TOY, TRAINERS, data_spec
 from tests.test_cli import agentgolf
-from tests.tiny import TINY_ENV, make_workspace
+from tests.tiny import TINY_ENV, make_workspace, wait_until
 
 
 def _slurm_up() -> bool:
@@ -89,9 +89,7 @@ def test_resume_reattaches_to_a_running_job(tmp_path, tiny_dataset):
     held = tmp_path / "held_toy.py"
     held.write_text(HELD + TOY.read_text())
     job_id, run_dir = _submit(held, tmp_path, tiny_dataset, "resumed")
-    deadline = time.monotonic() + 120
-    while not (run_dir / "train" / "waiting").exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until((run_dir / "train" / "waiting").exists, 120, every=0.2)
     try:
         assert (run_dir / "train" / "waiting").exists(), "the job's trainer did not start"
         # A restarted loop finds the job through the run folder alone, while it is certainly still running.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from agentgolf.agent.judge.acceptance import AcceptanceConfig
@@ -72,15 +74,22 @@ def alive(pid: int) -> bool:
         return False
 
 
+def wait_until(done: Callable[[], object], timeout: float, every: float = 0.1) -> bool:
+    """Poll `done` until it holds or `timeout` seconds pass; whether it held (a loaded machine is slow, so
+    tests wait for a state, never sleep a fixed time and hope)."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(every)
+    return True
+
+
 def wait_dead(pids: list[int], timeout: float = 10) -> list[int]:
     """Wait until none of `pids` is alive; those still alive at the deadline (none: all dead). For a tree
     SIGKILLed at once: its exit and reaping, which a loaded machine may delay, but not by seconds."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while (left := [p for p in pids if alive(p)]) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return left
+    wait_until(lambda: not any(alive(p) for p in pids), timeout)
+    return [p for p in pids if alive(p)]
 
 
 def proposal_tree(folder: Path, trainer: str):

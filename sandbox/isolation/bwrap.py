@@ -29,6 +29,7 @@ import threading
 from pathlib import Path
 from typing import NamedTuple
 
+from agentgolf.baseline.shards import atomic_file
 from agentgolf.errors import AgentgolfError
 from agentgolf.sandbox.isolation.limits import Limits
 from agentgolf.sandbox.phase import PhaseSpec
@@ -232,15 +233,8 @@ def hosts_file() -> Path:
     with _HOSTS_LOCK:
         path = Path(tempfile.gettempdir()) / f"agentgolf-sandbox-hosts-{os.getuid()}"
         if not path.is_file() or path.read_text() != HOSTS_TEXT:
-            fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.", suffix=".tmp", dir=path.parent)
-            try:
-                with os.fdopen(fd, "w") as f:
-                    f.write(HOSTS_TEXT)
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            with atomic_file(path) as f:
+                f.write(HOSTS_TEXT.encode())
         return path
 
 
